@@ -1,0 +1,193 @@
+"""Admin for CSV imports: upload a file (customers or orders, optionally a dry run), and follow the job the
+worker runs: status, rows processed of the total, counts and the rejected lines.
+
+The upload only stores the file and queues `crm.tasks.import_job_run` once the job row is committed; the
+import itself (crm/services/imports.py) runs in the worker. crm/admin.py imports this module.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
+
+from crm.models import ImportJob
+from crm.tasks import import_job_run
+
+MAX_UPLOAD_BYTES = 500 * 1024 * 1024
+REFRESH_SECONDS = 3
+
+
+class ImportUploadForm(forms.ModelForm):
+    class Meta:
+        model = ImportJob
+        fields = ["kind", "file", "dry_run"]
+        help_texts = {
+            "file": _(
+                'A CSV file, UTF-8 (Excel: "CSV UTF-8") or GBK. Orders need the columns customer_external_id, '
+                "order_external_id, ordered_at, amount; customers need external_id."
+            ),
+            "dry_run": _("Check the file and report what would change, without writing anything."),
+        }
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if not upload.name.lower().endswith((".csv", ".txt")):
+            raise forms.ValidationError(_("Upload a .csv file."))
+        if upload.size > MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(
+                _("The file is larger than 500 MB; split it or use the import command.")
+            )
+        return upload
+
+
+def _queue(job: ImportJob) -> None:
+    # After commit: the worker must find the job row (and the stored file) when the task arrives.
+    transaction.on_commit(lambda: import_job_run.delay(job.pk))
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "kind",
+        "original_name",
+        "dry_run",
+        "status",
+        "progress",
+        "created_count",
+        "updated_count",
+        "unchanged_count",
+        "error_count",
+        "created_by",
+        "created_at",
+    ]
+    list_filter = ["kind", "status", "dry_run"]
+    list_select_related = ["created_by"]
+    search_fields = ["original_name"]
+    date_hierarchy = "created_at"
+    actions = ["run_again"]
+    readonly_fields = [
+        "kind",
+        "original_name",
+        "file",
+        "dry_run",
+        "status",
+        "progress",
+        "created_count",
+        "updated_count",
+        "unchanged_count",
+        "error_count",
+        "message",
+        "error_list",
+        "created_by",
+        "created_at",
+        "finished_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["kind", "original_name", "file", "dry_run", "created_by", "created_at"]}),
+        (
+            _("Progress"),
+            {
+                "fields": [
+                    "status",
+                    "progress",
+                    "created_count",
+                    "updated_count",
+                    "unchanged_count",
+                    "error_count",
+                    "finished_at",
+                    "message",
+                ]
+            },
+        ),
+        (_("Rejected rows"), {"fields": ["error_list"]}),
+    ]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ImportUploadForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": ["kind", "file", "dry_run"]})]
+        return self.fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def has_change_permission(self, request, obj=None):
+        return False  # a job is a record of what happened: view it, run it again, or delete it
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.original_name = form.cleaned_data["file"].name[:255]
+            obj.created_by = request.user
+            obj.status = ImportJob.Status.QUEUED
+        super().save_model(request, obj, form, change)
+        if not change:
+            _queue(obj)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        self.message_user(
+            request, gettext("The import was queued; this page shows its progress."), messages.SUCCESS
+        )
+        return HttpResponseRedirect(reverse("admin:crm_importjob_change", args=[obj.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        job = ImportJob.objects.filter(pk=object_id).only("status").first()
+        if job and job.status in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING):
+            response["Refresh"] = str(REFRESH_SECONDS)  # follow the progress without a script
+        return response
+
+    @admin.display(description=_("progress"))
+    def progress(self, obj: ImportJob) -> str:
+        if not obj.total_rows:
+            return f"{obj.processed_rows:,}"
+        share = min(100, 100 * obj.processed_rows // obj.total_rows)
+        return f"{obj.processed_rows:,} / {obj.total_rows:,} ({share}%)"
+
+    @admin.display(description=_("errors"))
+    def error_list(self, obj: ImportJob):
+        if not obj.errors:
+            return gettext("None")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((e.get("line", ""), e.get("field", ""), e.get("message", "")) for e in obj.errors),
+        )
+        more = ""
+        if obj.error_count > len(obj.errors):
+            more = format_html(
+                "<p>{}</p>",
+                gettext("%(shown)d of %(count)d rejected rows listed.")
+                % {"shown": len(obj.errors), "count": obj.error_count},
+            )
+        return format_html(
+            "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>{}",
+            gettext("line"),
+            gettext("column"),
+            gettext("reason"),
+            rows,
+            more,
+        )
+
+    @admin.action(description=_("Run the selected imports again"), permissions=["add"])
+    def run_again(self, request, queryset):
+        jobs = list(queryset.exclude(status=ImportJob.Status.RUNNING))
+        for job in jobs:
+            ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.QUEUED, finished_at=None)
+            _queue(job)
+        self.message_user(
+            request,
+            ngettext("%(count)d import queued again.", "%(count)d imports queued again.", len(jobs))
+            % {"count": len(jobs)},
+            messages.SUCCESS,
+        )

@@ -1,0 +1,101 @@
+"""Computing and storing the dashboard summaries.
+
+`analytics_refresh` (the nightly task) recomputes every chart's default figures and the attribution of
+the last few months; the endpoints read those rows. A figure that is missing (a fresh install, an
+unusual lookback) is computed on first request and stored, so the page never shows an empty chart
+for want of a nightly run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from crm.analytics import compute
+from crm.analytics.attribution import attribution
+from crm.analytics.funnel import funnel
+from crm.models import DashboardSummary
+
+logger = logging.getLogger(__name__)
+
+FUNNEL_WINDOWS = (7, 30, 90)
+ATTRIBUTION_LOOKBACKS = (7, 30)
+# Orders of older months change only through refunds; the nightly run recomputes these recent months,
+# `analytics_refresh(full=True)` all of them.
+ATTRIBUTION_RECENT_MONTHS = 3
+ATTRIBUTION_MONTHS = 12
+
+
+def summary_store(
+    *, chart: str, key: str, compute_fn: Callable[[], dict], now: datetime | None = None
+) -> DashboardSummary:
+    started = time.monotonic()
+    data = compute_fn()
+    duration_ms = int((time.monotonic() - started) * 1000)
+    summary, _created = DashboardSummary.objects.update_or_create(
+        chart=chart,
+        key=key,
+        defaults={"data": data, "computed_at": now or timezone.now(), "duration_ms": duration_ms},
+    )
+    return summary
+
+
+def summary_get_or_compute(*, chart: str, key: str, compute_fn: Callable[[], dict]) -> DashboardSummary:
+    summary = DashboardSummary.objects.filter(chart=chart, key=key).first()
+    return summary or summary_store(chart=chart, key=key, compute_fn=compute_fn)
+
+
+def funnel_window(days: int, now: datetime) -> tuple[datetime, datetime]:
+    return now - timedelta(days=days), now
+
+
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    start = compute._month_start(month)
+    end = compute._month_start(compute.add_months(month, 1))
+    return start, end
+
+
+def attribution_key(month: str, lookback: int) -> str:
+    return f"{month}|{lookback}"
+
+
+def attribution_month(month: str, lookback: int) -> dict:
+    start, end = month_bounds(month)
+    return attribution(start=start, end=end, lookback_days=lookback)
+
+
+def analytics_refresh(*, full: bool = False, now: datetime | None = None) -> dict[str, int]:
+    """Recompute every summary; returns milliseconds per chart (logged, and shown by the benchmark)."""
+    now = now or timezone.now()
+    timings: dict[str, int] = {}
+
+    def store(chart, key, fn):
+        with transaction.atomic():
+            timings[f"{chart}:{key}"] = summary_store(
+                chart=chart, key=key, compute_fn=fn, now=now
+            ).duration_ms
+
+    store("lifecycle", "all", lambda: compute.lifecycle_history(now=now))
+    store("cohorts", "all", lambda: compute.cohort_retention(now=now))
+    store("orders", "all", lambda: compute.order_months(now=now))
+    store("acquisition", "all", compute.acquisition_value)
+    for days in FUNNEL_WINDOWS:
+        start, end = funnel_window(days, now)
+        store("funnel", f"{days}d", lambda start=start, end=end: funnel(start=start, end=end))
+    current = compute.month_key(now.astimezone(compute._tz()))
+    months = ATTRIBUTION_MONTHS if full else ATTRIBUTION_RECENT_MONTHS
+    for lookback in ATTRIBUTION_LOOKBACKS:
+        for i in range(months):
+            month = compute.add_months(current, -i)
+            store(
+                "attribution",
+                attribution_key(month, lookback),
+                lambda m=month, lb=lookback: attribution_month(m, lb),
+            )
+    logger.info("analytics summaries refreshed", extra={"timings_ms": timings})
+    return timings

@@ -1,0 +1,50 @@
+"""The few SQL snippets that differ between PostgreSQL (production, tests) and SQLite (the embedded demo).
+
+Months are reported in the reporting time zone (the segment time zone, Asia/Shanghai by default) on
+PostgreSQL; SQLite has no time zones, so the demo groups by UTC month.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connection
+
+from crm.segments.fields import segment_time_zone
+
+
+def reporting_currency() -> str:
+    return getattr(settings, "REPORTING_CURRENCY", "CNY")
+
+
+def reporting_tz_name() -> str:
+    return str(segment_time_zone())
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def month_of(column: str) -> str:
+    """'YYYY-MM' of a timestamp column in the reporting time zone. Takes one parameter: the zone name."""
+    if is_postgres():
+        return f"to_char({column} AT TIME ZONE %s, 'YYYY-MM')"
+    return f"strftime('%%Y-%%m', {column}, %s)"  # the parameter is a no-op modifier ('+0 days') there
+
+
+def month_param() -> str:
+    return reporting_tz_name() if is_postgres() else "+0 days"
+
+
+def json_text(column: str, key: str) -> str:
+    """The text under `key` (a literal made of [a-z_]) of a JSON column."""
+    assert key.replace("_", "").isalnum(), key
+    if is_postgres():
+        return f"({column} ->> '{key}')"
+    return f"json_extract({column}, '$.{key}')"
+
+
+def minus_days(column: str) -> str:
+    """`column` minus %s days (one integer parameter)."""
+    if is_postgres():
+        return f"({column} - make_interval(days => %s))"
+    return f"datetime({column}, '-' || %s || ' days')"

@@ -1,0 +1,233 @@
+"""JSON endpoints of the analytics dashboard (mounted by crm/urls_analytics.py) and the context of the
+admin page that draws them. Thin: parse and check the query string, read the summaries."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta
+from functools import wraps
+
+from django.http import JsonResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+
+from crm.analytics import compute, services
+from crm.analytics.attribution import merge_attribution
+from crm.analytics.funnel import funnel
+from crm.analytics.ltv import ltv_by_channel
+from crm.analytics.sqlbits import reporting_currency
+from crm.segments.fields import segment_time_zone
+
+PERMISSION = "crm.view_dashboardsummary"
+MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+MAX_ATTRIBUTION_MONTHS = 24
+MAX_FUNNEL_DAYS = 366
+
+
+class BadParameter(ValueError):
+    pass
+
+
+def analytics_endpoint(view):
+    """Staff with the dashboard permission only; bad parameters are a 400 with a message, not a 500."""
+
+    @require_GET
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        user = request.user
+        if not user.is_authenticated:
+            return JsonResponse({"error": _("Log in to the admin first.")}, status=401)
+        if not (user.is_active and user.is_staff and user.has_perm(PERMISSION)):
+            return JsonResponse({"error": _("You may not view the dashboards.")}, status=403)
+        try:
+            return JsonResponse(view(request, *args, **kwargs))
+        except BadParameter as e:
+            return JsonResponse({"error": str(e)}, status=400)
+
+    return wrapper
+
+
+def _payload(summary) -> dict:
+    return {**summary.data, "computed_at": summary.computed_at.isoformat()}
+
+
+@analytics_endpoint
+def lifecycle_view(request):
+    return _payload(
+        services.summary_get_or_compute(chart="lifecycle", key="all", compute_fn=compute.lifecycle_history)
+    )
+
+
+@analytics_endpoint
+def cohorts_view(request):
+    return _payload(
+        services.summary_get_or_compute(chart="cohorts", key="all", compute_fn=compute.cohort_retention)
+    )
+
+
+@analytics_endpoint
+def orders_view(request):
+    return _payload(
+        services.summary_get_or_compute(chart="orders", key="all", compute_fn=compute.order_months)
+    )
+
+
+@analytics_endpoint
+def ltv_view(request):
+    summary = services.summary_get_or_compute(
+        chart="acquisition", key="all", compute_fn=compute.acquisition_value
+    )
+    months = None
+    if request.GET.get("from") or request.GET.get("to"):
+        first, last = _month_range(request, default_months=12)
+        months = set(compute.months_between(first, last))
+    # CAC entries are read live, so a cost entered a minute ago shows at once.
+    return {**ltv_by_channel(summary.data, months=months), "computed_at": summary.computed_at.isoformat()}
+
+
+@analytics_endpoint
+def funnel_view(request):
+    if request.GET.get("from") or request.GET.get("to"):
+        start_day, end_day = _date(request, "from"), _date(request, "to")
+        if start_day > end_day:
+            raise BadParameter(
+                _("'from' (%(from)s) is after 'to' (%(to)s).") % {"from": start_day, "to": end_day}
+            )
+        if (end_day - start_day).days >= MAX_FUNNEL_DAYS:
+            raise BadParameter(_("A funnel spans at most %(n)s days.") % {"n": MAX_FUNNEL_DAYS})
+        tz = segment_time_zone()
+        start = datetime.combine(start_day, time.min, tzinfo=tz)
+        end = datetime.combine(end_day + timedelta(days=1), time.min, tzinfo=tz)
+        return {**funnel(start=start, end=end), "computed_at": timezone.now().isoformat()}
+    days = _int(request, "days", default=30)
+    if days not in services.FUNNEL_WINDOWS:
+        raise BadParameter(
+            _("'days' must be one of %(choices)s, or give 'from' and 'to' dates.")
+            % {"choices": ", ".join(map(str, services.FUNNEL_WINDOWS))}
+        )
+    now = timezone.now()
+    start, end = services.funnel_window(days, now)
+    return _payload(
+        services.summary_get_or_compute(
+            chart="funnel", key=f"{days}d", compute_fn=lambda: funnel(start=start, end=end)
+        )
+    )
+
+
+@analytics_endpoint
+def attribution_view(request):
+    lookback = _int(request, "lookback", default=30)
+    if not 1 <= lookback <= 90:
+        raise BadParameter(_("'lookback' must be a number of days from 1 to 90."))
+    first, last = _month_range(request, default_months=3)
+    months = compute.months_between(first, last)
+    if len(months) > MAX_ATTRIBUTION_MONTHS:
+        raise BadParameter(_("Attribution spans at most %(n)s months.") % {"n": MAX_ATTRIBUTION_MONTHS})
+    parts, computed = [], []
+    for month in months:
+        summary = services.summary_get_or_compute(
+            chart="attribution",
+            key=services.attribution_key(month, lookback),
+            compute_fn=lambda m=month: services.attribution_month(m, lookback),
+        )
+        parts.append(summary.data)
+        computed.append(summary.computed_at)
+    return {
+        "rows": merge_attribution(parts),
+        "from": first,
+        "to": last,
+        "lookback_days": lookback,
+        "currency": reporting_currency(),
+        "computed_at": min(computed).isoformat() if computed else None,
+    }
+
+
+# --- Parameters ----------------------------------------------------------------------------------------
+
+
+def _int(request, name: str, *, default: int) -> int:
+    raw = request.GET.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadParameter(
+            _("'%(name)s' must be a whole number, not '%(value)s'.") % {"name": name, "value": raw[:20]}
+        )
+
+
+def _date(request, name: str) -> date:
+    raw = request.GET.get(name, "")
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise BadParameter(
+            _("'%(name)s' must be a date (YYYY-MM-DD), not '%(value)s'.") % {"name": name, "value": raw[:20]}
+        )
+
+
+def _month_range(request, *, default_months: int) -> tuple[str, str]:
+    current = compute.month_key(timezone.now().astimezone(compute._tz()))
+    first = request.GET.get("from") or compute.add_months(current, -(default_months - 1))
+    last = request.GET.get("to") or current
+    for name, value in (("from", first), ("to", last)):
+        if not MONTH_RE.match(value):
+            raise BadParameter(
+                _("'%(name)s' must be a month (YYYY-MM), not '%(value)s'.")
+                % {"name": name, "value": value[:20]}
+            )
+    if first > last:
+        raise BadParameter(_("'from' (%(from)s) is after 'to' (%(to)s).") % {"from": first, "to": last})
+    return first, last
+
+
+# --- The admin page ------------------------------------------------------------------------------------
+
+
+ENDPOINTS = ["lifecycle", "cohorts", "orders", "ltv", "funnel", "attribution"]
+
+
+def dashboard_context(request) -> dict:
+    try:
+        urls = {name: reverse(f"crm_analytics:{name}") for name in ENDPOINTS}
+    except NoReverseMatch:
+        urls = None
+    current = compute.month_key(timezone.now().astimezone(compute._tz()))
+    return {
+        "endpoints": urls,
+        "funnel_windows": services.FUNNEL_WINDOWS,
+        "lookbacks": services.ATTRIBUTION_LOOKBACKS,
+        "currency": reporting_currency(),
+        "default_from": compute.add_months(current, -2),
+        "default_to": current,
+        "chart_labels": {
+            "customers": _("Customers"),
+            "orders": _("Orders"),
+            "revenue": _("Revenue"),
+            "aov": _("Average order value"),
+            "repeat_rate": _("Repeat-purchase rate"),
+            "ltv": _("LTV to date"),
+            "predicted_ltv": _("Predicted LTV (to date + next 365 days)"),
+            "cac": _("CAC"),
+            "ltv_cac": _("LTV : CAC"),
+            "predicted_ltv_cac": _("Predicted LTV : CAC"),
+            "first_touch": _("First touch"),
+            "last_touch": _("Last touch"),
+            "linear": _("Linear"),
+            "cohort": _("Cohort (first order)"),
+            "size": _("Size"),
+            "month_n": _("Month %(n)s"),
+            "no_data": _("No data yet."),
+            "no_cac": _("No acquisition cost has been entered for these channels and months yet."),
+            "computed_at": _("Computed at %(when)s"),
+            "failed": _("This chart could not be loaded: %(error)s"),
+            "no_touch": _("(no tracked touch)"),
+            "source": _("Source"),
+            "campaign": _("Campaign"),
+            "overall_repeat": _("All-time repeat-purchase rate: %(rate)s"),
+            "of_previous": _("%(rate)s of the previous step"),
+        },
+    }

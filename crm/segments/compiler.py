@@ -1,0 +1,51 @@
+"""Rule JSON -> one queryset of customers.
+
+The tree of groups becomes one `Q` on `crm_customer`; each condition type compiles itself (see
+`fields.py` and `sql.py` for the SQL shapes). The result is a single SELECT with EXISTS / IN sub-selects:
+nothing is evaluated per customer in Python, and callers can count it, page it, stream it or feed it to
+`INSERT ... SELECT`.
+
+Erased customers are excluded here, once, so no caller can forget it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from crm.models import Customer
+from crm.segments.fields import CompileContext, Condition, Group, validate_rule
+
+
+def compile_tree(tree: Group, *, now: datetime) -> Q:
+    return _compile(tree, CompileContext(now=now))
+
+
+def _compile(node: Group | Condition, ctx: CompileContext) -> Q:
+    if isinstance(node, Condition):
+        return node.type.to_q(node, ctx)
+    # Below an OR, PostgreSQL cannot turn sub-selects into joins; aggregate conditions then take their
+    # correlated form (see sql.aggregate_q).
+    in_or = ctx.in_or or (node.op == "or" and len(node.children) > 1)
+    child_ctx = CompileContext(now=ctx.now, in_or=in_or)
+    # Empty groups (a group the builder has just added) constrain nothing and are left out.
+    parts = [q for q in (_compile(child, child_ctx) for child in node.children) if q]
+    if not parts:
+        return Q()
+    combined = parts[0]
+    for q in parts[1:]:
+        combined = (combined | q) if node.op == "or" else (combined & q)
+    return combined
+
+
+def compile_rule(rule: Any, *, now: datetime | None = None) -> Q:
+    """Validate `rule` and compile it; raises fields.RuleInvalid naming every condition at fault."""
+    return compile_tree(validate_rule(rule), now=now or timezone.now())
+
+
+def rule_queryset(rule: Any, *, now: datetime | None = None) -> QuerySet[Customer]:
+    """The customers (never erased ones) matching `rule`, as one lazy queryset."""
+    return Customer.objects.filter(erased_at__isnull=True).filter(compile_rule(rule, now=now))

@@ -1,0 +1,123 @@
+"""Computing customer metrics: RFM, lifecycle stages (with their change events) and predicted value.
+
+`metrics_compute` is the one write path of `CustomerMetrics`; the nightly Celery task, the
+`compute_metrics` command and the admin's "recompute" all call it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, date, datetime, timedelta
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from crm.metrics import pipeline_generic, pipeline_postgres
+from crm.metrics.compute import WarmStart
+from crm.metrics.lifecycle import Thresholds
+from crm.models_metrics import CustomerMetrics, LifecycleSettings, MetricsRun
+
+logger = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key: two computations (the nightly one and one started by hand) queue up
+# instead of interleaving their writes. Any fixed bigint unique to this job will do.
+_ADVISORY_LOCK_KEY = 0x6D65747269637321  # "metrics!"
+
+
+def metrics_cutoff(as_of: date) -> datetime:
+    """The instant up to which orders count for `as_of`: the end of that UTC day."""
+    return datetime.combine(as_of + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+
+
+def _previous_fit() -> WarmStart:
+    run = (
+        MetricsRun.objects.filter(status=MetricsRun.Status.DONE, bgnbd_r__isnull=False)
+        .order_by("-started_at")
+        .first()
+    )
+    if run is None:
+        return WarmStart()
+    gamma_gamma = None if run.gg_p is None else (run.gg_p, run.gg_q, run.gg_gamma)
+    return WarmStart(bgnbd=(run.bgnbd_r, run.bgnbd_alpha, run.bgnbd_a, run.bgnbd_b), gamma_gamma=gamma_gamma)
+
+
+def metrics_compute(
+    *,
+    as_of: date | None = None,
+    now: datetime | None = None,
+    pipeline: str | None = None,
+) -> MetricsRun:
+    """Compute and store the metrics of every customer as of `as_of` (default: today in UTC), counting
+    the orders placed up to the end of that UTC day, and record every lifecycle-stage change as a
+    `lifecycle_stage_changed` behaviour event.
+
+    The first computation ever (an empty metrics table) sets the baseline and announces no changes; a
+    computation for a date earlier than a customer's stored one rewrites the row without an event.
+    `pipeline` ("postgres" or "generic") defaults to the database's own."""
+    now = now or timezone.now()
+    as_of = as_of or now.astimezone(UTC).date()
+    if as_of > now.astimezone(UTC).date():
+        raise ValueError(f"as_of {as_of} is in the future")
+    if pipeline is None:
+        pipeline = "postgres" if connection.vendor == "postgresql" else "generic"
+    runner = {"postgres": pipeline_postgres.run, "generic": pipeline_generic.run}[pipeline]
+    cutoff = metrics_cutoff(as_of)
+
+    run = MetricsRun.objects.create(as_of=as_of, started_at=now, status=MetricsRun.Status.RUNNING)
+    started = time.monotonic()
+    try:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_KEY])
+            thresholds = Thresholds.from_settings(LifecycleSettings.load())
+            baseline = not CustomerMetrics.objects.exists()
+            output = runner(
+                as_of=as_of,
+                cutoff=cutoff,
+                now=now,
+                thresholds=thresholds,
+                warm_start=_previous_fit(),
+                emit_events=not baseline,
+            )
+            result = output.result
+            run.status = MetricsRun.Status.DONE
+            run.customers = output.customers
+            run.buyers = len(result.scores.customer_id)
+            run.repeat_buyers = result.repeat_buyers
+            run.stage_changes = output.stage_changes
+            run.timings = output.timings
+            notes = list(result.notes)
+            if baseline:
+                notes.append("first computation: baseline, no stage-change events")
+            notes.append(f"cycle of one-time buyers: {result.fallback_cycle_days:.1f} days")
+            run.message = "; ".join(notes)
+            if result.bgnbd is not None:
+                bg = result.bgnbd
+                run.bgnbd_r, run.bgnbd_alpha, run.bgnbd_a, run.bgnbd_b = bg.r, bg.alpha, bg.a, bg.b
+                run.bgnbd_log_likelihood, run.bgnbd_converged = bg.log_likelihood, bg.converged
+            if result.gamma_gamma is not None:
+                gg = result.gamma_gamma
+                run.gg_p, run.gg_q, run.gg_gamma = gg.p, gg.q, gg.gamma
+                run.gg_log_likelihood, run.gg_converged = gg.log_likelihood, gg.converged
+            run.duration_seconds = round(time.monotonic() - started, 3)
+            run.finished_at = now + timedelta(seconds=run.duration_seconds)
+            run.save()
+    except Exception as exc:
+        MetricsRun.objects.filter(pk=run.pk).update(
+            status=MetricsRun.Status.FAILED,
+            message=f"{type(exc).__name__}: {exc}"[:2000],
+            duration_seconds=round(time.monotonic() - started, 3),
+        )
+        logger.exception("metrics computation failed", extra={"as_of": as_of.isoformat()})
+        raise
+    logger.info(
+        "metrics computed",
+        extra={
+            "as_of": as_of.isoformat(),
+            "customers": run.customers,
+            "stage_changes": run.stage_changes,
+            "seconds": run.duration_seconds,
+        },
+    )
+    return run

@@ -1,0 +1,1208 @@
+"""Orders and refunds, ingested in sets (API batches and CSV files share this one path).
+
+An order is idempotent on its external id. `Order.fingerprint` is a SHA-256 of a canonical form of what
+was ingested (everything but the customer, which is compared by resolved id so that a customer merged
+since, or named once by id and once by external id, still matches). A repeat with the same fingerprint
+and customer is "unchanged"; anything else under a known id is a conflict and is refused.
+
+Errors the API maps to responses (all carry `.field` and `.message`):
+
+- `RefundRejected` (400): the refund is not possible (over the remaining amount or quantities, bad
+  input). `OrderNotFound` (404) is a `RefundRejected` for an unknown order external id.
+- `OrderConflict` (409): an id reused with a different payload. `RefundConflict` is the refund case.
+
+`orders_ingest` never raises for bad items: it returns `RowError`s (code "invalid", "conflict" or
+"unknown_customer") and stores the good items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from crm.models import (
+    Channel,
+    Customer,
+    CustomerIdentity,
+    Event,
+    IdentityKind,
+    Order,
+    OrderLine,
+    OrderStatus,
+    Product,
+    Refund,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OrderLineInput:
+    sku: str
+    quantity: int
+    unit_price: Decimal
+    name: str = ""
+    category: str = ""
+
+
+@dataclass(frozen=True)
+class OrderInput:
+    external_id: str
+    placed_at: datetime  # timezone-aware
+    total: Decimal
+    currency: str = "CNY"
+    channel: str = ""
+    store: str = ""
+    status: str = "paid"
+    customer_id: int | None = None  # already resolved (the API resolves identities first)
+    customer_external_id: str | None = None  # CSV: found, or created, by the customer's external id
+    lines: tuple[OrderLineInput, ...] = ()
+
+
+@dataclass
+class RowError:
+    index: int  # position in the input sequence (the CSV import turns it into a line number)
+    field: str
+    message: str
+    code: str = "invalid"  # "invalid" (400), "conflict" (409), "unknown_customer" (400/404)
+
+
+@dataclass
+class OrdersIngestResult:
+    created: list[str] = field(default_factory=list)  # external ids
+    unchanged: list[str] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    customers_created: int = 0
+    products_created: int = 0
+    # external id -> Order.pk for created and unchanged orders (created ones are absent in a dry run).
+    order_ids: dict[str, int] = field(default_factory=dict)
+
+
+# --- Errors the API catches -----------------------------------------------------------------------
+
+
+class OrdersServiceError(Exception):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class RefundRejected(OrdersServiceError):
+    """The refund cannot be applied as asked (400)."""
+
+
+class OrderNotFound(RefundRejected):
+    """No order with that external id (404)."""
+
+
+class OrderConflict(OrdersServiceError):
+    """An external id already used for something different (409)."""
+
+
+class RefundConflict(OrderConflict):
+    """The refund id was already applied with a different payload (409)."""
+
+
+# --- Validation -----------------------------------------------------------------------------------
+
+# ISO 4217 active codes. RMB is what Chinese systems often write for CNY; it is accepted and stored as CNY.
+CURRENCY_CODES = frozenset(
+    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD
+    CAD CDF CHF CLP CNY COP CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD
+    GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK
+    LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR
+    PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP
+    SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW
+    ZWL""".split()
+)
+CURRENCY_ALIASES = {"RMB": "CNY"}
+# Statuses an order may arrive with. A partial refund needs its amount, so it comes as a refund.
+INGEST_STATUSES = (OrderStatus.PAID, OrderStatus.REFUNDED)
+EARLIEST_ORDER = datetime(2000, 1, 1, tzinfo=UTC)
+# Clocks of shops and platforms drift; an order a few minutes "in the future" is a clock, not a typo.
+CLOCK_SKEW = timedelta(minutes=5)
+MAX_AMOUNT = Decimal("999999999999.99")  # max_digits=14, decimal_places=2
+CENT = Decimal("0.01")
+_CHANNELS = frozenset(Channel.values)
+
+
+def normalise_currency(value: str) -> str | None:
+    code = (value or "").strip().upper()
+    code = CURRENCY_ALIASES.get(code, code)
+    return code if code in CURRENCY_CODES else None
+
+
+def _money(value, *, allow_zero: bool = True) -> tuple[Decimal | None, str | None]:
+    """(amount with two decimals, None) or (None, reason)."""
+    try:
+        amount = value if type(value) is Decimal else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError, TypeError):
+        return None, _("%(value)s is not an amount.") % {"value": value}
+    if not amount.is_finite():
+        return None, _("%(value)s is not an amount.") % {"value": value}
+    if amount < 0 or (amount == 0 and not allow_zero):
+        return None, _("The amount must be positive.") if not allow_zero else _(
+            "The amount cannot be negative."
+        )
+    rounded = amount.quantize(CENT)
+    if amount != rounded:
+        return None, _("%(value)s has more than two decimal places.") % {"value": value}
+    if amount > MAX_AMOUNT:
+        return None, _("%(value)s is too large.") % {"value": value}
+    return rounded, None
+
+
+def _utc_iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _fingerprint(parts: tuple) -> str:
+    # repr() of a tuple of str/int is an unambiguous canonical form (quotes and escapes are deterministic)
+    # and several times cheaper than json.dumps in the hot loop of a bulk import.
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def order_fingerprint(
+    *,
+    external_id: str,
+    placed_at: datetime | str,
+    total: Decimal | str,
+    currency: str,
+    channel: str,
+    store: str,
+    status: str,
+    lines: Iterable[tuple],
+) -> str:
+    """The fingerprint `orders_ingest` stores, for writers that build orders in bulk (seed_demo).
+
+    Values are the normalised ones: `total` and unit prices with two decimals, `placed_at` aware (or already
+    as `datetime.isoformat(timespec="microseconds")` in UTC), lines as (sku, quantity, unit_price, name,
+    category)."""
+    when = placed_at if isinstance(placed_at, str) else _utc_iso(placed_at)
+    return _fingerprint(
+        (
+            external_id,
+            when,
+            str(total),
+            currency,
+            channel,
+            store,
+            status,
+            tuple(
+                (sku, quantity, str(price), name, category) for sku, quantity, price, name, category in lines
+            ),
+        )
+    )
+
+
+@dataclass
+class _Line:
+    sku: str
+    quantity: int
+    unit_price: Decimal
+    line_total: Decimal
+    name: str
+    category: str
+    product_id: int | None = None
+
+
+@dataclass
+class _Item:
+    index: int
+    external_id: str
+    placed_at: datetime
+    total: Decimal
+    currency: str
+    channel: str
+    store: str
+    status: str
+    customer_id: int | None
+    customer_external_id: str | None
+    lines: list[_Line]
+    fingerprint: str
+
+    @property
+    def refunded(self) -> bool:
+        return self.status == OrderStatus.REFUNDED
+
+
+def _too_long(value: str, limit: int) -> str | None:
+    if len(value) > limit:
+        return _("Longer than %(limit)d characters.") % {"limit": limit}
+    return None
+
+
+def _prepare(index: int, order: OrderInput, now: datetime) -> tuple[_Item | None, list[RowError]]:
+    return _prepare_values(
+        index,
+        now,
+        order.external_id,
+        order.placed_at,
+        order.total,
+        order.currency,
+        order.channel,
+        order.store,
+        order.status,
+        order.customer_id,
+        order.customer_external_id,
+        [(ln.sku, ln.quantity, ln.unit_price, ln.name, ln.category) for ln in order.lines],
+    )
+
+
+def _prepare_values(
+    index: int,
+    now: datetime,
+    external_id,
+    placed_at,
+    total,
+    currency,
+    channel,
+    store,
+    status,
+    customer_id,
+    customer_external_id,
+    lines_in: Sequence[tuple],
+) -> tuple[_Item | None, list[RowError]]:
+    """Validate and normalise one order, given as the fields of an OrderInput with lines as (sku,
+    quantity, unit_price, name, category) tuples (the hot loop of a bulk import: checks are inlined)."""
+    errors: list[RowError] = []
+    given_currency, given_channel, given_status = currency, channel, status
+
+    def err(field_name: str, message: str) -> None:
+        errors.append(RowError(index=index, field=field_name, message=message))
+
+    external_id = (external_id or "").strip()
+    if not external_id:
+        err("external_id", _("The order id is empty."))
+    elif len(external_id) > 100:
+        err("external_id", _too_long(external_id, 100))
+
+    if not isinstance(placed_at, datetime) or placed_at.utcoffset() is None:
+        err("placed_at", _("The order time must be a date and time with a time zone."))
+    elif placed_at > now + CLOCK_SKEW:
+        err("placed_at", _("The order time %(value)s is in the future.") % {"value": placed_at.isoformat()})
+    elif placed_at < EARLIEST_ORDER:
+        err("placed_at", _("The order time %(value)s is before 2000.") % {"value": placed_at.isoformat()})
+
+    total, problem = _money(total)
+    if problem:
+        err("total", problem)
+
+    if currency not in CURRENCY_CODES:
+        currency = normalise_currency(currency)
+        if currency is None:
+            err(
+                "currency",
+                _("%(value)s is not an ISO 4217 currency code (e.g. CNY).") % {"value": given_currency},
+            )
+
+    channel = channel or ""
+    if channel and channel not in _CHANNELS:
+        channel = channel.strip().lower()
+        if channel and channel not in _CHANNELS:
+            err(
+                "channel",
+                _("Unknown channel %(value)s; use one of %(choices)s.")
+                % {"value": given_channel, "choices": ", ".join(Channel.values)},
+            )
+    store = store or ""
+    if store:
+        store = store.strip()
+        if len(store) > 100:
+            err("store", _too_long(store, 100))
+
+    if status not in INGEST_STATUSES:
+        status = (status or OrderStatus.PAID).strip().lower()
+        if status == OrderStatus.PARTIALLY_REFUNDED:
+            err(
+                "status",
+                _("An order cannot arrive partially refunded: send it as paid, then send the refund."),
+            )
+        elif status not in INGEST_STATUSES:
+            err(
+                "status",
+                _("Unknown order status %(value)s; use one of %(choices)s.")
+                % {"value": given_status, "choices": ", ".join(INGEST_STATUSES)},
+            )
+
+    customer_external_id = (customer_external_id or "").strip() or None
+    if customer_id is None and customer_external_id is None:
+        err("customer_id", _("The order names no customer (customer_id or customer_external_id)."))
+    elif customer_id is None and len(customer_external_id) > 64:
+        err("customer_external_id", _too_long(customer_external_id, 64))
+
+    lines: list[_Line] = []
+    for n, (sku, quantity, unit_price, name, category) in enumerate(lines_in):
+        sku = (sku or "").strip()
+        if len(sku) > 64:
+            err(f"lines[{n}].sku", _too_long(sku, 64))
+        if type(quantity) is not int or quantity < 1:
+            err(f"lines[{n}].quantity", _("The quantity must be a whole number of at least 1."))
+            quantity = None
+        unit_price, problem = _money(unit_price)
+        if problem:
+            err(f"lines[{n}].unit_price", problem)
+        if name:
+            name = name.strip()
+            if len(name) > 200:
+                err(f"lines[{n}].name", _too_long(name, 200))
+        if category:
+            category = category.strip()
+            if len(category) > 100:
+                err(f"lines[{n}].category", _too_long(category, 100))
+        if quantity is not None and unit_price is not None:
+            line_total = unit_price * quantity
+            if line_total > MAX_AMOUNT:
+                err(f"lines[{n}].quantity", _("The line total is too large."))
+            lines.append(_Line(sku, quantity, unit_price, line_total, name or "", category or ""))
+
+    if errors:
+        return None, errors
+    # Plain str: a TextChoices member (OrderStatus.PAID) would put its enum repr into the fingerprint.
+    status, channel, currency = str(status), str(channel), str(currency)
+    fingerprint = _fingerprint(
+        (
+            external_id,
+            placed_at.astimezone(UTC).isoformat(timespec="microseconds"),
+            str(total),
+            currency,
+            channel,
+            store,
+            status,
+            tuple((ln.sku, ln.quantity, str(ln.unit_price), ln.name, ln.category) for ln in lines),
+        )
+    )
+    item = _Item(
+        index=index,
+        external_id=external_id,
+        placed_at=placed_at,
+        total=total,
+        currency=currency,
+        channel=channel,
+        store=store,
+        status=status,
+        customer_id=customer_id,
+        customer_external_id=None if customer_id is not None else customer_external_id,
+        lines=lines,
+        fingerprint=fingerprint,
+    )
+    return item, []
+
+
+def _conflict(item: _Item) -> RowError:
+    return RowError(
+        index=item.index,
+        field="external_id",
+        message=_(
+            "Order %(id)s already exists with different content (customer, time, amount or lines); "
+            "an order id cannot be reused."
+        )
+        % {"id": item.external_id},
+        code="conflict",
+    )
+
+
+# --- Ingest ---------------------------------------------------------------------------------------
+
+
+def orders_ingest(
+    *,
+    orders: Sequence[OrderInput],
+    dry_run: bool = False,
+    source: str = "api",
+    now: datetime | None = None,
+) -> OrdersIngestResult:
+    """Store the new orders of a batch, with their lines, products, customers and `order_placed` events,
+    in one transaction; report repeats as unchanged and bad or conflicting items as `RowError`s.
+
+    Set-based: a handful of queries per batch whatever its size. A dry run does all of it in a
+    transaction that is rolled back, so what it reports is exactly what a real run would do.
+
+    Safe under concurrency: new orders are inserted with ON CONFLICT DO NOTHING and only the rows this
+    call inserted get lines and events; an id another batch inserted meanwhile is re-read and reported
+    as unchanged or conflict. Rows are inserted sorted by their unique key, table by table in the same
+    order (customers, products, orders), so two batches wait for each other instead of deadlocking.
+
+    The two halves are also callable apart (`orders_prepare`, then `orders_store`), so that a bulk
+    import can validate the next batch while the database writes this one."""
+    return orders_store(prepared=orders_prepare(orders=orders, now=now), dry_run=dry_run, source=source)
+
+
+@dataclass
+class PreparedOrders:
+    """Validated, normalised and fingerprinted orders, not yet written; `result` holds the errors so far."""
+
+    items: list[_Item]
+    result: OrdersIngestResult
+    now: datetime
+
+
+def orders_prepare(*, orders: Sequence[OrderInput], now: datetime | None = None) -> PreparedOrders:
+    """The first half of `orders_ingest`: pure Python, no database access (safe in another thread)."""
+    now = now or timezone.now()
+    return _prepare_all((_prepare(index, order, now) for index, order in enumerate(orders)), now)
+
+
+def orders_prepare_values(*, orders: Sequence[tuple], now: datetime) -> PreparedOrders:
+    """`orders_prepare` for bulk callers that skip building OrderInputs: each order as the tuple (external_id,
+    placed_at, total, currency, channel, store, status, customer_id, customer_external_id, lines), lines as
+    (sku, quantity, unit_price, name, category) tuples. Same validation and normalisation."""
+    return _prepare_all((_prepare_values(index, now, *order) for index, order in enumerate(orders)), now)
+
+
+def _prepare_all(prepared, now: datetime) -> PreparedOrders:
+    result = OrdersIngestResult()
+    items: list[_Item] = []
+    first: dict[str, _Item] = {}
+    for item, errors in prepared:
+        if errors:
+            result.errors.extend(errors)
+            continue
+        seen = first.get(item.external_id)
+        if seen is None:
+            first[item.external_id] = item
+            items.append(item)
+        elif (seen.fingerprint, seen.customer_id, seen.customer_external_id) == (
+            item.fingerprint,
+            item.customer_id,
+            item.customer_external_id,
+        ):
+            result.unchanged.append(item.external_id)  # the same order twice in one batch
+        else:
+            result.errors.append(_conflict(item))
+    return PreparedOrders(items=items, result=result, now=now)
+
+
+def orders_store(
+    *, prepared: PreparedOrders, dry_run: bool = False, source: str = "api"
+) -> OrdersIngestResult:
+    """The second half of `orders_ingest`: one transaction of set-based writes."""
+    result = prepared.result
+    if prepared.items:
+        with transaction.atomic():
+            _ingest_items(prepared.items, result, now=prepared.now, source=source)
+            if dry_run:
+                transaction.set_rollback(True)
+        if dry_run:
+            created = set(result.created)
+            result.order_ids = {k: v for k, v in result.order_ids.items() if k not in created}
+    result.errors.sort(key=lambda e: e.index)
+    return result
+
+
+def _ingest_items(items: list[_Item], result: OrdersIngestResult, *, now: datetime, source: str) -> None:
+    items = _resolve_customers(items, result)
+    existing = _existing_orders([i.external_id for i in items])
+    new: list[_Item] = []
+    for item in items:
+        if item.external_id in existing:
+            _classify_existing(item, existing[item.external_id], result)
+        else:
+            new.append(item)
+    if not new:
+        return
+
+    wanted = {i.customer_external_id: i.channel for i in reversed(new) if i.customer_id is None}
+    if wanted:
+        ids, created = _customers_create(wanted, now=now, source=source)
+        result.customers_created += created
+        for item in new:
+            if item.customer_id is None:
+                item.customer_id = ids[item.customer_external_id]
+
+    result.products_created += _products_attach(new, now=now)
+
+    new.sort(key=lambda i: i.external_id)
+    if _use_copy():
+        inserted = _insert_orders_copy(new, now=now)
+    else:
+        inserted = _insert_orders_generic(new, now=now)
+    raced = []
+    for item in new:
+        if item.external_id in inserted:
+            result.created.append(item.external_id)
+            result.order_ids[item.external_id] = inserted[item.external_id]
+        else:
+            raced.append(item)
+    if raced:
+        # Another batch inserted these ids between our read and our insert; it has committed (ON CONFLICT
+        # waited for it), so a fresh read sees its rows.
+        logger.info("orders_ingest lost %d insert races", len(raced))
+        again = _existing_orders([i.external_id for i in raced])
+        for item in raced:
+            _classify_existing(item, again[item.external_id], result)
+
+
+def _existing_orders(external_ids: list[str]) -> dict[str, tuple[str, int, int]]:
+    return {
+        row[0]: row[1:]
+        for row in rows_where_in(
+            Order, "external_id", external_ids, ["external_id", "fingerprint", "customer_id", "id"]
+        )
+    }
+
+
+def _classify_existing(item: _Item, existing: tuple[str, int, int], result: OrdersIngestResult) -> None:
+    fingerprint, customer_id, pk = existing
+    if fingerprint == item.fingerprint and customer_id == item.customer_id:
+        result.unchanged.append(item.external_id)
+        result.order_ids[item.external_id] = pk
+    else:
+        result.errors.append(_conflict(item))
+
+
+def _resolve_customers(items: list[_Item], result: OrdersIngestResult) -> list[_Item]:
+    """Fill `customer_id` where the customer exists; an unknown customer_id is an error, an unknown
+    customer_external_id is left for `_customers_create`."""
+    by_id = {i.customer_id for i in items if i.customer_id is not None}
+    known_ids = {row[0] for row in rows_where_in(Customer, "id", list(by_id), ["id"])}
+    external = {i.customer_external_id for i in items if i.customer_id is None}
+    found: dict[str, int] = {}
+    if external:
+        found = dict(rows_where_in(Customer, "external_id", list(external), ["external_id", "id"]))
+        missing = external - found.keys()
+        if missing:
+            # A customer merged into another keeps being found by its old external id through the identity.
+            found.update(
+                (value, customer_id)
+                for kind, value, customer_id in rows_where_in(
+                    CustomerIdentity, "value", list(missing), ["kind", "value", "customer_id"]
+                )
+                if kind == IdentityKind.EXTERNAL_ID
+            )
+    kept = []
+    for item in items:
+        if item.customer_id is not None:
+            if item.customer_id not in known_ids:
+                result.errors.append(
+                    RowError(
+                        index=item.index,
+                        field="customer_id",
+                        message=_("No customer with id %(id)s.") % {"id": item.customer_id},
+                        code="unknown_customer",
+                    )
+                )
+                continue
+        elif item.customer_external_id in found:
+            item.customer_id = found[item.customer_external_id]
+        kept.append(item)
+    return kept
+
+
+def _customers_create(wanted: dict[str, str], *, now: datetime, source: str) -> tuple[dict[str, int], int]:
+    """Create a customer (with its external-id identity) for each unknown external id; returns the ids of
+    all of them and how many this call created. The channel of the first order becomes the acquisition
+    channel."""
+    keys = sorted(wanted)
+    stubs = [
+        Customer(external_id=k, acquisition_channel=wanted[k], created_at=now, updated_at=now) for k in keys
+    ]
+    mine = dict(insert_new_rows(Customer, stubs, conflict=["external_id"], returning=["external_id", "id"]))
+    ids = dict(mine)
+    if len(ids) < len(keys):
+        ids.update(
+            rows_where_in(Customer, "external_id", [k for k in keys if k not in ids], ["external_id", "id"])
+        )
+    if mine:
+        insert_new_rows(
+            CustomerIdentity,
+            [
+                CustomerIdentity(
+                    customer_id=mine[k], kind=IdentityKind.EXTERNAL_ID, value=k, source=source, created_at=now
+                )
+                for k in keys
+                if k in mine
+            ],
+            conflict=["kind", "value"],
+            returning=["id"],
+        )
+        history_copy_rows(
+            Customer, list(mine.values()), reason=f"created by order ingest ({source})", when=now
+        )
+    return ids, len(mine)
+
+
+def _products_attach(items: list[_Item], *, now: datetime) -> int:
+    """Point lines at their product by SKU, creating products that do not exist yet. An existing product
+    keeps its catalogue name and price: an order line carries a sale price, not the list price."""
+    first_line: dict[str, tuple[_Line, str]] = {}
+    for item in items:
+        for line in item.lines:
+            if line.sku and line.sku not in first_line:
+                first_line[line.sku] = (line, item.currency)
+    if not first_line:
+        return 0
+    ids = dict(rows_where_in(Product, "sku", list(first_line), ["sku", "id"]))
+    missing = sorted(set(first_line) - ids.keys())
+    created = 0
+    if missing:
+        products = []
+        for sku in missing:
+            line, currency = first_line[sku]
+            products.append(
+                Product(
+                    sku=sku,
+                    name=line.name or sku,
+                    category=line.category,
+                    price=line.unit_price,
+                    currency=currency,
+                    created_at=now,
+                )
+            )
+        mine = insert_new_rows(Product, products, conflict=["sku"], returning=["sku", "id"])
+        created = len(mine)
+        ids.update(mine)
+        if len(ids) < len(first_line):
+            ids.update(rows_where_in(Product, "sku", missing, ["sku", "id"]))
+    for item in items:
+        for line in item.lines:
+            if line.sku:
+                line.product_id = ids[line.sku]
+    return created
+
+
+def _use_copy() -> bool:
+    return connection.vendor == "postgresql"
+
+
+# --- Set-based SQL (also used by the CSV import) ---------------------------------------------------
+#
+# Lists of thousands of keys go to PostgreSQL as one array parameter (`= ANY(%s)`) and rows as COPY: with
+# psycopg's client-side binding, a query with thousands of %s placeholders spends longer being split and
+# quoted in Python than running. SQLite (`make run`) gets the plain ORM and multi-row INSERTs.
+
+
+def rows_where_in(model, key: str, values: list, fields: list[str]) -> list[tuple]:
+    """`SELECT fields FROM model WHERE key IN values`, as tuples."""
+    if not values:
+        return []
+    if not _use_copy():
+        rows: list[tuple] = []
+        for start in range(0, len(values), 20_000):  # under SQLite's parameter limit
+            rows.extend(
+                model._default_manager.filter(**{f"{key}__in": values[start : start + 20_000]}).values_list(
+                    *fields
+                )
+            )
+        return rows
+    meta = model._meta
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(meta.get_field(f).column) for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {quote(meta.get_field(key).column)} = ANY(%s)",
+            [list(values)],
+        )
+        return cursor.fetchall()
+
+
+def _row_values(columns, objs) -> list[tuple]:
+    """Column values of unsaved instances as bulk_create would write them (defaults, auto_now)."""
+    plan = [
+        (c, c.attname, bool(getattr(c, "auto_now", False)), c.get_internal_type() == "JSONField")
+        for c in columns
+    ]
+    out = []
+    for obj in objs:
+        values = []
+        for column, attname, auto_now, is_json in plan:
+            value = column.pre_save(obj, True) if auto_now else getattr(obj, attname)
+            if is_json and value is not None:
+                value = json.dumps(value, ensure_ascii=False)
+            values.append(value)
+        out.append(tuple(values))
+    return out
+
+
+def insert_new_rows(model, objs: list, *, conflict: list[str], returning: list[str]) -> list[tuple]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING for unsaved instances, every concrete column written as
+    bulk_create would. Only the rows this statement inserted come back, which tells a race's winner from
+    its loser. Rows go in sorted by the conflict key, so two writers lock keys in the same order.
+    PostgreSQL: COPY into a temporary table, then INSERT ... SELECT. SQLite (>= 3.35): multi-row VALUES."""
+    if not objs:
+        return []
+    with transaction.atomic(savepoint=False):  # the staging table lives until the end of the transaction
+        return _insert_new_rows(model, objs, conflict=conflict, returning=returning)
+
+
+def _insert_new_rows(model, objs: list, *, conflict: list[str], returning: list[str]) -> list[tuple]:
+    meta = model._meta
+    quote = connection.ops.quote_name
+    columns = [f for f in meta.concrete_fields if not f.primary_key]
+    column_sql = ", ".join(quote(c.column) for c in columns)
+    conflict_sql = ", ".join(quote(meta.get_field(f).column) for f in conflict)
+    returning_sql = ", ".join(quote(meta.get_field(f).column) for f in returning)
+    out: list[tuple] = []
+    with connection.cursor() as cursor:
+        if _use_copy():
+            staging = quote(f"crm_ingest_{meta.db_table}")
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DROP AS "
+                f"SELECT {column_sql} FROM {quote(meta.db_table)} WITH NO DATA; TRUNCATE {staging}"
+            )
+            with cursor.cursor.copy(f"COPY {staging} ({column_sql}) FROM STDIN") as copy:
+                for row in _row_values(columns, objs):
+                    copy.write_row(row)
+            cursor.execute(
+                f"INSERT INTO {quote(meta.db_table)} ({column_sql}) SELECT {column_sql} FROM {staging} "
+                f"ORDER BY {conflict_sql} ON CONFLICT ({conflict_sql}) DO NOTHING RETURNING {returning_sql}"
+            )
+            return cursor.fetchall()
+        placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        per_statement = max(1, 30_000 // len(columns))  # SQLite allows 32,766 parameters per statement
+        for start in range(0, len(objs), per_statement):
+            chunk = objs[start : start + per_statement]
+            params = [c.get_db_prep_save(c.pre_save(obj, True), connection) for obj in chunk for c in columns]
+            cursor.execute(
+                f"INSERT INTO {quote(meta.db_table)} ({column_sql}) VALUES {', '.join([placeholder] * len(chunk))} "
+                f"ON CONFLICT ({conflict_sql}) DO NOTHING RETURNING {returning_sql}",
+                params,
+            )
+            out.extend(cursor.fetchall())
+    return out
+
+
+def insert_rows(model, objs: list) -> None:
+    """Plain bulk insert for rows that cannot conflict (append-only history): COPY on PostgreSQL."""
+    if not objs:
+        return
+    if not _use_copy():
+        model._default_manager.bulk_create(objs, batch_size=2000)
+        return
+    meta = model._meta
+    quote = connection.ops.quote_name
+    columns = [f for f in meta.concrete_fields if not f.primary_key]
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(
+            f"COPY {quote(meta.db_table)} ({', '.join(quote(c.column) for c in columns)}) FROM STDIN"
+        ) as copy:
+            for row in _row_values(columns, objs):
+                copy.write_row(row)
+
+
+def update_rows(model, objs: list, fields: list[str]) -> None:
+    """bulk_update without its CASE WHEN per row: on PostgreSQL one UPDATE ... FROM unnest(arrays)."""
+    if not objs or not fields:
+        return
+    if not _use_copy():
+        model._default_manager.bulk_update(objs, fields, batch_size=1000)
+        return
+    meta = model._meta
+    quote = connection.ops.quote_name
+    columns = [meta.get_field(f) for f in fields]
+    arrays = [f"%s::{meta.pk.db_type(connection)}[]"] + [f"%s::{c.db_type(connection)}[]" for c in columns]
+    names = ["pk", *(f"v{n}" for n in range(len(columns)))]
+    assignments = ", ".join(f"{quote(c.column)} = v.v{n}" for n, c in enumerate(columns))
+    params = [[obj.pk for obj in objs]] + [[getattr(obj, c.attname) for obj in objs] for c in columns]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(meta.db_table)} AS t SET {assignments} "
+            f"FROM unnest({', '.join(arrays)}) AS v({', '.join(names)}) WHERE t.{quote(meta.pk.column)} = v.pk",
+            params,
+        )
+
+
+def history_copy_rows(model, pks: list[int], *, reason: str, when: datetime, kind: str = "+") -> None:
+    """Write django-simple-history rows for rows just inserted (or updated: kind "~") in one
+    INSERT ... SELECT from the table itself, instead of building a historical instance per row."""
+    if not pks:
+        return
+    history = model.history.model
+    meta = model._meta
+    quote = connection.ops.quote_name
+    targets, sources, params = [], [], []
+    for f in history._meta.concrete_fields:
+        if f.name == "history_id":
+            continue
+        targets.append(quote(f.column))
+        if f.name == "history_date":
+            sources.append("%s")
+            params.append(f.get_db_prep_save(when, connection))
+        elif f.name == "history_change_reason":
+            sources.append("%s")
+            params.append(reason[:100])
+        elif f.name == "history_type":
+            sources.append("%s")
+            params.append(kind)
+        elif f.name == "history_user":
+            sources.append("NULL")
+        else:
+            sources.append(quote(meta.get_field(f.name).column))
+    base = (
+        f"INSERT INTO {quote(history._meta.db_table)} ({', '.join(targets)}) "
+        f"SELECT {', '.join(sources)} FROM {quote(meta.db_table)} WHERE {quote(meta.pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        if _use_copy():
+            cursor.execute(f"{base} = ANY(%s)", [*params, list(pks)])
+        else:
+            for start in range(0, len(pks), 20_000):
+                chunk = pks[start : start + 20_000]
+                cursor.execute(f"{base} IN ({', '.join(['%s'] * len(chunk))})", [*params, *chunk])
+
+
+def _order_event_properties(item: _Item) -> dict:
+    return {
+        "order_external_id": item.external_id,
+        "total": str(item.total),
+        "currency": item.currency,
+        "channel": item.channel,
+    }
+
+
+def _insert_orders_generic(items: list[_Item], *, now: datetime) -> dict[str, int]:
+    """The portable path (SQLite for `make run`): one multi-row INSERT per table."""
+    orders = [
+        Order(
+            external_id=i.external_id,
+            customer_id=i.customer_id,
+            channel=i.channel,
+            store=i.store,
+            placed_at=i.placed_at,
+            currency=i.currency,
+            total=i.total,
+            refunded_amount=i.total if i.refunded else Decimal(0),
+            status=i.status,
+            fingerprint=i.fingerprint,
+            created_at=now,
+        )
+        for i in items
+    ]
+    inserted = dict(insert_new_rows(Order, orders, conflict=["external_id"], returning=["external_id", "id"]))
+    mine = [i for i in items if i.external_id in inserted]
+    OrderLine.objects.bulk_create(
+        [
+            OrderLine(
+                order_id=inserted[i.external_id],
+                line_no=n,
+                product_id=ln.product_id,
+                sku=ln.sku,
+                name=ln.name,
+                category=ln.category,
+                quantity=ln.quantity,
+                unit_price=ln.unit_price,
+                line_total=ln.line_total,
+                refunded_quantity=ln.quantity if i.refunded else 0,
+            )
+            for i in mine
+            for n, ln in enumerate(i.lines, start=1)
+        ],
+        batch_size=2000,
+    )
+    events = []
+    for i in mine:
+        for kind in ("order_placed", "order_refunded") if i.refunded else ("order_placed",):
+            events.append(
+                Event(
+                    customer_id=i.customer_id,
+                    type=kind,
+                    properties=_order_event_properties(i),
+                    occurred_at=i.placed_at,
+                    channel=i.channel,
+                    received_at=now,
+                )
+            )
+    Event.objects.bulk_create(events, batch_size=2000)
+    return inserted
+
+
+_PG_TEMP_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS crm_ingest_order (
+    external_id text, customer_id bigint, channel text, store text, placed_at timestamptz, currency text,
+    total numeric(14, 2), refunded_amount numeric(14, 2), status text, fingerprint text
+) ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS crm_ingest_line (
+    order_external_id text, line_no integer, product_id bigint, sku text, name text, category text,
+    quantity integer, unit_price numeric(12, 2), line_total numeric(14, 2), refunded_quantity integer
+) ON COMMIT DROP;
+TRUNCATE crm_ingest_order, crm_ingest_line;
+"""
+
+# One statement writes the orders and, for exactly the rows it inserted, their lines and events.
+_PG_INSERT = """
+WITH ins AS (
+    INSERT INTO crm_order (external_id, customer_id, channel, store, placed_at, currency, total,
+                           refunded_amount, status, fingerprint, created_at)
+    SELECT external_id, customer_id, channel, store, placed_at, currency, total,
+           refunded_amount, status, fingerprint, %(now)s
+    FROM crm_ingest_order ORDER BY external_id
+    ON CONFLICT (external_id) DO NOTHING
+    RETURNING id, external_id, customer_id, placed_at, total, currency, channel, status
+), lines AS (
+    INSERT INTO crm_orderline (order_id, line_no, product_id, sku, name, category, quantity, unit_price,
+                               line_total, refunded_quantity)
+    SELECT ins.id, l.line_no, l.product_id, l.sku, l.name, l.category, l.quantity, l.unit_price,
+           l.line_total, l.refunded_quantity
+    FROM crm_ingest_line l JOIN ins ON ins.external_id = l.order_external_id
+), events AS (
+    INSERT INTO crm_event (customer_id, type, properties, occurred_at, channel, received_at)
+    SELECT ins.customer_id, kind.type,
+           jsonb_build_object('order_external_id', ins.external_id, 'total', ins.total::text,
+                              'currency', ins.currency, 'channel', ins.channel),
+           ins.placed_at, ins.channel, %(now)s
+    FROM ins JOIN (VALUES ('order_placed', false), ('order_refunded', true)) AS kind(type, refunds)
+         ON NOT kind.refunds OR ins.status = 'refunded'
+)
+SELECT external_id, id FROM ins
+"""
+
+
+def _insert_orders_copy(items: list[_Item], *, now: datetime) -> dict[str, int]:
+    """The PostgreSQL path: COPY the batch into temporary tables, then one INSERT ... SELECT."""
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_TEMP_TABLES)
+        raw = cursor.cursor  # the psycopg cursor: Django's wrapper has no COPY
+        with raw.copy(
+            "COPY crm_ingest_order (external_id, customer_id, channel, store, placed_at, currency, total, "
+            "refunded_amount, status, fingerprint) FROM STDIN"
+        ) as copy:
+            for i in items:
+                copy.write_row(
+                    (
+                        i.external_id,
+                        i.customer_id,
+                        i.channel,
+                        i.store,
+                        i.placed_at,
+                        i.currency,
+                        i.total,
+                        i.total if i.refunded else 0,
+                        i.status,
+                        i.fingerprint,
+                    )
+                )
+        if any(i.lines for i in items):
+            with raw.copy(
+                "COPY crm_ingest_line (order_external_id, line_no, product_id, sku, name, category, quantity, "
+                "unit_price, line_total, refunded_quantity) FROM STDIN"
+            ) as copy:
+                for i in items:
+                    for n, ln in enumerate(i.lines, start=1):
+                        copy.write_row(
+                            (
+                                i.external_id,
+                                n,
+                                ln.product_id,
+                                ln.sku,
+                                ln.name,
+                                ln.category,
+                                ln.quantity,
+                                ln.unit_price,
+                                ln.line_total,
+                                ln.quantity if i.refunded else 0,
+                            )
+                        )
+        cursor.execute(_PG_INSERT, {"now": now})
+        return dict(cursor.fetchall())
+
+
+# --- Refunds --------------------------------------------------------------------------------------
+
+
+def refund_fingerprint(
+    *,
+    order_external_id: str,
+    amount: Decimal | str,
+    refunded_at: datetime | str,
+    reason: str,
+    lines: Iterable[tuple],
+) -> str:
+    """The fingerprint `refund_apply` stores; lines as asked: (line_no or None, sku or "", quantity)."""
+    when = refunded_at if isinstance(refunded_at, str) else _utc_iso(refunded_at)
+    return _fingerprint((order_external_id, str(amount), when, reason, tuple(tuple(line) for line in lines)))
+
+
+def _refund_lines(lines: Iterable[dict]) -> list[dict]:
+    normalised = []
+    for n, line in enumerate(lines):
+        if not isinstance(line, dict):
+            raise RefundRejected(f"lines[{n}]", _("Each refunded line must be an object."))
+        quantity = line.get("quantity")
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+            raise RefundRejected(
+                f"lines[{n}].quantity", _("The quantity must be a whole number of at least 1.")
+            )
+        line_no, sku = line.get("line_no"), (line.get("sku") or "").strip()
+        if line_no is None and not sku:
+            raise RefundRejected(f"lines[{n}]", _("Name the line by line_no or sku."))
+        if line_no is not None and (not isinstance(line_no, int) or isinstance(line_no, bool)):
+            raise RefundRejected(f"lines[{n}].line_no", _("line_no must be a whole number."))
+        normalised.append({"line_no": line_no, "sku": sku, "quantity": quantity})
+    return normalised
+
+
+def _replay(refund: Refund, fingerprint: str) -> Refund:
+    if refund.fingerprint != fingerprint:
+        raise RefundConflict(
+            "refund_external_id",
+            _("Refund %(id)s was already applied with different content; a refund id cannot be reused.")
+            % {"id": refund.external_id},
+        )
+    refund.replayed = True
+    return refund
+
+
+def refund_apply(
+    *,
+    order_external_id: str,
+    refund_external_id: str,
+    amount: Decimal,
+    refunded_at: datetime,
+    reason: str = "",
+    lines: Sequence[dict] = (),
+    now: datetime | None = None,
+) -> Refund:
+    """Refund part or all of an order: `amount` of money and, optionally, quantities of its lines
+    (`{"line_no": 2, "quantity": 1}` or `{"sku": "...", "quantity": 1}`).
+
+    Idempotent on `refund_external_id`: the same id with the same payload returns the first refund (with
+    `.replayed = True`); with a different payload it raises `RefundConflict`. Raises `OrderNotFound` or
+    `RefundRejected` (over the remaining amount or quantity, bad input). Moves the order from paid to
+    partially_refunded to refunded and writes an `order_refunded` event."""
+    now = now or timezone.now()
+    refund_external_id = (refund_external_id or "").strip()
+    order_external_id = (order_external_id or "").strip()
+    if not refund_external_id or len(refund_external_id) > 100:
+        raise RefundRejected("refund_external_id", _("The refund id must be 1 to 100 characters."))
+    amount, problem = _money(amount, allow_zero=False)
+    if problem:
+        raise RefundRejected("amount", problem)
+    if not isinstance(refunded_at, datetime) or timezone.is_naive(refunded_at):
+        raise RefundRejected("refunded_at", _("The refund time must be a date and time with a time zone."))
+    if refunded_at > now + CLOCK_SKEW:
+        raise RefundRejected("refunded_at", _("The refund time is in the future."))
+    reason = (reason or "").strip()
+    if len(reason) > 300:
+        raise RefundRejected("reason", _("Longer than %(limit)d characters.") % {"limit": 300})
+    wanted_lines = _refund_lines(lines)
+    fingerprint = refund_fingerprint(
+        order_external_id=order_external_id,
+        amount=amount,
+        refunded_at=refunded_at,
+        reason=reason,
+        lines=[(ln["line_no"], ln["sku"], ln["quantity"]) for ln in wanted_lines],
+    )
+
+    existing = Refund.objects.filter(external_id=refund_external_id).first()
+    if existing is not None:
+        return _replay(existing, fingerprint)
+    try:
+        with transaction.atomic():
+            return _refund_locked(
+                order_external_id=order_external_id,
+                refund_external_id=refund_external_id,
+                amount=amount,
+                refunded_at=refunded_at,
+                reason=reason,
+                wanted_lines=wanted_lines,
+                fingerprint=fingerprint,
+                now=now,
+            )
+    except IntegrityError:
+        # The same refund id raced in for another order (different row lock): the unique key caught it.
+        existing = Refund.objects.filter(external_id=refund_external_id).first()
+        if existing is None:
+            raise
+        return _replay(existing, fingerprint)
+
+
+def _refund_locked(
+    *, order_external_id, refund_external_id, amount, refunded_at, reason, wanted_lines, fingerprint, now
+) -> Refund:
+    order = Order.objects.select_for_update().filter(external_id=order_external_id).first()
+    if order is None:
+        raise OrderNotFound("order_external_id", _("No order with id %(id)s.") % {"id": order_external_id})
+    # A twin request may have committed while we waited for the lock.
+    existing = Refund.objects.filter(external_id=refund_external_id).first()
+    if existing is not None:
+        return _replay(existing, fingerprint)
+    if refunded_at < order.placed_at:
+        raise RefundRejected("refunded_at", _("The refund time is before the order was placed."))
+    remaining = order.total - order.refunded_amount
+    if amount > remaining:
+        raise RefundRejected(
+            "amount",
+            _(
+                "Refund of %(amount)s exceeds what remains refundable on order %(id)s (%(remaining)s %(currency)s)."
+            )
+            % {"amount": amount, "id": order.external_id, "remaining": remaining, "currency": order.currency},
+        )
+
+    applied: list[dict] = []
+    if wanted_lines:
+        order_lines = list(OrderLine.objects.select_for_update().filter(order=order).order_by("pk"))
+        by_no = {ln.line_no: ln for ln in order_lines}
+        for n, wanted in enumerate(wanted_lines):
+            quantity = wanted["quantity"]
+            if wanted["line_no"] is not None:
+                line = by_no.get(wanted["line_no"])
+                if line is None or (wanted["sku"] and line.sku != wanted["sku"]):
+                    raise RefundRejected(
+                        f"lines[{n}].line_no", _("Order %(id)s has no such line.") % {"id": order.external_id}
+                    )
+                candidates = [line]
+            else:
+                candidates = [ln for ln in order_lines if ln.sku == wanted["sku"]]
+                if not candidates:
+                    raise RefundRejected(
+                        f"lines[{n}].sku",
+                        _("Order %(id)s has no line with SKU %(sku)s.")
+                        % {"id": order.external_id, "sku": wanted["sku"]},
+                    )
+            left = sum(ln.quantity - ln.refunded_quantity for ln in candidates)
+            if quantity > left:
+                raise RefundRejected(
+                    f"lines[{n}].quantity",
+                    _("Refund of %(quantity)d exceeds the %(left)d not yet refunded on that line.")
+                    % {"quantity": quantity, "left": left},
+                )
+            for line in candidates:
+                take = min(quantity, line.quantity - line.refunded_quantity)
+                if take:
+                    line.refunded_quantity += take
+                    quantity -= take
+                    applied.append({"line_no": line.line_no, "sku": line.sku, "quantity": take})
+        OrderLine.objects.bulk_update(order_lines, ["refunded_quantity"])
+
+    order.refunded_amount += amount
+    order.status = (
+        OrderStatus.REFUNDED if order.refunded_amount == order.total else OrderStatus.PARTIALLY_REFUNDED
+    )
+    order.save(update_fields=["refunded_amount", "status"])
+    refund = Refund.objects.create(
+        order=order,
+        external_id=refund_external_id,
+        amount=amount,
+        refunded_at=refunded_at,
+        reason=reason,
+        lines=applied,
+        fingerprint=fingerprint,
+        created_at=now,
+    )
+    Event.objects.create(
+        customer_id=order.customer_id,
+        type="order_refunded",
+        properties={
+            "order_external_id": order.external_id,
+            "refund_external_id": refund_external_id,
+            "amount": str(amount),
+            "currency": order.currency,
+            "refunded_amount": str(order.refunded_amount),
+            "status": order.status,
+        },
+        occurred_at=refunded_at,
+        channel=order.channel,
+        received_at=now,
+    )
+    refund.replayed = False
+    return refund

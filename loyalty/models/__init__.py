@@ -1,0 +1,24 @@
+"""Loyalty tables: the programme and ledger (ledger.py) and the rewards catalogue and coupons (rewards.py)."""
+
+from loyalty.models.ledger import (  # noqa: F401
+    BonusEvent,
+    BulkAdjustmentBatch,
+    BulkAdjustmentLine,
+    EarnRule,
+    EntryKind,
+    ExpiryPolicy,
+    LedgerEntry,
+    LotConsumption,
+    LoyaltyAccount,
+    LoyaltyCursor,
+    ManualAdjustment,
+    OwedPoints,
+    PointLot,
+    ProgrammeSettings,
+    Promotion,
+    RuleUsage,
+    Tier,
+    TierBasis,
+    TierChange,
+)
+from loyalty.models.rewards import *  # noqa: F401,F403

@@ -1,0 +1,1 @@
+"""Loyalty services: every write that matters (see DESIGN.md §3)."""

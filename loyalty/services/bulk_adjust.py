@@ -1,0 +1,213 @@
+"""Bulk point adjustments: a CSV is uploaded and previewed by one staff member, approved by another,
+and applied exactly once.
+
+CSV columns (header row required): `customer_external_id`, `points` (a non-zero whole number, negative
+removes points), optional `reason`. Every error names its line; a batch with errors cannot be approved
+(fix the file and upload it again). Applying writes one entry per line with the key
+`bulk:<batch>:<line>`, so an interrupted or repeated apply finishes the batch without doubling a line. A
+removal larger than the member's balance takes what is there and records the rest as owed points."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from crm.models import Customer
+from loyalty.models import BulkAdjustmentBatch, BulkAdjustmentLine
+from loyalty.services.ledger import (
+    accounts_for_customers,
+    accounts_lock,
+    adjust_locked,
+    balances_save,
+    payload_hash,
+)
+from loyalty.services.programme import ruleset_load
+
+MAX_LINES = 50_000
+MAX_POINTS_PER_LINE = 10_000_000
+APPLY_CHUNK = 500
+
+
+def _decode(data: bytes | str) -> str:
+    if isinstance(data, str):
+        return data
+    for encoding in ("utf-8-sig", "gb18030"):  # Excel in China saves CSV as GBK more often than not
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise ValidationError(_("The file is neither UTF-8 nor GB18030 text."))
+
+
+def batch_upload(*, name: str, reason: str, data: bytes | str, file_name: str = "", created_by, now=None):
+    """Parse and validate the CSV into a batch awaiting approval. Nothing touches the ledger yet."""
+    now = now or timezone.now()
+    if not (reason or "").strip():
+        raise ValidationError({"reason": _("A reason is required.")})
+    raw = data if isinstance(data, bytes) else data.encode()
+    sha = hashlib.sha256(raw).hexdigest()
+    earlier = (
+        BulkAdjustmentBatch.objects.filter(file_sha256=sha)
+        .exclude(status=BulkAdjustmentBatch.Status.REJECTED)
+        .first()
+    )
+    if earlier is not None:
+        raise ValidationError(
+            _("This file was already uploaded as batch “%(name)s” (#%(id)s).")
+            % {"name": earlier.name, "id": earlier.pk}
+        )
+    reader = csv.DictReader(io.StringIO(_decode(data)))
+    fields = {f.strip().lower() for f in (reader.fieldnames or [])}
+    missing = {"customer_external_id", "points"} - fields
+    if missing:
+        raise ValidationError(_("Missing column(s): %(columns)s.") % {"columns": ", ".join(sorted(missing))})
+    rows = []
+    for line_no, row in enumerate(reader, start=2):  # line 1 is the header
+        if line_no - 1 > MAX_LINES:
+            raise ValidationError(_("At most %(max)d lines per batch.") % {"max": MAX_LINES})
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        rows.append((line_no, row))
+    external_ids = {row.get("customer_external_id", "") for _n, row in rows}
+    customers = dict(Customer.objects.filter(external_id__in=external_ids).values_list("external_id", "id"))
+    lines = []
+    seen = set()
+    for line_no, row in rows:
+        external_id = row.get("customer_external_id", "")
+        error = ""
+        points = 0
+        try:
+            points = int(row.get("points", ""))
+            if points == 0 or abs(points) > MAX_POINTS_PER_LINE:
+                error = _("Line %(line)d: points must be a non-zero whole number up to %(max)d.") % {
+                    "line": line_no,
+                    "max": MAX_POINTS_PER_LINE,
+                }
+        except ValueError:
+            error = _("Line %(line)d: points “%(value)s” is not a whole number.") % {
+                "line": line_no,
+                "value": row.get("points", ""),
+            }
+        if not error and external_id not in customers:
+            error = _("Line %(line)d: no customer with external id “%(id)s”.") % {
+                "line": line_no,
+                "id": external_id,
+            }
+        if not error and external_id in seen:
+            error = _("Line %(line)d: customer “%(id)s” appears twice in the file.") % {
+                "line": line_no,
+                "id": external_id,
+            }
+        seen.add(external_id)
+        lines.append(
+            BulkAdjustmentLine(
+                line_no=line_no,
+                customer_external_id=external_id[:64],
+                customer_id=customers.get(external_id),
+                points=points,
+                reason=(row.get("reason") or "")[:300],
+                error=error[:300],
+            )
+        )
+    if not lines:
+        raise ValidationError(_("The file has no lines."))
+    with transaction.atomic():
+        batch = BulkAdjustmentBatch.objects.create(
+            name=name[:200],
+            reason=reason[:300],
+            file_name=file_name[:255],
+            file_sha256=sha,
+            line_count=len(lines),
+            error_count=sum(1 for ln in lines if ln.error),
+            total_points=sum(ln.points for ln in lines if not ln.error),
+            created_by=created_by,
+            created_at=now,
+        )
+        for line in lines:
+            line.batch = batch
+        BulkAdjustmentLine.objects.bulk_create(lines, batch_size=5000)
+    return batch
+
+
+def batch_approve(
+    *, batch: BulkAdjustmentBatch, approved_by, now: datetime | None = None
+) -> BulkAdjustmentBatch:
+    """A second staff member approves the batch, which is then applied."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        batch = BulkAdjustmentBatch.objects.select_for_update().get(pk=batch.pk)
+        if batch.status != BulkAdjustmentBatch.Status.PREVIEW:
+            raise ValidationError(_("Only a batch awaiting approval can be approved."))
+        if approved_by.pk == batch.created_by_id:
+            raise ValidationError(
+                _("A batch must be approved by someone other than the person who uploaded it.")
+            )
+        if batch.error_count:
+            raise ValidationError(_("The batch has lines with errors; fix the file and upload it again."))
+        batch.status = BulkAdjustmentBatch.Status.APPROVED
+        batch.approved_by = approved_by
+        batch.approved_at = now
+        batch.save(update_fields=["status", "approved_by", "approved_at"])
+    return batch
+
+
+def batch_reject(*, batch: BulkAdjustmentBatch, rejected_by) -> BulkAdjustmentBatch:
+    with transaction.atomic():
+        batch = BulkAdjustmentBatch.objects.select_for_update().get(pk=batch.pk)
+        if batch.status != BulkAdjustmentBatch.Status.PREVIEW:
+            raise ValidationError(_("Only a batch awaiting approval can be rejected."))
+        batch.status = BulkAdjustmentBatch.Status.REJECTED
+        batch.save(update_fields=["status"])
+    return batch
+
+
+def batch_apply(*, batch_id: int, now: datetime | None = None) -> BulkAdjustmentBatch:
+    """Apply an approved batch, chunk by chunk; safe to run again (or twice at once) until it is done."""
+    now = now or timezone.now()
+    ruleset = ruleset_load()
+    entry_tier = ruleset.entry_tier
+    while True:
+        with transaction.atomic():
+            batch = BulkAdjustmentBatch.objects.select_for_update().get(pk=batch_id)
+            if batch.status == BulkAdjustmentBatch.Status.APPLIED:
+                return batch
+            if batch.status != BulkAdjustmentBatch.Status.APPROVED:
+                raise ValidationError(_("Only an approved batch can be applied."))
+            lines = list(batch.lines.filter(entry__isnull=True, error="").order_by("line_no")[:APPLY_CHUNK])
+            if not lines:
+                batch.status = BulkAdjustmentBatch.Status.APPLIED
+                batch.applied_at = now
+                batch.save(update_fields=["status", "applied_at"])
+                return batch
+            by_customer = accounts_for_customers(
+                customer_ids={ln.customer_id for ln in lines},
+                now=now,
+                entry_tier_id=entry_tier.pk if entry_tier else None,
+            )
+            accounts = accounts_lock(by_customer.values())
+            for line in lines:
+                account = accounts[by_customer[line.customer_id]]
+                key = f"bulk:{batch.pk}:{line.line_no}"
+                reason = line.reason or batch.reason
+                entry = adjust_locked(
+                    account=account,
+                    points=line.points,
+                    idempotency_key=key,
+                    fingerprint=payload_hash(
+                        {"op": "bulk", "batch": batch.pk, "line": line.line_no, "points": line.points}
+                    ),
+                    reason=f"{batch.name}: {reason}",
+                    reference=f"bulk:{batch.pk}",
+                    created_by=batch.approved_by,
+                    allow_owed=True,
+                    now=now,
+                )
+                BulkAdjustmentLine.objects.filter(pk=line.pk).update(entry=entry)
+            for account in accounts.values():
+                balances_save(account)

@@ -1,0 +1,347 @@
+"""The nightly life of lots: pending points becoming available, expiring-soon notices, expiry.
+
+All three are set-based SQL over batches of accounts. Each batch first locks its accounts with
+`FOR UPDATE SKIP LOCKED` (the app's one lock order: accounts, then their lots), so a member redeeming
+at that moment is never blocked for long and never sees a half-expired balance; a skipped account is
+picked up by the next run. Every statement is idempotent: a lot is released or expired once because the
+same statement that writes its entry also changes its state.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from crm.models import Event
+from loyalty.models import EntryKind, LedgerEntry, LoyaltyAccount, PointLot
+from loyalty.services.ledger import balances_save, owed_settle
+from loyalty.services.programme import programme_get
+
+logger = logging.getLogger(__name__)
+
+POINTS_EXPIRING = "points_expiring"
+
+
+def _lock_accounts(candidate_ids: list[int]) -> list[int]:
+    return list(
+        LoyaltyAccount.objects.select_for_update(skip_locked=True)
+        .filter(pk__in=candidate_ids)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def _settle_owing(account_ids: list[int], now: datetime, run_key: str) -> None:
+    """Pay off owed points from the points just made available (rare: only accounts that owe)."""
+    for account in LoyaltyAccount.objects.filter(pk__in=account_ids, owed__gt=0, available__gt=0).order_by(
+        "pk"
+    ):
+        owed_settle(account=account, now=now, trigger_key=f"{run_key}:{account.pk}")
+        LoyaltyAccount.objects.filter(pk=account.pk).update(available=account.available, owed=account.owed)
+
+
+def points_release_due(*, now: datetime | None = None, batch_accounts: int = 5000) -> int:
+    """Make pending lots whose return window has passed available: one `release` entry per lot.
+    Returns the points released."""
+    now = now or timezone.now()
+    if connection.vendor != "postgresql":
+        return _release_portable(now)
+    reason = _("Points now available")
+    released = 0
+    while True:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    """SELECT DISTINCT account_id FROM loyalty_pointlot
+                        WHERE state = 'pending' AND available_at <= %s LIMIT %s""",
+                    [now, batch_accounts],
+                )
+                candidates = [row[0] for row in cursor.fetchall()]
+            if not candidates:
+                break
+            locked = _lock_accounts(candidates)
+            if not locked:
+                break  # everything due is being written by someone else right now; next run
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    """
+                    WITH due AS (
+                        UPDATE loyalty_pointlot SET state = 'available'
+                         WHERE account_id = ANY(%(accounts)s) AND state = 'pending' AND available_at <= %(now)s
+                     RETURNING id, account_id, remaining, earn_entry_id, available_at
+                    ), ins AS (
+                        INSERT INTO loyalty_ledgerentry
+                            (account_id, kind, points, pending_delta, owed_delta, idempotency_key, payload_hash,
+                             reason, reference, order_id, order_line_id, lot_id, parts, occurred_at, created_at)
+                        SELECT due.account_id, 'release', due.remaining, -due.remaining, 0,
+                               'release:lot:' || due.id, '', %(reason)s, e.reference, e.order_id,
+                               e.order_line_id, due.id, '{}'::jsonb, due.available_at, %(now)s
+                          FROM due JOIN loyalty_ledgerentry e ON e.id = due.earn_entry_id
+                         WHERE due.remaining > 0
+                     RETURNING account_id, points
+                    )
+                    UPDATE loyalty_loyaltyaccount a
+                       SET available = a.available + s.points, pending = a.pending - s.points
+                      FROM (SELECT account_id, SUM(points) AS points FROM ins GROUP BY account_id) s
+                     WHERE a.id = s.account_id
+                 RETURNING a.id, s.points
+                    """,
+                    {"accounts": locked, "now": now, "reason": str(reason)},
+                )
+                rows = cursor.fetchall()
+            released += sum(r[1] for r in rows)
+            _settle_owing([r[0] for r in rows], now, f"release:{now.timestamp()}")
+        if len(candidates) < batch_accounts:
+            break
+    return released
+
+
+def points_expire_due(*, now: datetime | None = None, batch_accounts: int = 20000) -> int:
+    """Expire what is left of every available lot past its expiry: one `expire` entry per account per
+    batch, each expired lot pointing at it. Returns the points expired."""
+    now = now or timezone.now()
+    if connection.vendor != "postgresql":
+        return _expire_portable(now)
+    reason = _("Points expired")
+    expired = 0
+    run = 0
+    last_id = 0
+    while True:
+        run += 1
+        with transaction.atomic():
+            # Walk the accounts in id order and probe each one's open lots (the FIFO index) for a due
+            # one: one pass over the accounts in all, where a DISTINCT over the due lots would re-read
+            # every remaining due lot on every batch.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    """SELECT a.id FROM loyalty_loyaltyaccount a
+                        WHERE a.id > %s AND EXISTS (
+                              SELECT 1 FROM loyalty_pointlot l
+                               WHERE l.account_id = a.id AND l.state = 'available' AND l.remaining > 0
+                                 AND l.expires_at <= %s)
+                        ORDER BY a.id LIMIT %s
+                          FOR UPDATE OF a SKIP LOCKED""",
+                    [last_id, now, batch_accounts],
+                )
+                locked = [row[0] for row in cursor.fetchall()]
+            if not locked:
+                break
+            last_id = locked[-1]
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    """
+                    WITH due AS (
+                        SELECT id, account_id, remaining FROM loyalty_pointlot
+                         WHERE account_id = ANY(%(accounts)s) AND state = 'available' AND remaining > 0
+                           AND expires_at <= %(now)s
+                    ), per_account AS (
+                        SELECT account_id, SUM(remaining) AS points, COUNT(*) AS lots FROM due GROUP BY account_id
+                    ), ins AS (
+                        INSERT INTO loyalty_ledgerentry
+                            (account_id, kind, points, pending_delta, owed_delta, idempotency_key, payload_hash,
+                             reason, reference, parts, occurred_at, created_at)
+                        SELECT account_id, 'expire', -points, 0, 0,
+                               'expire:' || account_id || ':' || %(run_key)s, '', %(reason)s, '',
+                               jsonb_build_object('lots', lots), %(now)s, %(now)s
+                          FROM per_account
+                     RETURNING id, account_id, points
+                    ), lots AS (
+                        UPDATE loyalty_pointlot l
+                           SET remaining = 0, expired = l.expired + due.remaining, expire_entry_id = ins.id
+                          FROM due JOIN ins ON ins.account_id = due.account_id
+                         WHERE l.id = due.id
+                    )
+                    UPDATE loyalty_loyaltyaccount a SET available = a.available + ins.points
+                      FROM ins WHERE a.id = ins.account_id
+                 RETURNING ins.points
+                    """,
+                    {
+                        "accounts": locked,
+                        "now": now,
+                        "reason": str(reason),
+                        "run_key": f"{int(now.timestamp() * 1_000_000)}:{run}",
+                    },
+                )
+                expired -= sum(r[0] for r in cursor.fetchall())
+        if len(locked) < batch_accounts:
+            break
+    logger.info("points expired", extra={"points": expired})
+    return expired
+
+
+def expiring_notices_emit(*, now: datetime | None = None, batch_size: int = 20000) -> int:
+    """Emit one `points_expiring` behaviour event per account whose points expire within the programme's
+    notice period and have not been announced yet; campaigns and journeys turn it into a message.
+    Returns the events written."""
+    now = now or timezone.now()
+    horizon = now + timedelta(days=programme_get().expiring_notice_days)
+    if connection.vendor != "postgresql":
+        return _notices_portable(now, horizon)
+    written = 0
+    while True:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                # Only lots are locked here (SKIP LOCKED, never waiting), so this cannot deadlock with a
+                # writer holding an account and updating its lots.
+                cursor.execute(
+                    """
+                    WITH due AS (
+                        SELECT id FROM loyalty_pointlot
+                         WHERE state = 'available' AND remaining > 0 AND notified_at IS NULL
+                           AND expires_at > %(now)s AND expires_at <= %(horizon)s
+                         ORDER BY id LIMIT %(limit)s
+                           FOR UPDATE SKIP LOCKED
+                    )
+                    UPDATE loyalty_pointlot l SET notified_at = %(now)s FROM due WHERE l.id = due.id
+                 RETURNING l.id, l.account_id, l.remaining, l.expires_at
+                    """,
+                    {"now": now, "horizon": horizon, "limit": batch_size},
+                )
+                rows = cursor.fetchall()
+            if not rows:
+                break
+            per_account: dict[int, dict] = {}
+            for lot_id, account_id, remaining, expires_at in rows:
+                item = per_account.setdefault(
+                    account_id, {"points": 0, "expires_at": expires_at, "first_lot": lot_id}
+                )
+                item["points"] += remaining
+                item["expires_at"] = min(item["expires_at"], expires_at)
+                item["first_lot"] = min(item["first_lot"], lot_id)
+            customers = dict(
+                LoyaltyAccount.objects.filter(pk__in=list(per_account)).values_list("pk", "customer_id")
+            )
+            Event.objects.bulk_create(
+                [
+                    Event(
+                        customer_id=customers.get(account_id),
+                        type=POINTS_EXPIRING,
+                        properties={
+                            "account_id": account_id,
+                            "points": item["points"],
+                            "expires_at": item["expires_at"].isoformat(),
+                        },
+                        occurred_at=now,
+                        received_at=now,
+                        external_id=f"loyalty:points_expiring:{account_id}:{item['first_lot']}",
+                    )
+                    for account_id, item in per_account.items()
+                ],
+                ignore_conflicts=True,
+                batch_size=5000,
+            )
+            written += len(per_account)
+        if len(rows) < batch_size:
+            break
+    return written
+
+
+# --- The same, row by row, for SQLite (`make run`): no data-modifying CTEs, no row locks there. ----------
+
+
+def _release_portable(now: datetime) -> int:
+    released = 0
+    due = PointLot.objects.filter(state=PointLot.State.PENDING, available_at__lte=now)
+    for account_id in sorted(set(due.values_list("account_id", flat=True))):
+        with transaction.atomic():
+            account = LoyaltyAccount.objects.select_for_update().get(pk=account_id)
+            for lot in due.filter(account_id=account_id).select_related("earn_entry"):
+                if lot.remaining > 0:
+                    LedgerEntry.objects.create(
+                        account_id=account_id,
+                        kind=EntryKind.RELEASE,
+                        points=lot.remaining,
+                        pending_delta=-lot.remaining,
+                        idempotency_key=f"release:lot:{lot.pk}",
+                        reason=str(_("Points now available")),
+                        reference=lot.earn_entry.reference,
+                        order_id=lot.earn_entry.order_id,
+                        order_line_id=lot.earn_entry.order_line_id,
+                        lot=lot,
+                        occurred_at=lot.available_at,
+                        created_at=now,
+                    )
+                    account.available += lot.remaining
+                    account.pending -= lot.remaining
+                    released += lot.remaining
+                PointLot.objects.filter(pk=lot.pk).update(state=PointLot.State.AVAILABLE)
+            owed_settle(account=account, now=now, trigger_key=f"release:{now.timestamp()}:{account_id}")
+            balances_save(account)
+    return released
+
+
+def _expire_portable(now: datetime) -> int:
+    expired = 0
+    due = PointLot.objects.filter(state=PointLot.State.AVAILABLE, remaining__gt=0, expires_at__lte=now)
+    for account_id in sorted(set(due.values_list("account_id", flat=True))):
+        with transaction.atomic():
+            account = LoyaltyAccount.objects.select_for_update().get(pk=account_id)
+            lots = list(due.filter(account_id=account_id))
+            points = sum(lot.remaining for lot in lots)
+            if not points:
+                continue
+            entry = LedgerEntry.objects.create(
+                account_id=account_id,
+                kind=EntryKind.EXPIRE,
+                points=-points,
+                idempotency_key=f"expire:{account_id}:{int(now.timestamp() * 1_000_000)}:portable",
+                reason=str(_("Points expired")),
+                parts={"lots": len(lots)},
+                occurred_at=now,
+                created_at=now,
+            )
+            for lot in lots:
+                PointLot.objects.filter(pk=lot.pk).update(
+                    remaining=0, expired=lot.expired + lot.remaining, expire_entry=entry
+                )
+            account.available -= points
+            balances_save(account)
+            expired -= points
+    return expired
+
+
+def _notices_portable(now: datetime, horizon: datetime) -> int:
+    lots = PointLot.objects.filter(
+        state=PointLot.State.AVAILABLE,
+        remaining__gt=0,
+        notified_at__isnull=True,
+        expires_at__gt=now,
+        expires_at__lte=horizon,
+    )
+    per_account: dict[int, dict] = {}
+    with transaction.atomic():
+        rows = list(lots.values_list("id", "account_id", "remaining", "expires_at"))
+        for lot_id, account_id, remaining, expires_at in rows:
+            item = per_account.setdefault(
+                account_id, {"points": 0, "expires_at": expires_at, "first_lot": lot_id}
+            )
+            item["points"] += remaining
+            item["expires_at"] = min(item["expires_at"], expires_at)
+            item["first_lot"] = min(item["first_lot"], lot_id)
+        PointLot.objects.filter(pk__in=[r[0] for r in rows]).update(notified_at=now)
+        customers = dict(
+            LoyaltyAccount.objects.filter(pk__in=list(per_account)).values_list("pk", "customer_id")
+        )
+        Event.objects.bulk_create(
+            [
+                Event(
+                    customer_id=customers.get(account_id),
+                    type=POINTS_EXPIRING,
+                    properties={
+                        "account_id": account_id,
+                        "points": item["points"],
+                        "expires_at": item["expires_at"].isoformat(),
+                    },
+                    occurred_at=now,
+                    received_at=now,
+                    external_id=f"loyalty:points_expiring:{account_id}:{item['first_lot']}",
+                )
+                for account_id, item in per_account.items()
+            ],
+            ignore_conflicts=True,
+        )
+    return len(per_account)

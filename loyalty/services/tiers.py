@@ -1,0 +1,293 @@
+"""Tier qualification: upgrade the moment the threshold is reached; downgrade only at a review, after a
+grace period.
+
+- An account is upgraded (as far as it qualifies) whenever new earnings push its qualifying value over a
+  threshold: inside the accrual transaction, under the account locks the accrual already holds.
+- Each tier above the entry tier has a review date (`tier_review_months` after it was reached or last
+  confirmed). At the review the member keeps the tier if the qualifying value over the window still
+  reaches it; otherwise a grace period of `downgrade_grace_days` starts, and at its end the member drops
+  to the tier they then qualify for. Qualifying again during grace confirms the tier.
+- The entry tier is never reviewed.
+
+Every move writes a `TierChange` and a `tier_changed` behaviour event for campaigns and journeys.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from crm.models import Event
+from loyalty.models import LoyaltyAccount, Tier, TierChange
+from loyalty.selectors import qualifying_values
+from loyalty.services.programme import RuleSet, add_months, ruleset_load
+
+logger = logging.getLogger(__name__)
+
+TIER_CHANGED = "tier_changed"
+
+
+def _rank(tier: Tier | None) -> int:
+    return -1 if tier is None else tier.rank
+
+
+def _review_at(ruleset: RuleSet, tier: Tier | None, start: datetime) -> datetime | None:
+    entry = ruleset.entry_tier
+    if tier is None or (entry is not None and tier.pk == entry.pk):
+        return None
+    return add_months(start, ruleset.programme.tier_review_months)
+
+
+def _move(*, account, ruleset, to_tier, reason, value, now, changes, created_by=None, note="") -> None:
+    from_tier = ruleset.tier_by_id(account.tier_id) or (
+        Tier.objects.filter(pk=account.tier_id).first() if account.tier_id else None
+    )
+    changes.append(
+        TierChange(
+            account_id=account.pk,
+            from_tier=from_tier,
+            to_tier=to_tier,
+            reason=reason,
+            qualifying_value=value,
+            note=note[:300],
+            created_by=created_by,
+            changed_at=now,
+        )
+    )
+    if to_tier is not None and (from_tier is None or to_tier.pk != from_tier.pk):
+        account.tier_id = to_tier.pk
+        account.tier = to_tier
+        account.tier_since = now
+
+
+def _changes_save(changes: list[TierChange], customers: dict[int, int | None], now: datetime) -> None:
+    """Write the tier history and, for real moves, the tier_changed events (idempotent by external id)."""
+    if not changes:
+        return
+    saved = TierChange.objects.bulk_create(changes)
+    events = []
+    for change in saved:
+        if change.from_tier_id == change.to_tier_id:
+            continue
+        events.append(
+            Event(
+                customer_id=customers.get(change.account_id),
+                type=TIER_CHANGED,
+                properties={
+                    "account_id": change.account_id,
+                    "from_tier": change.from_tier.code if change.from_tier else None,
+                    "to_tier": change.to_tier.code if change.to_tier else None,
+                    "direction": "up" if _rank(change.to_tier) > _rank(change.from_tier) else "down",
+                    "reason": change.reason,
+                    "qualifying_value": str(change.qualifying_value),
+                },
+                occurred_at=now,
+                received_at=now,
+                external_id=f"loyalty:tier_changed:{change.pk}",
+            )
+        )
+    Event.objects.bulk_create(events, ignore_conflicts=True)
+
+
+def _account_tier_save(account: LoyaltyAccount) -> None:
+    LoyaltyAccount.objects.filter(pk=account.pk).update(
+        tier_id=account.tier_id,
+        tier_since=account.tier_since,
+        tier_review_at=account.tier_review_at,
+        downgrade_at=account.downgrade_at,
+    )
+
+
+def _accounts_tier_save(accounts: list[LoyaltyAccount]) -> None:
+    """Write the tier fields of many (locked) accounts in one statement."""
+    if len(accounts) <= 1 or connection.vendor != "postgresql":
+        for account in accounts:
+            _account_tier_save(account)
+        return
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(accounts))
+    params = [v for a in accounts for v in (a.pk, a.tier_id, a.tier_since, a.tier_review_at, a.downgrade_at)]
+    with connection.cursor() as cursor:
+        # Typed casts: VALUES columns have no type of their own and NULLs would otherwise be text.
+        cursor.execute(
+            f"""UPDATE loyalty_loyaltyaccount AS a
+                   SET tier_id = CAST(v.column2 AS bigint), tier_since = CAST(v.column3 AS timestamp with time zone),
+                       tier_review_at = CAST(v.column4 AS timestamp with time zone),
+                       downgrade_at = CAST(v.column5 AS timestamp with time zone)
+                  FROM (VALUES {values}) AS v
+                 WHERE a.id = v.column1""",
+            params,
+        )
+
+
+def tiers_upgrade_locked(
+    *, accounts: list[LoyaltyAccount], ruleset: RuleSet, now: datetime
+) -> list[TierChange]:
+    """Upgrade the accounts (locked by the caller) that now reach a better tier; confirm a tier in grace
+    that is reached again."""
+    if not ruleset.tiers:
+        return []
+    values = qualifying_values(
+        account_ids=[a.pk for a in accounts],
+        since=ruleset.window_start(now),
+        basis=ruleset.programme.tier_basis,
+    )
+    changes: list[TierChange] = []
+    moved = []
+    for account in accounts:
+        value = values[account.pk]
+        current = ruleset.tier_by_id(account.tier_id)
+        qualified = ruleset.tier_for_value(value)
+        if qualified is None:
+            continue
+        if _rank(qualified) > _rank(current):
+            _move(
+                account=account,
+                ruleset=ruleset,
+                to_tier=qualified,
+                reason=TierChange.Reason.UPGRADE,
+                value=value,
+                now=now,
+                changes=changes,
+            )
+            account.tier_review_at = _review_at(ruleset, qualified, now)
+            account.downgrade_at = None
+            moved.append(account)
+        elif account.downgrade_at is not None and _rank(qualified) >= _rank(current):
+            _move(
+                account=account,
+                ruleset=ruleset,
+                to_tier=current,
+                reason=TierChange.Reason.RENEWED,
+                value=value,
+                now=now,
+                changes=changes,
+            )
+            account.tier_review_at = _review_at(ruleset, current, now)
+            account.downgrade_at = None
+            moved.append(account)
+    _accounts_tier_save(moved)
+    _changes_save(changes, {a.pk: a.customer_id for a in accounts}, now)
+    return changes
+
+
+def tier_evaluate(*, account: LoyaltyAccount, now: datetime | None = None) -> list[TierChange]:
+    """Upgrade one account now if it qualifies (after a manual adjustment or a backfill)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = LoyaltyAccount.objects.select_for_update().get(pk=account.pk)
+        return tiers_upgrade_locked(accounts=[locked], ruleset=ruleset_load(), now=now)
+
+
+def tier_reviews_run(*, now: datetime | None = None, batch_size: int = 1000) -> dict[str, int]:
+    """Review every account whose review date or grace end has come: confirm, start grace, or downgrade.
+    Accounts another transaction holds are skipped (SKIP LOCKED) and picked up by the next run."""
+    now = now or timezone.now()
+    ruleset = ruleset_load()
+    counts = {"renewed": 0, "grace": 0, "downgraded": 0, "upgraded": 0}
+    grace = timedelta(days=ruleset.programme.downgrade_grace_days)
+    due = Q(status=LoyaltyAccount.Status.ACTIVE) & (
+        Q(downgrade_at__lte=now) | Q(downgrade_at__isnull=True, tier_review_at__lte=now)
+    )
+    last_id = 0
+    while True:
+        with transaction.atomic():
+            accounts = list(
+                LoyaltyAccount.objects.select_for_update(skip_locked=True)
+                .filter(due, id__gt=last_id)
+                .order_by("id")[:batch_size]
+            )
+            if not accounts:
+                break
+            last_id = accounts[-1].pk
+            values = qualifying_values(
+                account_ids=[a.pk for a in accounts],
+                since=ruleset.window_start(now),
+                basis=ruleset.programme.tier_basis,
+            )
+            changes: list[TierChange] = []
+            for account in accounts:
+                value = values[account.pk]
+                current = ruleset.tier_by_id(account.tier_id) or (
+                    Tier.objects.filter(pk=account.tier_id).first() if account.tier_id else None
+                )
+                qualified = ruleset.tier_for_value(value) or ruleset.entry_tier
+                if _rank(qualified) >= _rank(current):
+                    reason = (
+                        TierChange.Reason.UPGRADE
+                        if _rank(qualified) > _rank(current)
+                        else TierChange.Reason.RENEWED
+                    )
+                    counts["upgraded" if reason == TierChange.Reason.UPGRADE else "renewed"] += 1
+                    _move(
+                        account=account,
+                        ruleset=ruleset,
+                        to_tier=qualified,
+                        reason=reason,
+                        value=value,
+                        now=now,
+                        changes=changes,
+                    )
+                    account.tier_review_at = _review_at(ruleset, qualified, now)
+                    account.downgrade_at = None
+                elif account.downgrade_at is None and grace:
+                    counts["grace"] += 1
+                    _move(
+                        account=account,
+                        ruleset=ruleset,
+                        to_tier=current,
+                        reason=TierChange.Reason.GRACE,
+                        value=value,
+                        now=now,
+                        changes=changes,
+                    )
+                    account.downgrade_at = (account.tier_review_at or now) + grace
+                else:
+                    counts["downgraded"] += 1
+                    _move(
+                        account=account,
+                        ruleset=ruleset,
+                        to_tier=qualified,
+                        reason=TierChange.Reason.DOWNGRADE,
+                        value=value,
+                        now=now,
+                        changes=changes,
+                    )
+                    account.tier_review_at = _review_at(ruleset, qualified, now)
+                    account.downgrade_at = None
+                _account_tier_save(account)
+            _changes_save(changes, {a.pk: a.customer_id for a in accounts}, now)
+        if len(accounts) < batch_size:
+            break
+    logger.info("tier reviews done", extra=counts)
+    return counts
+
+
+def tier_set(
+    *, account: LoyaltyAccount, tier: Tier, note: str, created_by=None, now: datetime | None = None
+) -> TierChange:
+    """Staff put a member on a tier by hand (a status match, a complaint); the review clock restarts."""
+    now = now or timezone.now()
+    ruleset = ruleset_load()
+    with transaction.atomic():
+        locked = LoyaltyAccount.objects.select_for_update().get(pk=account.pk)
+        changes: list[TierChange] = []
+        _move(
+            account=locked,
+            ruleset=ruleset,
+            to_tier=tier,
+            reason=TierChange.Reason.MANUAL,
+            value=0,
+            now=now,
+            changes=changes,
+            created_by=created_by,
+            note=note,
+        )
+        locked.tier_review_at = _review_at(ruleset, tier, now)
+        locked.downgrade_at = None
+        _account_tier_save(locked)
+        _changes_save(changes, {locked.pk: locked.customer_id}, now)
+    return changes[0]

@@ -1,0 +1,100 @@
+"""Thin Celery tasks: each calls one service; the services are idempotent, so a redelivery is harmless.
+
+The beat entries are in LOYALTY_BEAT_SCHEDULE, for config/settings.py to merge into CELERY_BEAT_SCHEDULE
+(config/ wires the apps together, DESIGN.md §4). Services are imported inside the tasks so that settings
+can import this module before Django's apps are loaded."""
+
+from datetime import timedelta
+
+from celery import shared_task
+from celery.schedules import crontab
+
+
+@shared_task(name="loyalty.tasks.accrue_events", ignore_result=True)
+def accrue_events() -> None:
+    """Read the behaviour-event log after the cursor: order points, refund reversals, event bonuses."""
+    from django.utils import timezone
+
+    from loyalty.services.accrual import events_process_all
+
+    events_process_all(now=timezone.now())
+
+
+@shared_task(name="loyalty.tasks.accrual_sweep", ignore_result=True)
+def accrual_sweep(days: int = 3) -> None:
+    """Accrue any recent order the cursor passed before its transaction committed (see events_process)."""
+    from django.utils import timezone
+
+    from loyalty.services import accrual
+
+    now = timezone.now()
+    accrual.accrual_sweep(since=now - timedelta(days=days), now=now)
+
+
+@shared_task(name="loyalty.tasks.release_pending", ignore_result=True)
+def release_pending() -> None:
+    from django.utils import timezone
+
+    from loyalty.services.lifecycle import points_release_due
+
+    points_release_due(now=timezone.now())
+
+
+@shared_task(name="loyalty.tasks.expiring_notices", ignore_result=True)
+def expiring_notices() -> None:
+    from django.utils import timezone
+
+    from loyalty.services.lifecycle import expiring_notices_emit
+
+    expiring_notices_emit(now=timezone.now())
+
+
+@shared_task(name="loyalty.tasks.expire_points", ignore_result=True)
+def expire_points() -> None:
+    from django.utils import timezone
+
+    from loyalty.services.lifecycle import points_expire_due
+
+    points_expire_due(now=timezone.now())
+
+
+@shared_task(name="loyalty.tasks.tier_reviews", ignore_result=True)
+def tier_reviews() -> None:
+    from django.utils import timezone
+
+    from loyalty.services.tiers import tier_reviews_run
+
+    tier_reviews_run(now=timezone.now())
+
+
+@shared_task(name="loyalty.tasks.birthday_bonuses", ignore_result=True)
+def birthday_bonuses() -> None:
+    from django.utils import timezone
+
+    from loyalty.services.accrual import birthday_bonuses_award
+
+    birthday_bonuses_award(now=timezone.now())
+
+
+@shared_task(name="loyalty.tasks.bulk_adjustment_apply", ignore_result=True)
+def bulk_adjustment_apply(batch_id: int) -> None:
+    from loyalty.services.bulk_adjust import batch_apply
+
+    batch_apply(batch_id=batch_id)
+
+
+# Times are UTC (CELERY_TIMEZONE). Birthdays run hourly because "today" starts at a different UTC hour in
+# each customer's time zone; the idempotency key (customer, year) makes the repeats harmless. Expiry runs
+# at 16:05 UTC, just after midnight in Asia/Shanghai, where "end of the year" lots fall due.
+LOYALTY_BEAT_SCHEDULE = {
+    "loyalty-accrue-events": {"task": "loyalty.tasks.accrue_events", "schedule": 10.0},
+    "loyalty-release-pending": {"task": "loyalty.tasks.release_pending", "schedule": 300.0},
+    "loyalty-accrual-sweep": {"task": "loyalty.tasks.accrual_sweep", "schedule": crontab(minute=30, hour=18)},
+    "loyalty-expiring-notices": {
+        "task": "loyalty.tasks.expiring_notices",
+        "schedule": crontab(minute=0, hour=1),
+    },
+    "loyalty-expire-points": {"task": "loyalty.tasks.expire_points", "schedule": crontab(minute=5, hour=16)},
+    "loyalty-tier-reviews": {"task": "loyalty.tasks.tier_reviews", "schedule": crontab(minute=0, hour=17)},
+    "loyalty-birthday-bonuses": {"task": "loyalty.tasks.birthday_bonuses", "schedule": crontab(minute=1)},
+}

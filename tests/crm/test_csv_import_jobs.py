@@ -1,0 +1,122 @@
+"""ImportJob: the admin upload queues it, the service runs it and records progress, counts and errors."""
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from crm import admin_imports
+from crm.models import Customer, ImportJob, Order
+from crm.services.imports import import_job_run
+
+pytestmark = pytest.mark.django_db
+
+ORDERS = (
+    "customer_external_id,order_external_id,ordered_at,amount,sku\n"
+    "C-1,TM-1,2026-03-08 20:15:00,199.00,A\n"
+    "C-1,TM-2,2026-03-08 20:15:00,-1,A\n"
+    "C-2,TM-3,2026-03-09 20:15:00,99.00,B\n"
+)
+
+
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+def job_for(content: str, kind=ImportJob.Kind.ORDERS, **kwargs) -> ImportJob:
+    job = ImportJob(kind=kind, original_name="orders.csv", **kwargs)
+    job.file.save("orders.csv", ContentFile(content.encode()), save=False)
+    job.save()
+    return job
+
+
+def test_job_runs_to_done_with_counts_errors_and_summary():
+    job = job_for(ORDERS)
+
+    job = import_job_run(job_id=job.pk)
+
+    assert job.status == ImportJob.Status.DONE and job.finished_at
+    assert (job.total_rows, job.processed_rows) == (3, 3)
+    assert (job.created_count, job.unchanged_count, job.error_count) == (2, 0, 1)
+    assert job.errors == [{"line": 3, "field": "amount", "message": "The amount cannot be negative."}]
+    assert "Orders created: 2," in job.message
+    assert Order.objects.count() == 2
+
+
+def test_done_job_is_not_run_twice():
+    job = import_job_run(job_id=job_for(ORDERS).pk)
+    Order.objects.all().delete()
+    assert import_job_run(job_id=job.pk).status == ImportJob.Status.DONE
+    assert not Order.objects.exists()
+
+
+def test_dry_run_job_reports_counts_and_writes_nothing():
+    job = import_job_run(job_id=job_for(ORDERS, dry_run=True).pk)
+
+    assert job.status == ImportJob.Status.DONE
+    assert (job.created_count, job.error_count) == (2, 1)
+    assert job.message.startswith("Dry run")
+    assert not Order.objects.exists() and not Customer.objects.exists()
+
+
+def test_whole_file_problem_fails_the_job_with_the_reason():
+    job = import_job_run(job_id=job_for("order_external_id,amount\nTM-1,10\n").pk)
+    assert job.status == ImportJob.Status.FAILED
+    assert "Missing required column" in job.message and "ordered_at" in job.message
+
+
+def test_customer_job():
+    job = import_job_run(job_id=job_for("external_id,name\nC-1,王芳\n", kind=ImportJob.Kind.CUSTOMERS).pk)
+    assert (job.status, job.created_count) == (ImportJob.Status.DONE, 1)
+
+
+def test_admin_upload_stores_the_file_and_queues_the_task_after_commit(
+    admin_client, admin_user, monkeypatch, django_capture_on_commit_callbacks
+):
+    queued = []
+    monkeypatch.setattr(admin_imports.import_job_run, "delay", lambda job_id: queued.append(job_id))
+    upload = SimpleUploadedFile("订单.csv", ORDERS.encode(), content_type="text/csv")
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = admin_client.post(
+            reverse("admin:crm_importjob_add"), {"kind": "orders", "file": upload, "dry_run": ""}
+        )
+
+    job = ImportJob.objects.get()
+    assert response.status_code == 302 and response.url == reverse(
+        "admin:crm_importjob_change", args=[job.pk]
+    )
+    assert len(callbacks) == 1 and queued == [job.pk]
+    assert (job.status, job.original_name, job.created_by, job.dry_run) == (
+        "queued",
+        "订单.csv",
+        admin_user,
+        False,
+    )
+    assert job.file.read().decode() == ORDERS
+
+
+def test_admin_refuses_a_file_that_is_not_csv(admin_client):
+    upload = SimpleUploadedFile("orders.xlsx", b"PK\x03\x04", content_type="application/octet-stream")
+    response = admin_client.post(reverse("admin:crm_importjob_add"), {"kind": "orders", "file": upload})
+    assert response.status_code == 200 and not ImportJob.objects.exists()
+    assert "Upload a .csv file." in response.content.decode()
+
+
+def test_admin_job_page_shows_progress_and_rejected_lines_and_refreshes_while_running(admin_client):
+    done = import_job_run(job_id=job_for(ORDERS).pk)
+    running = job_for(ORDERS, status=ImportJob.Status.RUNNING, total_rows=1000, processed_rows=250)
+
+    page = admin_client.get(reverse("admin:crm_importjob_change", args=[done.pk]))
+    html = page.content.decode()
+    assert page.status_code == 200 and "Refresh" not in page
+    assert "<td>3</td><td>amount</td><td>The amount cannot be negative.</td>" in html
+    assert "3 / 3 (100%)" in html
+
+    page = admin_client.get(reverse("admin:crm_importjob_change", args=[running.pk]))
+    assert page["Refresh"] == "3"
+    assert "250 / 1,000 (25%)" in page.content.decode()
+
+    listing = admin_client.get(reverse("admin:crm_importjob_changelist"))
+    assert listing.status_code == 200 and "250 / 1,000 (25%)" in listing.content.decode()

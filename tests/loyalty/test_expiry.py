@@ -1,0 +1,69 @@
+"""Lots expire oldest first, set-based, once; an expiring-soon notice goes out as a behaviour event."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from crm.models import Event
+from loyalty.models import LedgerEntry, PointLot
+from loyalty.services.ledger import account_for_customer, points_adjust, points_redeem
+from loyalty.services.lifecycle import expiring_notices_emit, points_expire_due
+from loyalty.services.programme import ruleset_load
+from tests.loyalty.ledger_helpers import T0, assert_consistent, customer_make, programme_setup
+
+pytestmark = pytest.mark.django_db
+
+
+def _earn(account, points, at):
+    return points_adjust(
+        account=account, points=points, idempotency_key=f"e-{points}-{at}", reason="earn", now=at
+    )
+
+
+def test_spending_uses_oldest_lots_so_expiry_takes_only_what_is_left_of_them():
+    programme_setup(expiry_policy="rolling_months", expiry_months=12)
+    account = account_for_customer(customer=customer_make())
+    _earn(account, 100, T0)  # expires T0 + 12 months
+    _earn(account, 100, T0 + timedelta(days=60))  # expires two months later
+    points_redeem(
+        account=account, points=150, idempotency_key="r", reason="reward", now=T0 + timedelta(days=90)
+    )
+
+    expired = points_expire_due(now=T0 + timedelta(days=366))
+
+    assert expired == 0  # the oldest lot was spent first; nothing of it is left to expire
+    expired = points_expire_due(now=T0 + timedelta(days=430))
+    assert expired == 50
+    account.refresh_from_db()
+    assert account.available == 0
+    assert_consistent(account)
+    # Running again expires nothing twice.
+    assert points_expire_due(now=T0 + timedelta(days=430)) == 0
+    assert LedgerEntry.objects.filter(kind="expire").count() == 1
+
+
+def test_end_of_following_year_policy_counts_years_in_the_programme_time_zone():
+    programme_setup(expiry_policy="end_of_following_year")
+    ruleset = ruleset_load()
+    # 31 Dec 2026 20:00 UTC is already 1 Jan 2027 in Shanghai: the points last until the end of 2028.
+    assert ruleset.expires_at(datetime(2026, 12, 31, 20, 0, tzinfo=UTC)) == datetime(
+        2028, 12, 31, 16, 0, tzinfo=UTC
+    )
+    assert ruleset.expires_at(datetime(2026, 6, 1, tzinfo=UTC)) == datetime(2027, 12, 31, 16, 0, tzinfo=UTC)
+
+
+def test_expiring_soon_notice_is_emitted_once_per_lot_as_a_behaviour_event():
+    programme_setup(expiry_policy="rolling_months", expiry_months=1)
+    customer = customer_make()
+    account = account_for_customer(customer=customer)
+    _earn(account, 40, T0)
+    _earn(account, 60, T0 + timedelta(days=2))
+    now = T0 + timedelta(days=5)
+
+    assert expiring_notices_emit(now=now) == 1
+    assert expiring_notices_emit(now=now) == 0
+
+    event = Event.objects.get(type="points_expiring")
+    assert event.customer_id == customer.pk
+    assert event.properties["points"] == 100
+    assert PointLot.objects.filter(notified_at__isnull=True).count() == 0
