@@ -17,6 +17,7 @@ if command -v msgfmt >/dev/null 2>&1; then
   python manage.py compilemessages --verbosity 0 --ignore .venv --ignore node_modules --ignore var
 fi
 python manage.py seed_demo --customers 2000
+python manage.py loyalty_seed_demo
 python manage.py ensure_demo_admin
 
 # honcho gives the first process (web) $PORT and later ones PORT+100, PORT+200.

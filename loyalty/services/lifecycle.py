@@ -300,7 +300,7 @@ def _expire_portable(now: datetime) -> int:
                 )
             account.available -= points
             balances_save(account)
-            expired -= points
+            expired += points
     return expired
 
 

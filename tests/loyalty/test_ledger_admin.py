@@ -1,6 +1,7 @@
 """The staff side of the ledger: each member's ledger page, manual adjustments with a required reason
 (a double submit adjusts once), and the demo programme passing the audit."""
 
+import io
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from crm.models import Event
-from loyalty.models import LedgerEntry, LoyaltyAccount, ManualAdjustment, Tier
+from loyalty.models import LedgerEntry, LoyaltyAccount, ManualAdjustment, MemberLogin, Reward, Tier
 from loyalty.services.audit import ledger_audit
 from loyalty.services.ledger import account_for_customer
 from tests.loyalty.ledger_helpers import T0, customer_make, order_make, process, programme_setup
@@ -87,3 +88,17 @@ def test_demo_programme_seeds_idempotently_and_passes_the_audit():
     )
     assert ledger_audit() == []
     call_command("loyalty_audit")
+
+
+def test_demo_programme_has_a_catalogue_and_prints_a_member_login_that_signs_in(client):
+    customer = customer_make(email="li.na@example.cn")
+    order_make(customer, total="3000", placed_at=T0)
+    out = io.StringIO()
+    call_command("loyalty_seed_demo", stdout=out)
+    call_command("loyalty_seed_demo", stdout=io.StringIO())
+
+    assert Reward.objects.count() == 4 and MemberLogin.objects.count() == 1
+    assert "email: li.na@example.cn  password: member-demo-2026" in out.getvalue()
+    signed_in = client.post("/member/login/", {"email": "li.na@example.cn", "password": "member-demo-2026"})
+    assert signed_in.status_code == 302
+    assert client.get("/member/rewards/").status_code == 200

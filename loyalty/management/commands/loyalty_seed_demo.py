@@ -1,3 +1,4 @@
+import os
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -8,10 +9,19 @@ from django.db.models import Min
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from crm.models import Order
-from loyalty.models import EarnRule, ProgrammeSettings, Promotion, Tier
+from crm.models import Customer, Order
+from loyalty.models import (
+    CouponProgramme,
+    EarnRule,
+    MemberLogin,
+    ProgrammeSettings,
+    Promotion,
+    Reward,
+    Tier,
+)
 from loyalty.services.accrual import accrual_sweep, events_process_all
 from loyalty.services.lifecycle import points_expire_due, points_release_due
+from loyalty.services.members import member_login_create
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -33,6 +43,17 @@ BONUSES = [
     ("推荐人奖励 Referral (referrer)", "referral_referrer", 300, None, 3000),
     ("被推荐人奖励 Referral (referee)", "referral_referee", 100, None, 100),
 ]
+
+REWARDS = [
+    # name, points price, discount (CNY off), minimum spend, stock, per-member limit, lowest tier
+    ("满199减20元券 CNY 20 off 199", 500, "20", "199", None, None, None),
+    ("满399减50元券 CNY 50 off 399", 1200, "50", "399", 5000, 3, None),
+    ("你还记得吗? 回归专享 CNY 100 off 599 (welcome back)", 2000, "100", "599", 1000, 1, "silver"),
+    ("金卡专享 CNY 300 off 1,299 (Gold and above)", 5000, "300", "1299", 200, 1, "gold"),
+]
+
+# The member the demo prints a portal login for: the customer with the most paid orders who has an email.
+DEMO_MEMBER_PASSWORD = "member-demo-2026"
 
 
 class Command(BaseCommand):
@@ -99,6 +120,7 @@ class Command(BaseCommand):
                         "ends_at": datetime(year, 11, 12, tzinfo=SHANGHAI),
                     },
                 )
+            self._rewards()
         events = events_process_all(now=now)
         first = Order.objects.aggregate(first=Min("placed_at"))["first"]
         swept = accrual_sweep(since=first, now=now) if first else None
@@ -115,3 +137,53 @@ class Command(BaseCommand):
                 "expired": expired,
             }
         )
+        login = self._demo_member()
+        if login is not None:
+            self.stdout.write(
+                _(
+                    "Member portal: http://127.0.0.1:%(port)s/member/  email: %(email)s  password: %(password)s"
+                )
+                % {
+                    "port": os.environ.get("PORT", "8000"),
+                    "email": login.email,
+                    "password": DEMO_MEMBER_PASSWORD,
+                }
+            )
+
+    def _rewards(self) -> None:
+        tiers = {t.code: t for t in Tier.objects.all()}
+        for order, (name, price, off, min_spend, stock, limit, tier) in enumerate(REWARDS):
+            programme, _created = CouponProgramme.objects.get_or_create(
+                name=name,
+                defaults={
+                    "discount_kind": CouponProgramme.DiscountKind.AMOUNT,
+                    "discount_value": Decimal(off),
+                    "min_spend": Decimal(min_spend),
+                    "valid_days_after_issue": 30,
+                },
+            )
+            Reward.objects.get_or_create(
+                name=name,
+                defaults={
+                    "points_price": price,
+                    "coupon_programme": programme,
+                    "stock": stock,
+                    "per_member_limit": limit,
+                    "min_tier": tiers.get(tier) if tier else None,
+                    "sort_order": order,
+                },
+            )
+
+    def _demo_member(self) -> MemberLogin | None:
+        existing = MemberLogin.objects.select_related("customer").order_by("id").first()
+        if existing is not None:
+            return existing
+        customer = (
+            Customer.objects.filter(erased_at__isnull=True, loyalty_account__isnull=False)
+            .exclude(email="")
+            .order_by("-loyalty_account__available", "id")
+            .first()
+        )
+        if customer is None:
+            return None
+        return member_login_create(customer=customer, email=customer.email, password=DEMO_MEMBER_PASSWORD)
