@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from crm.management.commands import seed_demo
 from crm.models import (
+    AcquisitionCost,
     Consent,
     ConsentChange,
     Customer,
@@ -68,6 +69,8 @@ def test_seed_builds_a_world_and_a_second_run_adds_nothing():
     assert all(seeded[name] > 0 for name in seeded), seeded
     # Indexes dropped for the load are all back, unique constraints included.
     assert indexes() == before
+    # Two years of CAC per paid channel, so the LTV:CAC chart has something to show.
+    assert AcquisitionCost.objects.filter(channel="tmall").count() == 24
 
     again = seed(customers=50)
 

@@ -40,7 +40,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from crm.models import Customer, Product, Tag
+from crm.models import AcquisitionCost, Customer, Product, Tag
 from crm.services.orders import _fingerprint, refund_fingerprint
 
 MARKER = "DEMO-"
@@ -630,6 +630,7 @@ def seed_world(writer, *, customers: int, events_per_customer: int, seed: int, s
     now = int(timezone.now().timestamp())
     catalogue = _catalogue(writer, now)
     tag_ids = _tags(now)
+    _acquisition_costs(now)
     counts = _Counts()
     customer_ids = writer.reserve("crm_customer", customers)
     order_ids = np.zeros(0, dtype=np.int64)
@@ -708,6 +709,30 @@ def _tags(now: int) -> dict[str, int]:
     for name, (kind, description) in TAGS.items():
         Tag.objects.get_or_create(name=name, defaults={"kind": kind, "description": description})
     return dict(Tag.objects.filter(name__in=list(TAGS)).values_list("name", "pk"))
+
+
+# Cost per acquired customer (CNY) by channel, so the LTV:CAC chart has something to compare: paid
+# marketplace traffic costs most, the brand's own WeChat and app least.
+CAC_CNY = {"tmall": 85, "jd": 78, "web": 55, "wechat": 38, "app": 26, "store": 120}
+
+
+def _acquisition_costs(now: int) -> None:
+    today = datetime.fromtimestamp(now, tz=UTC).date()
+    months = [(today.year * 12 + today.month - 1 - back) for back in range(24)]
+    AcquisitionCost.objects.bulk_create(
+        [
+            AcquisitionCost(
+                channel=channel,
+                month=datetime(m // 12, m % 12 + 1, 1).date(),
+                # A little drift month to month, the same on every run (no random state involved).
+                cac=Decimal(base) * (Decimal("0.9") + Decimal(m % 5) / 20),
+                note="demo",
+            )
+            for channel, base in CAC_CNY.items()
+            for m in months
+        ],
+        ignore_conflicts=True,
+    )
 
 
 class _Block:
