@@ -52,7 +52,7 @@ REWARDS = [
     ("金卡专享 CNY 300 off 1,299 (Gold and above)", 5000, "300", "1299", 200, 1, "gold"),
 ]
 
-# The member the demo prints a portal login for: the customer with the most paid orders who has an email.
+# The demo member whose portal login make run prints: the customer with an email and the most points.
 DEMO_MEMBER_PASSWORD = "member-demo-2026"
 
 
