@@ -6,6 +6,7 @@ import pytest
 
 from crm.models import Event
 from loyalty.models import LedgerEntry, PointLot
+from loyalty.services import lifecycle
 from loyalty.services.ledger import account_for_customer, points_adjust, points_redeem
 from loyalty.services.lifecycle import expiring_notices_emit, points_expire_due
 from loyalty.services.programme import ruleset_load
@@ -40,6 +41,23 @@ def test_spending_uses_oldest_lots_so_expiry_takes_only_what_is_left_of_them():
     # Running again expires nothing twice.
     assert points_expire_due(now=T0 + timedelta(days=430)) == 0
     assert LedgerEntry.objects.filter(kind="expire").count() == 1
+
+
+def test_portable_expiry_used_on_sqlite_takes_the_same_points_and_reports_them_positive():
+    # make run's SQLite database takes this path (points_expire_due picks it by vendor); call it directly.
+    programme_setup(expiry_policy="rolling_months", expiry_months=12)
+    account = account_for_customer(customer=customer_make())
+    _earn(account, 100, T0)
+    _earn(account, 100, T0 + timedelta(days=60))
+    points_redeem(
+        account=account, points=150, idempotency_key="r", reason="reward", now=T0 + timedelta(days=90)
+    )
+
+    assert lifecycle._expire_portable(T0 + timedelta(days=430)) == 50
+    account.refresh_from_db()
+    assert account.available == 0
+    assert_consistent(account)
+    assert lifecycle._expire_portable(T0 + timedelta(days=430)) == 0
 
 
 def test_end_of_following_year_policy_counts_years_in_the_programme_time_zone():
