@@ -31,6 +31,7 @@ import argparse
 import http.client
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -68,6 +69,11 @@ def parse_args():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--port", type=int, default=8771)
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument(
+        "--reuse-db",
+        action="store_true",
+        help="use the database and tokens a --keep-db run left (skips migrate and seed; implies --keep-db)",
+    )
     return parser.parse_args()
 
 
@@ -279,7 +285,8 @@ def cpu_seconds(pids) -> float:
     return total / CLOCK_TICKS
 
 
-def server_pids(gunicorn: subprocess.Popen) -> list[int]:
+def server_pids(gunicorn: subprocess.Popen) -> tuple[list[int], list[int]]:
+    """The gunicorn processes, and the PostgreSQL backends serving the benchmark database."""
     pids = [gunicorn.pid]
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -290,7 +297,7 @@ def server_pids(gunicorn: subprocess.Popen) -> list[int]:
     backends = sql(
         "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [DB_NAME]
     )
-    return pids + [pid for (pid,) in backends]
+    return pids, [pid for (pid,) in backends]
 
 
 # --- Load -----------------------------------------------------------------------------------------
@@ -372,16 +379,24 @@ def measure(args, workers: str, gunicorn, script: Path, tokens: Path) -> None:
     wrk(args, script, tokens, args.warmup)
     results = []
     for run in range(1, args.runs + 1):
-        pids = server_pids(gunicorn)
-        cpu_before = cpu_seconds(pids)
+        app_pids, db_pids = server_pids(gunicorn)
+        app_before, db_before = cpu_seconds(app_pids), cpu_seconds(db_pids)
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         result = wrk(args, script, tokens, args.duration)
-        cpu = cpu_seconds(pids) - cpu_before
-        result["cpu_ms_per_req"] = cpu / result["requests"] * 1000
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk_cpu = (children.ru_utime + children.ru_stime) - (
+            children_before.ru_utime + children_before.ru_stime
+        )
+        result["wrk_cpu_ms_per_req"] = wrk_cpu / result["requests"] * 1000
+        app_cpu, db_cpu = cpu_seconds(app_pids) - app_before, cpu_seconds(db_pids) - db_before
+        result["cpu_ms_per_req"] = (app_cpu + db_cpu) / result["requests"] * 1000
+        result["db_cpu_ms_per_req"] = db_cpu / result["requests"] * 1000
         result["capacity_2_cores"] = 2000 / result["cpu_ms_per_req"]
         results.append(result)
         print(
             f"  run {run}: {result['rps']:.0f} req/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
             f"non-2xx {result['non_2xx']}, server CPU {result['cpu_ms_per_req']:.2f} ms/request "
+            f"(PostgreSQL {result['db_cpu_ms_per_req']:.2f}), wrk {result['wrk_cpu_ms_per_req']:.2f} ms/request "
             f"(~{result['capacity_2_cores']:.0f} req/s on 2 idle cores) {result['socket_errors']}",
             flush=True,
         )
@@ -397,23 +412,28 @@ def measure(args, workers: str, gunicorn, script: Path, tokens: Path) -> None:
 def main() -> None:
     args = parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    print(f"database {DB_NAME}: creating, migrating, seeding {args.customers:,} members", flush=True)
-    admin_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-    admin_sql(f"CREATE DATABASE {DB_NAME}")
+    tokens = RESULTS / "member_tokens.txt"
     gunicorn = None
+    if args.reuse_db:
+        args.keep_db = True
+        print(f"database {DB_NAME}: reusing it and {tokens}", flush=True)
+    else:
+        print(f"database {DB_NAME}: creating, migrating, seeding {args.customers:,} members", flush=True)
+        admin_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        admin_sql(f"CREATE DATABASE {DB_NAME}")
     try:
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--no-input"],
-            cwd=ROOT,
-            env=server_env(),
-            check=True,
-            capture_output=True,
-        )
-        started = time.monotonic()
-        seed(args.customers)
-        print(f"seeded in {time.monotonic() - started:.0f} s", flush=True)
-        tokens = RESULTS / "member_tokens.txt"
-        make_tokens(args.tokens, args.customers, tokens)
+        if not args.reuse_db:
+            subprocess.run(
+                [sys.executable, "manage.py", "migrate", "--no-input"],
+                cwd=ROOT,
+                env=server_env(),
+                check=True,
+                capture_output=True,
+            )
+            started = time.monotonic()
+            seed(args.customers)
+            print(f"seeded in {time.monotonic() - started:.0f} s", flush=True)
+            make_tokens(args.tokens, args.customers, tokens)
 
         if args.coupons:
             times = time_coupons(args.coupons, args.coupon_runs)

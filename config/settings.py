@@ -110,6 +110,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    # Statements run through crm.db.prepared_cursor are prepared after this many runs on a connection
+    # (Django's own cursors never are). Set DB_PREPARE_THRESHOLD=off behind a transaction-pooling
+    # PgBouncer older than 1.21, which cannot keep prepared statements.
+    prepare_threshold = env.str("DB_PREPARE_THRESHOLD", default="5")
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        None if prepare_threshold.lower() in {"off", "none", ""} else int(prepare_threshold)
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ----------------------------------------------------------------------------------------
