@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import psycopg
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from crm.db import server_binding_cursor
 from crm.models import Event, Order
 from loyalty.models import (
     EarnRule,
@@ -237,15 +236,6 @@ class Written:
     account_id: int
     points: int
     pending_delta: int
-
-
-@contextmanager
-def server_binding_cursor():
-    """A psycopg cursor that sends parameters separately, in binary: Django's cursors inline them as SQL
-    text, and escaping thousands of array elements was most of the CPU of a large batch."""
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
 
 
 def balances_save_many(accounts) -> None:

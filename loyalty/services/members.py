@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
 
-from crm.db import prepared_cursor
+from crm.db import server_binding_cursor
 from crm.models import Customer, Order
 from crm.services.customers import customer_upsert
 from loyalty.models import LedgerEntry, LoyaltyAccount, PointLot, Tier
@@ -394,7 +394,7 @@ def member_token_check(raw: str, *, now: datetime | None = None) -> MemberApiTok
     prefix, _dot, secret = (raw or "").strip().partition(".")
     if not prefix or not secret or len(prefix) > 16:
         return None
-    with prepared_cursor() as cursor:
+    with server_binding_cursor() as cursor:
         cursor.execute(_token_sql(), [prefix])
         row = cursor.fetchone()
     if row is None or not hmac.compare_digest(row[2], _token_hash(secret)):
@@ -520,7 +520,7 @@ def _summary_one_statement(*, account: LoyaltyAccount, now: datetime, ruleset) -
     queries costs more than running them. tests/loyalty/test_member_api.py pins the two to the same
     answers; change both together."""
     until = now + timedelta(days=EXPIRING_SOON_DAYS)
-    with prepared_cursor() as cursor:
+    with server_binding_cursor() as cursor:
         cursor.execute(
             _summary_sql(ruleset.programme.tier_basis),
             {

@@ -134,6 +134,7 @@ def tiers_upgrade_locked(
         account_ids=[a.pk for a in accounts],
         since=ruleset.window_start(now),
         basis=ruleset.programme.tier_basis,
+        customer_by_account={a.pk: a.customer_id for a in accounts},
     )
     changes: list[TierChange] = []
     moved = []
@@ -207,6 +208,7 @@ def tier_reviews_run(*, now: datetime | None = None, batch_size: int = 1000) -> 
                 account_ids=[a.pk for a in accounts],
                 since=ruleset.window_start(now),
                 basis=ruleset.programme.tier_basis,
+                customer_by_account={a.pk: a.customer_id for a in accounts},
             )
             changes: list[TierChange] = []
             for account in accounts:

@@ -102,3 +102,27 @@ def test_points_basis_counts_points_earned_not_the_spendable_balance():
     points_redeem(account=account, points=1000, idempotency_key="spend-all", reason="reward")
     summary = account_summary(account=account_of(customer), now=T0 + timedelta(hours=2))
     assert summary.available == 0 and summary.progress.value == 1000
+
+
+def test_qualifying_spend_by_customer_matches_the_join_through_accounts():
+    from loyalty.selectors import qualifying_values
+
+    programme_setup()
+    buyers = [customer_make() for _ in range(3)]
+    order_make(buyers[0], total="120")
+    order_make(buyers[0], total="80", placed_at=T0 - timedelta(days=400))  # outside a 12-month window
+    order_make(buyers[1], total="500")
+    process(T0 + timedelta(hours=1))
+    from loyalty.services.ledger import account_for_customer
+
+    accounts = [account_of(c) for c in buyers[:2]] + [account_for_customer(customer=buyers[2], now=T0)]
+    since = T0 - timedelta(days=365)
+    joined = qualifying_values(account_ids=[a.pk for a in accounts], since=since, basis="spend")
+    direct = qualifying_values(
+        account_ids=[a.pk for a in accounts],
+        since=since,
+        basis="spend",
+        customer_by_account={a.pk: a.customer_id for a in accounts},
+    )
+    assert joined == direct
+    assert [direct[a.pk] for a in accounts] == [120, 500, 0]

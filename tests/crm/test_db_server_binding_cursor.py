@@ -1,11 +1,11 @@
-"""crm.db.prepared_cursor: the member API's hot statements are prepared by PostgreSQL after a few runs,
+"""crm.db.server_binding_cursor: hot statements are prepared by PostgreSQL after a few runs,
 and stay visible to Django's query capture."""
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from crm.db import prepared_cursor
+from crm.db import server_binding_cursor
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +22,7 @@ def test_statement_is_prepared_after_the_threshold_and_answers_correctly():
     threshold = connection.settings_dict["OPTIONS"]["prepare_threshold"]
     assert isinstance(threshold, int)
     for _run in range(threshold + 2):
-        with prepared_cursor() as cursor:
+        with server_binding_cursor() as cursor:
             cursor.execute(STATEMENT, [-1])
             assert cursor.fetchone() == (0,)
     assert any("crm_customer WHERE id > $1" in s for s in prepared_statements())
@@ -37,7 +37,7 @@ def test_ordinary_cursors_are_not_prepared():
 
 def test_queries_stay_visible_to_django_query_capture():
     with CaptureQueriesContext(connection) as captured:
-        with prepared_cursor() as cursor:
+        with server_binding_cursor() as cursor:
             cursor.execute(STATEMENT, [5])
     assert len(captured) == 1
     assert "crm_customer" in captured[0]["sql"]
