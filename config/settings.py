@@ -117,8 +117,6 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
         None if prepare_threshold.lower() in {"off", "none", ""} else int(prepare_threshold)
     )
-    if env.bool("DB_SERVER_SIDE_BINDING", default=False):
-        DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ----------------------------------------------------------------------------------------
