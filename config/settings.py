@@ -110,7 +110,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
-    # Statements run through crm.db.prepared_cursor are prepared after this many runs on a connection
+    # Statements run through crm.db.server_binding_cursor are prepared after this many runs on a connection
     # (Django's own cursors never are). Set DB_PREPARE_THRESHOLD=off behind a transaction-pooling
     # PgBouncer older than 1.21, which cannot keep prepared statements.
     prepare_threshold = env.str("DB_PREPARE_THRESHOLD", default="5")
@@ -122,6 +122,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache ----------------------------------------------------------------------------------------
 # Per-member API rate limits count in the cache: set CACHE_URL=redis://... when several processes serve.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache":
+    # The member API's per-member throttles keep one key per active member; at the default 300 entries a
+    # busy process would keep culling them and forget who has used up their rate.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
 
 # --- Auth -----------------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
