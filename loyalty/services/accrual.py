@@ -343,7 +343,7 @@ def _orders_load(order_ids) -> tuple[dict[int, OrderData], dict[int, list[LineDa
     lines: dict[int, list[LineData]] = defaultdict(list)
     if not order_ids:
         return orders, lines
-    with connection.cursor() as cursor:
+    with server_binding_cursor() as cursor:  # prepared: every accrual batch runs it
         cursor.execute(
             f"""SELECT o.id, o.external_id, o.customer_id, o.placed_at, o.currency, o.total, o.refunded_amount,
                        o.status, l.id, l.line_no, l.sku, l.category, l.quantity, l.line_total, l.refunded_quantity

@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from django.db import connection, models, transaction
 
+from crm.db import server_binding_cursor
 from loyalty.models import EarnRule, ExpiryPolicy, ProgrammeSettings, Promotion, Tier
 
 
@@ -239,7 +240,7 @@ def _instance(model, data: dict):
 
 
 def _ruleset_one_query() -> RuleSet | None:
-    with connection.cursor() as cursor:
+    with server_binding_cursor() as cursor:  # prepared after a few runs: planning the UNION is most of it
         cursor.execute(_RULESET_SQL)
         rows = cursor.fetchall()
     found: dict[str, list] = {"programme": [], "tier": [], "rule": [], "promotion": []}
