@@ -777,7 +777,7 @@ class OrderAggregateCondition(ConditionType):
             F("total") - F("refunded_amount"), output_field=DecimalField(max_digits=16, decimal_places=2)
         )
         aggregate, default = {
-            "count": (Count("pk"), 0),
+            "count": (Count("*"), 0),
             "sum": (Sum(net, output_field=DecimalField(max_digits=16, decimal_places=2)), Decimal(0)),
             "avg": (Avg(net, output_field=DecimalField(max_digits=16, decimal_places=2)), None),
         }[self.aggregate]
@@ -987,7 +987,7 @@ class EventCondition(ConditionType):
         if op == "did_not" or (op in ("exactly", "at_most") and n == 0):
             return sql.exists_q(events, "customer", negated=True)
         comparison = {"at_least": "gte", "at_most": "lte", "exactly": "eq"}[op]
-        return sql.aggregate_q(events, "customer", Count("pk"), comparison, n, default=0, in_or=ctx.in_or)
+        return sql.aggregate_q(events, "customer", Count("*"), comparison, n, default=0, in_or=ctx.in_or)
 
     def value_input(self, operator):
         return {"type": "integer"} if OPERATORS[operator].arity == ONE else {"type": "none"}
