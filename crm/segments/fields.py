@@ -409,6 +409,9 @@ class ConditionType:
     kind_label: Promise  # "a <kind> field" in messages
     operators: tuple[str, ...]
     param_names: tuple[str, ...] = ()
+    # Whether the condition is a plain comparison on the customer row (or a one-to-one row), as opposed
+    # to a sub-select over other tables; an OR group of only such conditions is cheap wherever it runs.
+    on_customer_row: bool = False
 
     def clean(self, raw: dict) -> tuple[str, Any, dict]:
         operator = raw.get("operator")
@@ -471,6 +474,8 @@ def _choices_json(choices) -> list[list]:
 
 class ColumnCondition(ConditionType):
     """A value on the customer row, or on a one-to-one table reached by `path` (`metrics__r_score`)."""
+
+    on_customer_row = True
 
     KINDS = {
         "text": (gettext_lazy("text"), TEXT_OPERATORS),

@@ -16,11 +16,13 @@ cost seconds at 3M orders whatever the other conditions were.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import NotSupportedError
+from django.db import NotSupportedError, connection, transaction
 from django.db.models import (
     DecimalField,
     Exists,
@@ -200,3 +202,26 @@ def aggregate_q(
         expr = Coalesce(expr, default, output_field=aggregate.output_field)
     q = expression_q(expr, operator, value)
     return q if in_or else deferred_q(q)
+
+
+@contextmanager
+def segment_query_settings() -> Iterator[None]:
+    """Run a segment query (count, preview, snapshot) in a transaction with PostgreSQL's JIT off.
+
+    The deferred per-customer sub-selects make the planner's cost estimates large (it counts every
+    sub-select once per customer it might reach), which pushes them over jit_inline_above_cost and
+    jit_optimize_above_cost: compiling the expressions with LLVM then took 1 to 2 s, longer than the
+    query itself runs. These queries are index probes and joins, not long expression evaluation, so JIT
+    buys nothing. SET LOCAL lasts until the end of the outermost transaction."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    if connection.in_atomic_block:  # no savepoint needed: SET LOCAL outlives it anyway
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
+        yield
