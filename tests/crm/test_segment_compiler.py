@@ -969,6 +969,9 @@ def test_segment_count_runs_without_jit(data):
     with CaptureQueriesContext(connection) as queries:
         segment_count(rule=rule, now=NOW)
     statements = [q["sql"] for q in queries.captured_queries]
+    if connection.vendor != "postgresql":  # make run's SQLite has no JIT and gets no SET
+        assert not [sql for sql in statements if sql.startswith("SET")]
+        return
     assert statements.index("SET LOCAL jit = off") < next(
         i for i, sql in enumerate(statements) if sql.startswith("SELECT COUNT(*)")
     )
