@@ -10,7 +10,9 @@ set-based SQL (generate_series), then times:
 - the builder's preview (count + 10-member sample);
 - a snapshot of a ~100,000-member segment (INSERT ... SELECT), deleted again after each run.
 
-Each workload runs once to warm the cache, then `--runs` times; the median, min and max are printed.
+Counts go through `segment_count`, the selector the admin uses (which turns PostgreSQL's JIT off for
+the query). Each workload runs once to warm the cache, then `--runs` times; the median, min and max are
+printed.
 `--explain` prints EXPLAIN (ANALYZE, BUFFERS) of each count, to see where the time goes.
 
     flock /tmp/bench.lock env DJANGO_ENV=test .venv/bin/python bench/bench_segments.py --customers 1000000
@@ -478,18 +480,19 @@ def main() -> None:
 
     from crm.models import Segment, SegmentSnapshot
     from crm.segments.compiler import rule_queryset
-    from crm.segments.selectors import segment_preview
+    from crm.segments.selectors import segment_count, segment_preview
     from crm.segments.services import segment_snapshot_create
+    from crm.segments.sql import segment_query_settings
 
     now = bench_now()
     print(f"segments at {args.customers:,} customers; {args.runs} runs after a warm-up; times in ms")
     print(f"{'workload':62} {'median':>9} {'min':>7} {'max':>7}  members")
     for name, rule in rules().items():
-        timings, count = timed(lambda rule=rule: rule_queryset(rule, now=now).count(), args.runs)
+        timings, count = timed(lambda rule=rule: segment_count(rule=rule, now=now), args.runs)
         report("count: " + name, timings, f"{count:,}")
         if args.explain:
             sql, params = rule_queryset(rule, now=now).order_by().values("id").query.sql_with_params()
-            with connection.cursor() as cursor:
+            with segment_query_settings(), connection.cursor() as cursor:
                 cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) SELECT COUNT(*) FROM ({sql}) q", params)
                 print("\n".join("    " + row[0] for row in cursor.fetchall()))
 

@@ -262,7 +262,15 @@ class Order(models.Model):
         verbose_name = _("order")
         verbose_name_plural = _("orders")
         ordering = ["-placed_at"]
-        indexes = [models.Index(fields=["customer", "placed_at"], name="crm_order_customer_placed_idx")]
+        indexes = [
+            # Covering: a segment condition on a customer's orders in a window (count, net spend, per
+            # channel) reads only this index, never the order rows.
+            models.Index(
+                fields=["customer", "placed_at"],
+                include=["status", "channel", "total", "refunded_amount"],
+                name="crm_order_cust_placed_cov_idx",
+            )
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(total__gte=0), name="crm_order_total_nonneg"),
             models.CheckConstraint(
@@ -329,7 +337,14 @@ class Event(models.Model):
     no longer points at a person."""
 
     customer = models.ForeignKey(
-        Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+        Customer,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
+        # The two (customer, ...) indexes below serve every lookup by customer; a customer-only index
+        # as well would be one more index to write on each event for nothing.
+        db_index=False,
     )
     type = models.CharField(_("type"), max_length=64)
     properties = models.JSONField(_("properties"), default=dict, blank=True)
@@ -343,6 +358,9 @@ class Event(models.Model):
         verbose_name_plural = _("behaviour events")
         indexes = [
             models.Index(fields=["customer", "-occurred_at"], name="crm_event_customer_time_idx"),
+            # "Did / did not do X (N times) in the last D days" for one customer is one range of this
+            # index (segments probe it customer by customer), whatever else the customer did.
+            models.Index(fields=["customer", "type", "occurred_at"], name="crm_event_cust_type_time_idx"),
             models.Index(fields=["type", "occurred_at"], name="crm_event_type_time_idx"),
         ]
 

@@ -3,7 +3,8 @@
 The tree of groups becomes one `Q` on `crm_customer`; each condition type compiles itself (see
 `fields.py` and `sql.py` for the SQL shapes). The result is a single SELECT with EXISTS / IN sub-selects:
 nothing is evaluated per customer in Python, and callers can count it, page it, stream it or feed it to
-`INSERT ... SELECT`.
+`INSERT ... SELECT`. Per-customer aggregates and OR groups of sub-selects below an AND are deferred
+(`sql.deferred_q`): PostgreSQL then runs them only for the customers the cheaper conditions leave.
 
 Erased customers are excluded here, once, so no caller can forget it.
 """
@@ -17,6 +18,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from crm.models import Customer
+from crm.segments import sql
 from crm.segments.fields import CompileContext, Condition, Group, validate_rule
 
 
@@ -24,21 +26,32 @@ def compile_tree(tree: Group, *, now: datetime) -> Q:
     return _compile(tree, CompileContext(now=now))
 
 
-def _compile(node: Group | Condition, ctx: CompileContext) -> Q:
+def _compile(node: Group | Condition, ctx: CompileContext, *, root: bool = True) -> Q:
     if isinstance(node, Condition):
         return node.type.to_q(node, ctx)
-    # Below an OR, PostgreSQL cannot turn sub-selects into joins; aggregate conditions then take their
-    # correlated form (see sql.aggregate_q).
-    in_or = ctx.in_or or (node.op == "or" and len(node.children) > 1)
-    child_ctx = CompileContext(now=ctx.now, in_or=in_or)
+    # Below an OR, PostgreSQL cannot turn sub-selects into joins; aggregate conditions are not deferred
+    # there (see sql.aggregate_q): the OR group as a whole is.
+    starts_or = not ctx.in_or and node.op == "or" and len(node.children) > 1
+    child_ctx = CompileContext(now=ctx.now, in_or=ctx.in_or or starts_or)
     # Empty groups (a group the builder has just added) constrain nothing and are left out.
-    parts = [q for q in (_compile(child, child_ctx) for child in node.children) if q]
+    parts = [q for q in (_compile(child, child_ctx, root=False) for child in node.children) if q]
     if not parts:
         return Q()
     combined = parts[0]
     for q in parts[1:]:
         combined = (combined | q) if node.op == "or" else (combined & q)
+    if starts_or and not root and not _only_customer_rows(node):
+        # An OR of sub-selects is one filter expression that PostgreSQL evaluates where the customer
+        # table is scanned, before the AND's other conditions have narrowed anything; deferred, it runs
+        # for the customers they leave (see sql.deferred_q). At the root there is nothing to wait for.
+        return sql.deferred_q(combined)
     return combined
+
+
+def _only_customer_rows(node: Group | Condition) -> bool:
+    if isinstance(node, Condition):
+        return node.type.on_customer_row
+    return all(_only_customer_rows(child) for child in node.children)
 
 
 def compile_rule(rule: Any, *, now: datetime | None = None) -> Q:

@@ -409,6 +409,9 @@ class ConditionType:
     kind_label: Promise  # "a <kind> field" in messages
     operators: tuple[str, ...]
     param_names: tuple[str, ...] = ()
+    # Whether the condition is a plain comparison on the customer row (or a one-to-one row), as opposed
+    # to a sub-select over other tables; an OR group of only such conditions is cheap wherever it runs.
+    on_customer_row: bool = False
 
     def clean(self, raw: dict) -> tuple[str, Any, dict]:
         operator = raw.get("operator")
@@ -471,6 +474,8 @@ def _choices_json(choices) -> list[list]:
 
 class ColumnCondition(ConditionType):
     """A value on the customer row, or on a one-to-one table reached by `path` (`metrics__r_score`)."""
+
+    on_customer_row = True
 
     KINDS = {
         "text": (gettext_lazy("text"), TEXT_OPERATORS),
@@ -777,7 +782,7 @@ class OrderAggregateCondition(ConditionType):
             F("total") - F("refunded_amount"), output_field=DecimalField(max_digits=16, decimal_places=2)
         )
         aggregate, default = {
-            "count": (Count("pk"), 0),
+            "count": (Count("*"), 0),
             "sum": (Sum(net, output_field=DecimalField(max_digits=16, decimal_places=2)), Decimal(0)),
             "avg": (Avg(net, output_field=DecimalField(max_digits=16, decimal_places=2)), None),
         }[self.aggregate]
@@ -987,7 +992,7 @@ class EventCondition(ConditionType):
         if op == "did_not" or (op in ("exactly", "at_most") and n == 0):
             return sql.exists_q(events, "customer", negated=True)
         comparison = {"at_least": "gte", "at_most": "lte", "exactly": "eq"}[op]
-        return sql.aggregate_q(events, "customer", Count("pk"), comparison, n, default=0, in_or=ctx.in_or)
+        return sql.aggregate_q(events, "customer", Count("*"), comparison, n, default=0, in_or=ctx.in_or)
 
     def value_input(self, operator):
         return {"type": "integer"} if OPERATORS[operator].arity == ONE else {"type": "none"}

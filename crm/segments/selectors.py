@@ -13,6 +13,7 @@ from django.utils.translation import gettext as _
 
 from crm.models import Customer, Segment, SegmentSnapshot, StaticList
 from crm.segments.compiler import rule_queryset
+from crm.segments.sql import segment_query_settings
 
 # A live count while someone edits a rule must not hold a connection for minutes.
 PREVIEW_STATEMENT_TIMEOUT_MS = 15_000
@@ -46,7 +47,9 @@ def snapshot_customers(*, snapshot: SegmentSnapshot) -> QuerySet[Customer]:
 
 
 def segment_count(*, segment: Segment | None = None, rule: Any = None, now: datetime | None = None) -> int:
-    return segment_customers(segment=segment, rule=rule, now=now).count()
+    customers = segment_customers(segment=segment, rule=rule, now=now)
+    with segment_query_settings():
+        return customers.count()
 
 
 def segment_sample(
@@ -54,7 +57,8 @@ def segment_sample(
 ) -> list[dict]:
     """A few members (newest customers first) to show beside the live count."""
     rows = segment_customers(segment=segment, rule=rule, now=now).order_by("-pk")
-    return list(rows.values("id", "name", "email", "phone", "city")[:n])
+    with segment_query_settings():
+        return list(rows.values("id", "name", "email", "phone", "city")[:n])
 
 
 def segment_preview(*, rule: Any, n: int = SAMPLE_SIZE, now: datetime | None = None) -> dict:
@@ -65,7 +69,7 @@ def segment_preview(*, rule: Any, n: int = SAMPLE_SIZE, now: datetime | None = N
     from django.db import OperationalError
 
     customers = segment_customers(rule=rule, now=now)  # validates before any query runs
-    with transaction.atomic():
+    with transaction.atomic(), segment_query_settings():  # a savepoint: a cancelled query rolls back to it
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute(f"SET LOCAL statement_timeout = {int(PREVIEW_STATEMENT_TIMEOUT_MS)}")

@@ -29,6 +29,7 @@ from crm.models import (
     StaticListMember,
 )
 from crm.segments.selectors import segment_customers
+from crm.segments.sql import segment_query_settings
 from crm.services.identities import normalise_identity
 
 MAX_UPLOAD_LINES = 1_000_000
@@ -59,7 +60,7 @@ def segment_snapshot_create(
     )
     select_sql, params = members.query.sql_with_params()
     table = _snapshot_member_table()
-    with connection.cursor() as cursor:
+    with segment_query_settings(), connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (snapshot_id, customer_id) SELECT %s, m.id FROM ({select_sql}) AS m",
             [snapshot.pk, *params],

@@ -52,8 +52,9 @@ def customers(db):
 def test_snapshot_freezes_the_members_of_the_moment_in_one_insert(customers, django_assert_max_num_queries):
     people, erased = customers
     segment = Segment.objects.create(name="Shanghai", rule=SHANGHAI)
-    # Savepoint, snapshot row, INSERT ... SELECT of the members, member count, segment count, release.
-    with django_assert_max_num_queries(6):
+    # Savepoint, snapshot row, jit off, INSERT ... SELECT of the members, member count, segment count,
+    # release.
+    with django_assert_max_num_queries(7):
         snapshot = segment_snapshot_create(segment=segment, purpose="Double 11 SMS", now=NOW)
 
     members = set(
