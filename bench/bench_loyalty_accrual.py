@@ -18,6 +18,9 @@ What it does:
    the latency of each order in it. Prints orders/s, p50/p99 call latency and the CPU spent per order by
    the workers plus their PostgreSQL backends (from /proc), with the rate two otherwise idle cores would
    sustain at that cost (the machine is shared), per run;
+   With --rate the workers pace their calls to offer that many orders a second in all (open loop: a call
+   is due at a fixed time and its latency counts from then), which measures latency at a given load
+   rather than at saturation;
 4. one run of the event-cursor path (`events_process`, --event-batch events per transaction), orders/s;
 5. runs loyalty_audit over everything written, then drops the database (unless --keep-db).
 """
@@ -52,13 +55,20 @@ def parse_args():
     parser.add_argument("--lines", type=int, default=2)
     parser.add_argument("--batch", type=int, default=20, help="orders per orders_accrue call")
     parser.add_argument("--workers", type=int, default=2, help="processes calling orders_accrue at once")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=0,
+        help="offer this many orders/s in all, paced (0: as fast as the workers go); latency then counts "
+        "from when each call was due, so falling behind shows in it",
+    )
     parser.add_argument("--event-batch", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep-db", action="store_true")
     return parser.parse_args()
 
 
-def _worker(order_ids, batch, now, barrier, queue):
+def _worker(order_ids, batch, now, barrier, queue, interval):
     django_setup()
     from loyalty.services.accrual import orders_accrue
 
@@ -66,8 +76,15 @@ def _worker(order_ids, batch, now, barrier, queue):
     backend0 = backend_cpu_seconds()
     barrier.wait()  # all processes start together, once each is set up
     t0, cpu0 = time.perf_counter(), time.process_time()
-    for start in range(0, len(order_ids), batch):
+    for n, start in enumerate(range(0, len(order_ids), batch)):
         c0 = time.perf_counter()
+        if interval:
+            # Paced (--rate): call n is due at t0 + n * interval. Its latency counts from when it was due,
+            # so a call that starts late because the previous ones ran long is charged for the wait.
+            due = t0 + n * interval
+            if due > c0:
+                time.sleep(due - c0)
+            c0 = due
         orders_accrue(order_ids=order_ids[start : start + batch], now=now)
         latencies.append((time.perf_counter() - c0) * 1000)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -87,7 +104,12 @@ def _measure(chunk, args, now):
     for i in range(0, len(chunk), args.batch):  # batches dealt round-robin: both workers see all ages
         per_worker[(i // args.batch) % args.workers].extend(chunk[i : i + args.batch])
     shares = per_worker
-    procs = [ctx.Process(target=_worker, args=(share, args.batch, now, barrier, queue)) for share in shares]
+    # --rate: each worker paces its calls so that together they offer that many orders a second.
+    interval = args.batch * args.workers / args.rate if args.rate else 0.0
+    procs = [
+        ctx.Process(target=_worker, args=(share, args.batch, now, barrier, queue, interval))
+        for share in shares
+    ]
     for p in procs:
         p.start()
     results = [queue.get(timeout=3600) for _ in procs]
@@ -150,7 +172,8 @@ def run(args) -> None:
         p99s.append(percentile(latencies, 99))
         print(
             f"run {r + 1}: {len(chunk)} orders in {elapsed:.2f}s = {rate:,.0f} orders/s "
-            f"({args.workers} worker processes, {args.batch} orders per call); call latency "
+            f"({args.workers} worker processes, {args.batch} orders per call"
+            f"{f', paced to offer {args.rate:,}/s' if args.rate else ''}); call latency "
             f"p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms, "
             f"max {max(latencies):.1f} ms; CPU per order (Django processes + their PostgreSQL backends) "
             f"{cpu_ms:.2f} ms = {2000 / cpu_ms:,.0f} orders/s on two otherwise idle cores",

@@ -64,6 +64,13 @@ def parse_args():
     )
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--think-ms",
+        type=int,
+        default=0,
+        help="each connection waits this long between a response and its next request (0: saturate). "
+        "With 50 connections, 50 ms offers about 800 requests/s: the target rate, from 50 clients",
+    )
     parser.add_argument("--duration", type=int, default=20, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--runs", type=int, default=3)
@@ -318,6 +325,12 @@ init = function(args)
     if #line > 0 then tokens[#tokens + 1] = "Bearer " .. line end
   end
   i = tid * 7919
+  think = tonumber(args[2]) or 0
+end
+
+-- Think time: each connection waits this long before its next request (a client app, not a flood).
+delay = function()
+  return think
 end
 
 request = function()
@@ -347,6 +360,7 @@ def wrk(args, script: Path, tokens: Path, duration: int) -> dict:
             f"http://127.0.0.1:{args.port}/api/v1/me/points",
             "--",
             str(tokens),
+            str(args.think_ms),
         ],
         check=True,
         capture_output=True,
@@ -373,7 +387,8 @@ def describe(workers: str) -> str:
 def measure(args, workers: str, gunicorn, script: Path, tokens: Path) -> None:
     print(
         f"gunicorn: {describe(workers)}; wrk: {args.threads} threads, {args.connections} connections, "
-        f"{args.tokens:,} members' tokens in rotation",
+        f"{args.tokens:,} members' tokens in rotation"
+        + (f", {args.think_ms} ms think time per connection" if args.think_ms else ", no think time"),
         flush=True,
     )
     wrk(args, script, tokens, args.warmup)
