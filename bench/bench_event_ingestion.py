@@ -250,7 +250,7 @@ def build_bodies(*, client: int, round_no: int, count: int, batch: int, customer
 
 def client_main(client: int, args, token: str, round_no: int, ready, start, results) -> None:
     # Enough bodies for the whole round at well over the target rate, so none is sent twice.
-    count = max(8, int((args.duration + args.warmup) * 20_000 / args.batch / args.clients) + 1)
+    count = max(8, int((args.duration + args.warmup) * 40_000 / args.batch / args.clients) + 1)
     bodies = build_bodies(
         client=client,
         round_no=round_no,
