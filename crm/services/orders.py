@@ -531,12 +531,11 @@ def _ingest_items_copy(
         logger.info("orders_ingest lost %d customer insert races", wanted - customers_created)
     result.customers_created += customers_created
     result.products_created += products_created
-    stored = {row[0]: row[1:] for row in rows}
     created: list[_Item] = []
     raced: list[_Item] = []
     leftover: list[_Item] = []
-    for item in items:
-        customer_id, inserted_id, fingerprint, stored_customer_id, stored_id = stored[item.external_id]
+    for pos, customer_id, inserted_id, stored_id, stored_customer_id, same_fingerprint in rows:
+        item = items[pos]
         if item.customer_id is not None and customer_id is None:
             result.errors.append(_unknown_customer(item))
             continue
@@ -545,7 +544,11 @@ def _ingest_items_copy(
             result.order_ids[item.external_id] = inserted_id
             created.append(item)
         elif stored_id is not None:
-            _classify_existing(item, (fingerprint, stored_customer_id, stored_id), result)
+            if same_fingerprint and stored_customer_id == customer_id:
+                result.unchanged.append(item.external_id)
+                result.order_ids[item.external_id] = stored_id
+            else:
+                result.errors.append(_conflict(item))
         elif customer_id is None:
             leftover.append(item)
         else:
@@ -559,8 +562,9 @@ def _ingest_items_copy(
         for item in raced:
             _classify_existing(item, again[item.external_id], result)
     if leftover:
-        # Neither stored nor insertable: the customer statement 1 found or made was gone by statement 2
-        # (merged away or erased meanwhile). Rare enough for the portable path, which looks again.
+        # Neither inserted nor stored when statement 1 looked, and no customer known from statement 1: the
+        # order of a customer created in this batch that another batch inserted first, or one whose
+        # customer went away between the statements. Rare enough for the portable path, which looks again.
         logger.info("orders_ingest retries %d orders on the portable path", len(leftover))
         for item in leftover:
             item.customer_id = None

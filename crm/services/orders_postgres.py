@@ -117,25 +117,23 @@ SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM customers), (SELECT 
 # Statement 2. A customer not found by statement 1 is looked up again: statement 1 made it, or another
 # transaction that committed meanwhile did (a row that ON CONFLICT waited for is visible only to the next
 # statement). Products are read back by SKU for the same reason. Only the orders this statement inserts
-# get lines and events; the rest come back with what was stored under their id, for orders.py to call
+# get lines and events; the others come back with what was stored under their id, for orders.py to call
 # unchanged or conflict (an order stored since statement 1 looked is not inserted either: ON CONFLICT).
 _INSERT_SQL = f"""
-WITH resolved AS MATERIALIZED (
-    SELECT s.external_id, s.channel, s.store, s.placed_at, s.currency, s.total, s.refunded_amount, s.status,
-           s.fingerprint, s.stored_fingerprint, s.stored_customer_id, s.stored_id,
-           CASE WHEN s.resolved_id IS NOT NULL OR s.stored_id IS NOT NULL THEN s.resolved_id
-                ELSE {_LOOKUP_CUSTOMER} END AS resolved_id
-    FROM crm_ingest_order s
-), products AS MATERIALIZED (
+WITH products AS MATERIALIZED (
     SELECT sku, (SELECT p.id FROM crm_product p WHERE p.sku = d.sku) AS id
     FROM (SELECT DISTINCT sku FROM crm_ingest_line WHERE sku <> '') d
 ), ins AS (
     INSERT INTO crm_order (external_id, customer_id, channel, store, placed_at, currency, total,
                            refunded_amount, status, fingerprint, created_at)
-    SELECT external_id, resolved_id, channel, store, placed_at, currency, total, refunded_amount, status,
+    SELECT external_id, customer, channel, store, placed_at, currency, total, refunded_amount, status,
            fingerprint, %(now)s
-    FROM resolved
-    WHERE resolved_id IS NOT NULL AND stored_id IS NULL
+    FROM (
+        SELECT s.*, COALESCE(s.resolved_id, {_LOOKUP_CUSTOMER}) AS customer
+        FROM crm_ingest_order s
+        WHERE s.stored_id IS NULL
+    ) new_orders
+    WHERE customer IS NOT NULL
     ORDER BY external_id
     ON CONFLICT (external_id) DO NOTHING
     RETURNING id, external_id, customer_id, placed_at, total, currency, channel, status
@@ -156,8 +154,10 @@ WITH resolved AS MATERIALIZED (
     FROM ins JOIN (VALUES ('order_placed', false), ('order_refunded', true)) AS kind(type, refunds)
          ON NOT kind.refunds OR ins.status = 'refunded'
 )
-SELECT r.external_id, r.resolved_id, ins.id, r.stored_fingerprint, r.stored_customer_id, r.stored_id
-FROM resolved r LEFT JOIN ins ON ins.external_id = r.external_id
+SELECT s.pos, COALESCE(ins.customer_id, s.resolved_id), ins.id, s.stored_id, s.stored_customer_id,
+       s.stored_fingerprint = s.fingerprint
+FROM crm_ingest_order s LEFT JOIN ins ON ins.external_id = s.external_id
+ORDER BY s.pos
 """
 
 # COPY text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
@@ -274,8 +274,10 @@ def store_batch(
     orders_copy: str, lines_copy: str, *, now: datetime, source: str
 ) -> tuple[int, int, int, list[tuple]]:
     """Write one batch; returns (customers wanted, customers created, products created, one row per order:
-    (external_id, resolved customer id, inserted order id, then the stored order's fingerprint,
-    customer id and id)). Inserted and stored are both None for an order lost to a concurrent insert."""
+    (its position in the batch, its customer's id, the id it was inserted under, then the id and customer
+    id of the order already stored under its external id and whether it has the same fingerprint)).
+    Inserted and stored are both None for an order lost to a concurrent insert, or whose customer went
+    away between the statements (the customer id is then None as well)."""
     params = {"now": now, "source": source[:64], "external_id_kind": IdentityKind.EXTERNAL_ID.value}
     with connection.cursor() as cursor:
         cursor.execute(_STAGING)
