@@ -41,6 +41,7 @@ from crm.models import (
     Product,
     Refund,
 )
+from crm.services import orders_postgres
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +231,7 @@ class _Item:
     customer_external_id: str | None
     lines: list[_Line]
     fingerprint: str
+    placed_at_utc: str = ""  # placed_at in UTC, ISO 8601 (as fingerprinted; the COPY text reuses it)
 
     @property
     def refunded(self) -> bool:
@@ -370,10 +372,11 @@ def _prepare_values(
         return None, errors
     # Plain str: a TextChoices member (OrderStatus.PAID) would put its enum repr into the fingerprint.
     status, channel, currency = str(status), str(channel), str(currency)
+    placed_at_utc = placed_at.astimezone(UTC).isoformat(timespec="microseconds")
     fingerprint = _fingerprint(
         (
             external_id,
-            placed_at.astimezone(UTC).isoformat(timespec="microseconds"),
+            placed_at_utc,
             str(total),
             currency,
             channel,
@@ -395,6 +398,7 @@ def _prepare_values(
         customer_external_id=None if customer_id is not None else customer_external_id,
         lines=lines,
         fingerprint=fingerprint,
+        placed_at_utc=placed_at_utc,
     )
     return item, []
 
@@ -445,6 +449,9 @@ class PreparedOrders:
     items: list[_Item]
     result: OrdersIngestResult
     now: datetime
+    # The COPY text of `items` (orders, lines) for the PostgreSQL path, rendered while preparing so that a
+    # bulk import makes it in its reader thread.
+    copy_text: tuple[str, str] | None = None
 
 
 def orders_prepare(*, orders: Sequence[OrderInput], now: datetime | None = None) -> PreparedOrders:
@@ -480,7 +487,8 @@ def _prepare_all(prepared, now: datetime) -> PreparedOrders:
             result.unchanged.append(item.external_id)  # the same order twice in one batch
         else:
             result.errors.append(_conflict(item))
-    return PreparedOrders(items=items, result=result, now=now)
+    copy_text = orders_postgres.render_copy(items) if items and _use_copy() else None
+    return PreparedOrders(items=items, result=result, now=now, copy_text=copy_text)
 
 
 def orders_store(
@@ -490,7 +498,12 @@ def orders_store(
     result = prepared.result
     if prepared.items:
         with transaction.atomic():
-            _ingest_items(prepared.items, result, now=prepared.now, source=source)
+            if _use_copy():
+                _ingest_items_copy(
+                    prepared.items, result, now=prepared.now, source=source, copy_text=prepared.copy_text
+                )
+            else:
+                _ingest_items(prepared.items, result, now=prepared.now, source=source)
             if dry_run:
                 transaction.set_rollback(True)
         if dry_run:
@@ -500,7 +513,75 @@ def orders_store(
     return result
 
 
+def _ingest_items_copy(
+    items: list[_Item],
+    result: OrdersIngestResult,
+    *,
+    now: datetime,
+    source: str,
+    copy_text: tuple[str, str] | None,
+) -> None:
+    """The PostgreSQL path: the batch in a fixed handful of statements (see orders_postgres.py)."""
+    orders_copy, lines_copy = copy_text or orders_postgres.render_copy(items)
+    wanted, customers_created, products_created, rows = orders_postgres.store_batch(
+        orders_copy, lines_copy, now=now, source=source
+    )
+    if customers_created < wanted:
+        # Another batch created them between our read and our insert (we waited for it to commit).
+        logger.info("orders_ingest lost %d customer insert races", wanted - customers_created)
+    result.customers_created += customers_created
+    result.products_created += products_created
+    created: list[_Item] = []
+    raced: list[_Item] = []
+    leftover: list[_Item] = []
+    for pos, customer_id, inserted_id, stored_id, stored_customer_id, same_fingerprint in rows:
+        item = items[pos]
+        if item.customer_id is not None and customer_id is None:
+            result.errors.append(_unknown_customer(item))
+            continue
+        item.customer_id = customer_id
+        if inserted_id is not None:
+            result.order_ids[item.external_id] = inserted_id
+            created.append(item)
+        elif stored_id is not None:
+            if same_fingerprint and stored_customer_id == customer_id:
+                result.unchanged.append(item.external_id)
+                result.order_ids[item.external_id] = stored_id
+            else:
+                result.errors.append(_conflict(item))
+        elif customer_id is None:
+            leftover.append(item)
+        else:
+            raced.append(item)
+    result.created.extend(sorted(i.external_id for i in created))
+    if raced:
+        # Another batch inserted these ids after our statement began; it has committed (ON CONFLICT waited
+        # for it), so a fresh read sees its rows.
+        logger.info("orders_ingest lost %d insert races", len(raced))
+        again = _existing_orders([i.external_id for i in raced])
+        for item in raced:
+            _classify_existing(item, again[item.external_id], result)
+    if leftover:
+        # Neither inserted nor stored when statement 1 looked, and no customer known from statement 1: the
+        # order of a customer created in this batch that another batch inserted first, or one whose
+        # customer went away between the statements. Rare enough for the portable path, which looks again.
+        logger.info("orders_ingest retries %d orders on the portable path", len(leftover))
+        for item in leftover:
+            item.customer_id = None
+        _ingest_items(leftover, result, now=now, source=source)
+
+
+def _unknown_customer(item: _Item) -> RowError:
+    return RowError(
+        index=item.index,
+        field="customer_id",
+        message=_("No customer with id %(id)s.") % {"id": item.customer_id},
+        code="unknown_customer",
+    )
+
+
 def _ingest_items(items: list[_Item], result: OrdersIngestResult, *, now: datetime, source: str) -> None:
+    """The portable path (SQLite for `make run`)."""
     items = _resolve_customers(items, result)
     existing = _existing_orders([i.external_id for i in items])
     new: list[_Item] = []
@@ -523,10 +604,7 @@ def _ingest_items(items: list[_Item], result: OrdersIngestResult, *, now: dateti
     result.products_created += _products_attach(new, now=now)
 
     new.sort(key=lambda i: i.external_id)
-    if _use_copy():
-        inserted = _insert_orders_copy(new, now=now)
-    else:
-        inserted = _insert_orders_generic(new, now=now)
+    inserted = _insert_orders_generic(new, now=now)
     raced = []
     for item in new:
         if item.external_id in inserted:
@@ -584,14 +662,7 @@ def _resolve_customers(items: list[_Item], result: OrdersIngestResult) -> list[_
     for item in items:
         if item.customer_id is not None:
             if item.customer_id not in known_ids:
-                result.errors.append(
-                    RowError(
-                        index=item.index,
-                        field="customer_id",
-                        message=_("No customer with id %(id)s.") % {"id": item.customer_id},
-                        code="unknown_customer",
-                    )
-                )
+                result.errors.append(_unknown_customer(item))
                 continue
         elif item.customer_external_id in found:
             item.customer_id = found[item.customer_external_id]
@@ -914,96 +985,6 @@ def _insert_orders_generic(items: list[_Item], *, now: datetime) -> dict[str, in
             )
     Event.objects.bulk_create(events, batch_size=2000)
     return inserted
-
-
-_PG_TEMP_TABLES = """
-CREATE TEMP TABLE IF NOT EXISTS crm_ingest_order (
-    external_id text, customer_id bigint, channel text, store text, placed_at timestamptz, currency text,
-    total numeric(14, 2), refunded_amount numeric(14, 2), status text, fingerprint text
-) ON COMMIT DROP;
-CREATE TEMP TABLE IF NOT EXISTS crm_ingest_line (
-    order_external_id text, line_no integer, product_id bigint, sku text, name text, category text,
-    quantity integer, unit_price numeric(12, 2), line_total numeric(14, 2), refunded_quantity integer
-) ON COMMIT DROP;
-TRUNCATE crm_ingest_order, crm_ingest_line;
-"""
-
-# One statement writes the orders and, for exactly the rows it inserted, their lines and events.
-_PG_INSERT = """
-WITH ins AS (
-    INSERT INTO crm_order (external_id, customer_id, channel, store, placed_at, currency, total,
-                           refunded_amount, status, fingerprint, created_at)
-    SELECT external_id, customer_id, channel, store, placed_at, currency, total,
-           refunded_amount, status, fingerprint, %(now)s
-    FROM crm_ingest_order ORDER BY external_id
-    ON CONFLICT (external_id) DO NOTHING
-    RETURNING id, external_id, customer_id, placed_at, total, currency, channel, status
-), lines AS (
-    INSERT INTO crm_orderline (order_id, line_no, product_id, sku, name, category, quantity, unit_price,
-                               line_total, refunded_quantity)
-    SELECT ins.id, l.line_no, l.product_id, l.sku, l.name, l.category, l.quantity, l.unit_price,
-           l.line_total, l.refunded_quantity
-    FROM crm_ingest_line l JOIN ins ON ins.external_id = l.order_external_id
-), events AS (
-    INSERT INTO crm_event (customer_id, type, properties, occurred_at, channel, received_at)
-    SELECT ins.customer_id, kind.type,
-           jsonb_build_object('order_external_id', ins.external_id, 'total', ins.total::text,
-                              'currency', ins.currency, 'channel', ins.channel),
-           ins.placed_at, ins.channel, %(now)s
-    FROM ins JOIN (VALUES ('order_placed', false), ('order_refunded', true)) AS kind(type, refunds)
-         ON NOT kind.refunds OR ins.status = 'refunded'
-)
-SELECT external_id, id FROM ins
-"""
-
-
-def _insert_orders_copy(items: list[_Item], *, now: datetime) -> dict[str, int]:
-    """The PostgreSQL path: COPY the batch into temporary tables, then one INSERT ... SELECT."""
-    with connection.cursor() as cursor:
-        cursor.execute(_PG_TEMP_TABLES)
-        raw = cursor.cursor  # the psycopg cursor: Django's wrapper has no COPY
-        with raw.copy(
-            "COPY crm_ingest_order (external_id, customer_id, channel, store, placed_at, currency, total, "
-            "refunded_amount, status, fingerprint) FROM STDIN"
-        ) as copy:
-            for i in items:
-                copy.write_row(
-                    (
-                        i.external_id,
-                        i.customer_id,
-                        i.channel,
-                        i.store,
-                        i.placed_at,
-                        i.currency,
-                        i.total,
-                        i.total if i.refunded else 0,
-                        i.status,
-                        i.fingerprint,
-                    )
-                )
-        if any(i.lines for i in items):
-            with raw.copy(
-                "COPY crm_ingest_line (order_external_id, line_no, product_id, sku, name, category, quantity, "
-                "unit_price, line_total, refunded_quantity) FROM STDIN"
-            ) as copy:
-                for i in items:
-                    for n, ln in enumerate(i.lines, start=1):
-                        copy.write_row(
-                            (
-                                i.external_id,
-                                n,
-                                ln.product_id,
-                                ln.sku,
-                                ln.name,
-                                ln.category,
-                                ln.quantity,
-                                ln.unit_price,
-                                ln.line_total,
-                                ln.quantity if i.refunded else 0,
-                            )
-                        )
-        cursor.execute(_PG_INSERT, {"now": now})
-        return dict(cursor.fetchall())
 
 
 # --- Refunds --------------------------------------------------------------------------------------

@@ -344,3 +344,30 @@ def test_an_order_sent_by_the_api_and_then_in_a_csv_with_chinese_labels_is_uncha
     report = orders_import(source=path)
 
     assert (report.created, report.unchanged, report.error_count) == (0, 1, 0)
+
+
+def test_command_batches_orders_by_the_order_batch_size_and_customers_by_theirs(tmp_path, monkeypatch):
+    from crm.management.commands import import_customers, import_orders
+
+    seen = []
+
+    def importer(name):
+        def run(**kwargs):
+            seen.append((name, kwargs["batch_rows"]))
+            return imports.ImportReport(kind="orders")
+
+        return staticmethod(run)
+
+    monkeypatch.setattr(import_orders.Command, "importer", importer("orders"))
+    monkeypatch.setattr(import_customers.Command, "importer", importer("customers"))
+    path = csv_file(tmp_path, HEADER)
+
+    call_command("import_orders", str(path))
+    call_command("import_customers", str(path))
+    call_command("import_orders", str(path), "--batch-size", "7")
+
+    assert seen == [
+        ("orders", imports.ORDER_BATCH_ROWS),
+        ("customers", imports.BATCH_ROWS),
+        ("orders", 7),
+    ]

@@ -195,7 +195,7 @@ def test_existing_customer_and_product_are_reused_and_product_keeps_its_catalogu
     assert Product.objects.get(sku="WIPES-80").price == Decimal("60.00")
 
 
-def test_customer_merged_away_is_still_found_by_its_old_external_id():
+def test_customer_merged_away_is_still_found_by_its_old_external_id(write_path):
     orders_ingest(orders=[order()])
     merged = Customer.objects.get(external_id="C-1")
     survivor = CustomerFactory(external_id="C-9")
@@ -254,3 +254,37 @@ def test_ingest_is_set_based(django_assert_max_num_queries):
     assert len(result.created) == 300
     assert Customer.objects.count() == 40
     assert Event.objects.filter(type="order_placed").count() == 300
+
+
+def test_ingest_takes_a_fixed_number_of_statements_whatever_the_batch_size(django_assert_num_queries):
+    """The PostgreSQL path: the staging tables, two statements, and the savepoint the test's transaction
+    turns the batch's transaction into, for 10 orders as for 1,000 (COPYs are not counted as queries)."""
+    for size, prefix in ((10, "A"), (1000, "B")):
+        batch = [order(f"{prefix}-{n}", customer_external_id=f"{prefix}-C{n % 40}") for n in range(size)]
+        with django_assert_num_queries(5):
+            result = orders_ingest(orders=batch)
+        assert len(result.created) == size and result.customers_created == min(size, 40)
+
+
+@pytest.mark.parametrize("awkward", ["tab\there", "new\nline", "cr\r\nlf", "back\\slash", "\\N", "汉字"])
+def test_values_with_copy_control_characters_are_stored_as_given(write_path, awkward):
+    lines = (
+        OrderLineInput(sku="S-1", quantity=1, unit_price=Decimal("258.00"), name=awkward, category=awkward),
+    )
+    result = orders_ingest(
+        orders=[order(f"TM-{awkward}", store=awkward, customer_external_id=f"C-{awkward}", lines=lines)]
+    )
+
+    assert result.created == [f"TM-{awkward}"] and not result.errors
+    saved = Order.objects.get()
+    assert (saved.external_id, saved.store, saved.customer.external_id) == (
+        f"TM-{awkward}",
+        awkward,
+        f"C-{awkward}",
+    )
+    assert saved.lines.get().name == awkward and saved.lines.get().category == awkward
+    assert Product.objects.get(sku="S-1").name == awkward
+    again = orders_ingest(
+        orders=[order(f"TM-{awkward}", store=awkward, customer_external_id=f"C-{awkward}", lines=lines)]
+    )
+    assert again.unchanged == [f"TM-{awkward}"]

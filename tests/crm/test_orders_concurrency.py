@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from crm.models import Customer, Event, Order, OrderLine, Refund
+from crm.models import Customer, Event, Order, OrderLine, Product, Refund
 from crm.services import orders as orders_service
 from crm.services.orders import OrderInput, OrderLineInput, RefundRejected, orders_ingest, refund_apply
 
@@ -87,8 +87,37 @@ def test_two_batches_racing_on_the_same_new_orders_store_each_once(write_path, c
         )
         assert Customer.objects.filter(external_id__startswith=f"{prefix}-C").count() == 7
         assert a.customers_created + b.customers_created == 7
-    # The threads really did collide inside the insert at least once (not merely one after the other).
+    # The threads really did collide inside the insert at least once (not merely one after the other):
+    # on the customers both batches create, or on the orders.
     assert "lost" in caplog.text
+
+
+def test_two_batches_of_known_customers_racing_on_the_same_new_orders_store_each_once(write_path, caplog):
+    """With the customers and products already there nothing serialises the two batches before the order insert: the
+    loser's ON CONFLICT waits for the winner, and it re-reads and reports those orders as unchanged."""
+    caplog.set_level(logging.INFO, logger="crm.services.orders")
+    for rnd in range(5):
+        prefix = f"K{rnd}"
+        for n in range(7):
+            Customer.objects.create(external_id=f"{prefix}-C{n}")
+        for sku in [f"{prefix}-SKU{n}" for n in range(5)] + ([] if rnd else ["GIFT"]):
+            Product.objects.create(sku=sku, name=sku, price=Decimal("1.00"))
+        same = batch(prefix)
+        a, b = race(lambda: orders_ingest(orders=same), lambda: orders_ingest(orders=same))  # noqa: B023
+
+        assert not isinstance(a, Exception), a
+        assert not isinstance(b, Exception), b
+        assert not a.errors and not b.errors
+        ids = {o.external_id for o in same}
+        assert set(a.created) | set(b.created) == ids and not set(a.created) & set(b.created)
+        assert set(a.unchanged) | set(b.unchanged) == ids
+        assert a.order_ids == b.order_ids and len(a.order_ids) == 200
+        assert OrderLine.objects.filter(order__external_id__startswith=f"{prefix}-").count() == 400
+        assert (
+            Event.objects.filter(type="order_placed", customer__external_id__startswith=prefix).count() == 200
+        )
+        assert a.customers_created + b.customers_created == 0
+    assert "lost" in caplog.text and "insert races" in caplog.text
 
 
 def test_racing_batches_with_different_content_store_one_and_report_the_other_as_conflict(write_path):

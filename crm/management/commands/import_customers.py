@@ -21,13 +21,14 @@ class Command(BaseCommand):
         "Import customers from a CSV file (UTF-8, or GBK from Excel). Exits non-zero if any row was rejected."
     )
     importer = staticmethod(customers_import)
+    batch_rows = BATCH_ROWS
 
     def add_arguments(self, parser):
         parser.add_argument("file", help="Path to the CSV file.")
         parser.add_argument(
             "--dry-run", action="store_true", help="Report what would change and write nothing."
         )
-        parser.add_argument("--batch-size", type=int, default=BATCH_ROWS, help="Rows per transaction.")
+        parser.add_argument("--batch-size", type=int, default=self.batch_rows, help="Rows per transaction.")
 
     def handle(self, *args, file, dry_run, batch_size, verbosity, **options):
         path = Path(file)

@@ -5,9 +5,10 @@ non-zero exit if any row was rejected (the good rows are kept).
 """
 
 from crm.management.commands.import_customers import Command as ImportCommand
-from crm.services.imports import orders_import
+from crm.services.imports import ORDER_BATCH_ROWS, orders_import
 
 
 class Command(ImportCommand):
     help = "Import orders from a CSV file (UTF-8, or GBK from Excel). Exits non-zero if any row was rejected."
     importer = staticmethod(orders_import)
+    batch_rows = ORDER_BATCH_ROWS
