@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-import psycopg
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, OperationalError, connection, transaction
@@ -23,6 +21,7 @@ from django.db.models import CharField, Q, Value
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from crm.db import server_binding_cursor
 from crm.models import Channel, Customer, CustomerIdentity, CustomerTag, Event, IdentityKind, Tag
 from crm.services.consent import consent_set
 from crm.services.customers import MergeRefused, UpsertResult, customer_upsert
@@ -250,8 +249,8 @@ def _ingest(*, rows: list[_Row], now: datetime, source: str) -> EventsIngestResu
 # --- Data access: plain SQL over arrays on PostgreSQL, the ORM elsewhere ----------------------------------
 #
 # Django's cursor binds parameters client-side: psycopg quotes every element of a 1,000-element list in
-# Python, which took a third of a request's time. A plain psycopg cursor on the same connection (and so in
-# the same transaction) sends them apart from the statement, in binary format (%b), dumped in C.
+# Python, which took a third of a request's time. crm.db.server_binding_cursor (same connection, so the same
+# transaction) sends them apart from the statement, in binary format (%b), dumped in C.
 # The ORM path serves the embedded SQLite set-up; tests run it on PostgreSQL too by turning PG_ARRAYS off.
 PG_ARRAYS = True
 # Marks rows of the Customer half of the owners query; no identity kind can start with "#".
@@ -262,20 +261,11 @@ def _pg_arrays() -> bool:
     return PG_ARRAYS and connection.vendor == "postgresql"
 
 
-@contextmanager
-def _pg_cursor():
-    connection.ensure_connection()
-    # wrap_database_errors turns psycopg's errors into Django's (IntegrityError...), as Django's own
-    # cursors do, so the retry on a lost race sees them.
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
-
-
 def _owner_rows(*, values: list[str], external_ids: list[str], ids: list[int]) -> list[tuple[str, str, int]]:
     """(kind, value, customer_id) of the identities with one of `values`, plus (_CUSTOMER_ROW,
     external_id, id) of the customers with one of `external_ids` or `ids`."""
     if _pg_arrays():
-        with _pg_cursor() as cursor:
+        with server_binding_cursor() as cursor:
             cursor.execute(
                 f"""
                 SELECT kind, value, customer_id FROM {CustomerIdentity._meta.db_table} WHERE value = ANY(%b::text[])
@@ -480,7 +470,7 @@ def _create_with_history(model, objs: list, *, now: datetime, source: str) -> li
         quote = connection.ops.quote_name
         fields = [f for f in model._meta.concrete_fields if not f.primary_key]
         arrays = [[f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in objs] for f in fields]
-        with _pg_cursor() as cursor:
+        with server_binding_cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
                 f"SELECT * FROM unnest({', '.join(f'%b::{f.db_type(connection)}[]' for f in fields)}) "
@@ -517,7 +507,7 @@ def _insert_events(ready: list[tuple[_Row, int]], *, now: datetime) -> tuple[int
         return len(ready), {r.item.external_id for r, _c in ready if r.item.external_id is not None}
     # One statement with one array per column: it parses and plans once for the whole batch, and
     # RETURNING tells exactly which events were new, which bulk_create(ignore_conflicts=True) cannot.
-    with _pg_cursor() as cursor:
+    with server_binding_cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {Event._meta.db_table}
