@@ -17,7 +17,7 @@ cost seconds at 3M orders whatever the other conditions were.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -216,12 +216,8 @@ def segment_query_settings() -> Iterator[None]:
     if connection.vendor != "postgresql":
         yield
         return
-    if connection.in_atomic_block:  # no savepoint needed: SET LOCAL outlives it anyway
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL jit = off")
-        yield
-        return
-    with transaction.atomic():
+    # Inside a transaction already, no savepoint is needed: SET LOCAL outlives it anyway.
+    with nullcontext() if connection.in_atomic_block else transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL jit = off")
         yield

@@ -6,6 +6,7 @@ holds can open the staff admin, and staff authentication never sees member crede
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -375,6 +376,7 @@ _ACCOUNT_FIELDS = (
 )
 
 
+@functools.cache  # the text is fixed; building it on every member API request is waste
 def _token_sql() -> str:
     t, c, a = MemberApiToken._meta.db_table, Customer._meta.db_table, LoyaltyAccount._meta.db_table
     account_columns = ", ".join(f"a.{name}" for name in _ACCOUNT_FIELDS)
@@ -488,6 +490,7 @@ def member_account(*, customer: Customer, now: datetime | None = None) -> Loyalt
     return account
 
 
+@functools.cache
 def _summary_sql(basis: str) -> str:
     o, e, lot = Order._meta.db_table, LedgerEntry._meta.db_table, PointLot._meta.db_table
     if basis == "spend":
