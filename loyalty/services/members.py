@@ -29,7 +29,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
 
-from crm.db import server_binding_cursor
+from crm.db import fetchone_checking_connection, server_binding_cursor
 from crm.models import Customer, Order
 from crm.services.customers import customer_upsert
 from loyalty.models import LedgerEntry, LoyaltyAccount, PointLot, Tier
@@ -377,39 +377,66 @@ _ACCOUNT_FIELDS = (
 
 
 @functools.cache  # the text is fixed; building it on every member API request is waste
-def _token_sql() -> str:
+def _token_sql(summary_basis: str | None = None) -> str:
+    """The live token with the given prefix, its customer's erasure mark and the member's account. With
+    `summary_basis` (the programme's tier basis), followed by the account summary's four columns
+    (`_summary_sql`) for that account: GET /api/v1/me/points then needs one round trip in all."""
     t, c, a = MemberApiToken._meta.db_table, Customer._meta.db_table, LoyaltyAccount._meta.db_table
-    account_columns = ", ".join(f"a.{name}" for name in _ACCOUNT_FIELDS)
-    return f"""
+    account_columns = ", ".join(f"a.{name} AS account_{name}" for name in _ACCOUNT_FIELDS)
+    token = f"""
         SELECT t.id, t.customer_id, t.key_hash, t.last_used_at, c.erased_at, {account_columns}
           FROM {t} t
           JOIN {c} c ON c.id = t.customer_id
           LEFT JOIN {a} a ON a.customer_id = t.customer_id
-         WHERE t.prefix = %s AND t.revoked_at IS NULL
+         WHERE t.prefix = %(prefix)s AND t.revoked_at IS NULL
     """
+    if summary_basis is None:
+        return token
+    summary = _summary_sql(summary_basis, customer="tok.customer_id", account="tok.account_id")
+    return f"SELECT tok.*, summary.* FROM ({token}) tok LEFT JOIN LATERAL ({summary}) summary ON TRUE"
 
 
-def member_token_check(raw: str, *, now: datetime | None = None) -> MemberApiToken | None:
+def member_token_check(
+    raw: str, *, now: datetime | None = None, with_summary: bool = False
+) -> MemberApiToken | None:
     """The live token `raw` stands for, or None. Its `customer` carries only id and erased_at (other
     fields load on access) and the member's loyalty account, all from one query: this runs on every
-    member API request, and on this hot path the ORM's query building costs more than the query."""
+    member API request, and on this hot path the ORM's query building costs more than the query.
+
+    `with_summary` (PostgreSQL): the same query also computes the member's `AccountSummary`, left on the
+    token as `prefetched_summary` (None when the account is missing or not active), so that
+    GET /api/v1/me/points is one round trip. The statement also stands in for the connection health
+    check (`crm.db.fetchone_checking_connection`)."""
     prefix, _dot, secret = (raw or "").strip().partition(".")
     if not prefix or not secret or len(prefix) > 16:
         return None
-    with server_binding_cursor() as cursor:
-        cursor.execute(_token_sql(), [prefix])
-        row = cursor.fetchone()
+    now = now or timezone.now()
+    params: dict = {"prefix": prefix}
+    ruleset = None
+    if with_summary and connection.vendor == "postgresql":
+        ruleset = ruleset_cached()
+        params.update(_summary_params(ruleset=ruleset, now=now))
+        row = fetchone_checking_connection(_token_sql(ruleset.programme.tier_basis), params)
+    else:
+        row = fetchone_checking_connection(_token_sql(), params)
     if row is None or not hmac.compare_digest(row[2], _token_hash(secret)):
         return None
     if row[4] is not None:  # the customer was erased
         return None
     db = connection.alias
+    account_end = 5 + len(_ACCOUNT_FIELDS)
     token = MemberApiToken.from_db(db, ["id", "customer_id", "key_hash", "last_used_at"], row[:4])
     customer = Customer.from_db(db, ["id", "erased_at"], [row[1], row[4]])
+    account = None
     if row[5] is not None:
-        customer.loyalty_account = LoyaltyAccount.from_db(db, list(_ACCOUNT_FIELDS), row[5:])
+        account = LoyaltyAccount.from_db(db, list(_ACCOUNT_FIELDS), row[5:account_end])
+        customer.loyalty_account = account
     token.customer = customer
-    now = now or timezone.now()
+    token.prefetched_summary = None
+    if ruleset is not None and account is not None and account.status == LoyaltyAccount.Status.ACTIVE:
+        token.prefetched_summary = _summary_from_row(
+            account=account, now=now, ruleset=ruleset, row=row[account_end:]
+        )
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > TOKEN_TOUCH_SECONDS:
         MemberApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
@@ -491,50 +518,39 @@ def member_account(*, customer: Customer, now: datetime | None = None) -> Loyalt
 
 
 @functools.cache
-def _summary_sql(basis: str) -> str:
+def _summary_sql(basis: str, *, customer: str = "%(customer)s", account: str = "%(account)s") -> str:
+    """Qualifying value, points expiring soon, next expiry, next pending → available, for one account.
+    `customer` and `account` are SQL: parameters by default, or columns of an enclosing query."""
     o, e, lot = Order._meta.db_table, LedgerEntry._meta.db_table, PointLot._meta.db_table
     if basis == "spend":
         qualifying = (
             f"SELECT COALESCE(SUM(total - refunded_amount), 0) FROM {o} "
-            "WHERE customer_id = %(customer)s AND placed_at >= %(since)s"
+            f"WHERE customer_id = {customer} AND placed_at >= %(since)s"
         )
     else:
         qualifying = (
             "SELECT COALESCE(SUM(CASE WHEN kind = 'earn' THEN points + pending_delta "
             "ELSE -COALESCE((parts->>'total')::bigint, 0) END), 0) "
-            f"FROM {e} WHERE account_id = %(account)s AND kind IN ('earn', 'reverse') AND occurred_at >= %(since)s"
+            f"FROM {e} WHERE account_id = {account} AND kind IN ('earn', 'reverse') AND occurred_at >= %(since)s"
         )
     return f"""
-        SELECT ({qualifying}),
+        SELECT ({qualifying}) AS qualifying,
                (SELECT COALESCE(SUM(remaining), 0) FROM {lot}
-                 WHERE account_id = %(account)s AND remaining > 0 AND state = 'available'
-                   AND expires_at > %(now)s AND expires_at <= %(until)s),
-               MIN(expires_at),
-               MIN(available_at) FILTER (WHERE state = 'pending')
+                 WHERE account_id = {account} AND remaining > 0 AND state = 'available'
+                   AND expires_at > %(now)s AND expires_at <= %(until)s) AS expiring_soon,
+               MIN(expires_at) AS next_expiry_at,
+               MIN(available_at) FILTER (WHERE state = 'pending') AS next_available_at
           FROM {lot}
-         WHERE account_id = %(account)s AND remaining > 0
+         WHERE account_id = {account} AND remaining > 0
     """
 
 
-def _summary_one_statement(*, account: LoyaltyAccount, now: datetime, ruleset) -> AccountSummary:
-    """`loyalty.selectors.account_summary` in one SQL statement (PostgreSQL) instead of three ORM queries.
+def _summary_params(*, ruleset, now: datetime) -> dict:
+    return {"since": ruleset.window_start(now), "now": now, "until": now + timedelta(days=EXPIRING_SOON_DAYS)}
 
-    The same definitions, written once more for the hottest endpoint: on this path building the ORM
-    queries costs more than running them. tests/loyalty/test_member_api.py pins the two to the same
-    answers; change both together."""
-    until = now + timedelta(days=EXPIRING_SOON_DAYS)
-    with server_binding_cursor() as cursor:
-        cursor.execute(
-            _summary_sql(ruleset.programme.tier_basis),
-            {
-                "customer": account.customer_id,
-                "account": account.pk,
-                "since": ruleset.window_start(now),
-                "now": now,
-                "until": until,
-            },
-        )
-        qualifying, expiring, next_expiry, next_available = cursor.fetchone()
+
+def _summary_from_row(*, account: LoyaltyAccount, now: datetime, ruleset, row) -> AccountSummary:
+    qualifying, expiring, next_expiry, next_available = row
     tier = ruleset.tier_by_id(account.tier_id) or (
         Tier.objects.filter(pk=account.tier_id).first() if account.tier_id else None
     )
@@ -551,10 +567,27 @@ def _summary_one_statement(*, account: LoyaltyAccount, now: datetime, ruleset) -
             ruleset=ruleset, tier=tier, value=Decimal(qualifying or 0).quantize(Decimal("0.01"))
         ),
         expiring_soon=int(expiring or 0),
-        expiring_soon_until=until,
+        expiring_soon_until=now + timedelta(days=EXPIRING_SOON_DAYS),
         next_expiry_at=next_expiry,
         next_available_at=next_available,
     )
+
+
+def _summary_one_statement(*, account: LoyaltyAccount, now: datetime, ruleset) -> AccountSummary:
+    """`loyalty.selectors.account_summary` in one SQL statement (PostgreSQL) instead of three ORM queries.
+
+    The same definitions, written once more for the hottest endpoint: on this path building the ORM
+    queries costs more than running them. tests/loyalty/test_member_api.py pins the two to the same
+    answers; change both together."""
+    params = {
+        "customer": account.customer_id,
+        "account": account.pk,
+        **_summary_params(ruleset=ruleset, now=now),
+    }
+    with server_binding_cursor() as cursor:
+        cursor.execute(_summary_sql(ruleset.programme.tier_basis), params)
+        row = cursor.fetchone()
+    return _summary_from_row(account=account, now=now, ruleset=ruleset, row=row)
 
 
 def member_summary(*, customer: Customer, now: datetime | None = None) -> AccountSummary:

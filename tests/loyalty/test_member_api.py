@@ -8,12 +8,17 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from loyalty.models import LedgerEntry, PointLot, ProgrammeSettings
+from loyalty.models import LedgerEntry, LoyaltyAccount, PointLot, ProgrammeSettings
 from loyalty.models.rewards import Coupon, RewardRedemption
 from loyalty.selectors import account_summary
 from loyalty.services.coupons import coupon_issue
 from loyalty.services.ledger import account_for_customer, points_adjust
-from loyalty.services.members import _summary_one_statement, ruleset_cached
+from loyalty.services.members import (
+    _summary_one_statement,
+    member_token_check,
+    member_token_create,
+    ruleset_cached,
+)
 from loyalty.services.rewards import reward_redeem
 from tests.factories import OrderFactory
 from tests.loyalty.test_member_support import (
@@ -185,17 +190,37 @@ def test_each_member_is_rate_limited_on_their_own(client, settings):
     assert bob_code == 200
 
 
-def test_points_endpoint_makes_two_queries_once_the_programme_rules_are_cached(
+def test_points_endpoint_makes_one_query_once_the_programme_rules_are_cached(
     client, django_assert_num_queries
 ):
     tiers_make()
     login = member_make(points=500)
     token = member_token(login)
-    client.get("/api/v1/me/points", HTTP_AUTHORIZATION=token)  # loads the programme rules once
+    first = client.get("/api/v1/me/points", HTTP_AUTHORIZATION=token)  # loads the programme rules once
 
-    # token + customer + account (one join); qualifying spend, expiring points and next dates (one statement)
-    with django_assert_num_queries(2):
-        assert client.get("/api/v1/me/points", HTTP_AUTHORIZATION=token).status_code == 200
+    # token + customer + account, and in the same statement qualifying spend, expiring points, next dates
+    with django_assert_num_queries(1):
+        again = client.get("/api/v1/me/points", HTTP_AUTHORIZATION=token)
+    assert again.status_code == 200
+    first_body, again_body = first.json(), again.json()
+    for body in (first_body, again_body):  # "until" is 30 days from each request's own now
+        body["expiring_soon"].pop("until")
+    assert again_body == first_body
+    assert again_body["available"] == 500
+
+
+def test_points_for_a_member_without_an_account_yet_are_made_on_first_read(client):
+    """The token's query finds no account: the view falls back to member_summary, which opens one."""
+    tiers_make()
+    login = member_make()
+    token = member_token(login)
+    LoyaltyAccount.objects.filter(customer=login.customer).delete()
+
+    response = client.get("/api/v1/me/points", HTTP_AUTHORIZATION=token)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["available"] == 0
+    assert LoyaltyAccount.objects.filter(customer=login.customer).exists()
 
 
 # --- Store coupon API ------------------------------------------------------------------------------
@@ -374,7 +399,10 @@ def test_the_one_statement_summary_agrees_with_the_ledger_selector(basis):
 
     fast = _summary_one_statement(account=account, now=now, ruleset=ruleset)
     slow = account_summary(account=account, now=now, ruleset=ruleset)
+    raw = member_token_create(customer=login.customer, name="parity")[1]
+    with_token = member_token_check(raw, now=now, with_summary=True).prefetched_summary
 
     assert fast == slow
+    assert with_token == slow
     assert fast.expiring_soon == 250 and fast.next_available_at is not None
     assert fast.progress.value > 0
