@@ -58,9 +58,9 @@ def parse_args():
     parser.add_argument("--coupon-runs", type=int, default=3)
     parser.add_argument(
         "--workers",
-        default="4",
+        default=str(os.cpu_count() or 2),
         help="gunicorn workers: N sync workers, or NxT gthread workers with T threads each; a comma-separated "
-        "list measures each in turn (e.g. 3,4,4x4)",
+        "list measures each in turn (e.g. 2,3,4,4x4). Default: one per core, as gunicorn.conf.py",
     )
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")

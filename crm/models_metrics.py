@@ -236,8 +236,10 @@ class CustomerMetrics(models.Model):
         verbose_name = _("customer metrics")
         verbose_name_plural = _("customer metrics")
         indexes = [
-            models.Index(fields=["lifecycle_stage"], name="crm_metrics_stage_idx"),
-            models.Index(fields=["rfm_segment"], name="crm_metrics_rfm_idx"),
+            # Segments select by stage or RFM segment and join on the customer: covering, so the join
+            # reads the customer ids from the index, not from the wide metrics rows.
+            models.Index(fields=["lifecycle_stage"], include=["customer"], name="crm_metrics_stage_cov_idx"),
+            models.Index(fields=["rfm_segment"], include=["customer"], name="crm_metrics_rfm_cov_idx"),
             models.Index(
                 fields=["customer"], condition=Q(sleeping_high_value=True), name="crm_metrics_sleeping_hv_idx"
             ),

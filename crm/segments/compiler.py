@@ -4,7 +4,9 @@ The tree of groups becomes one `Q` on `crm_customer`; each condition type compil
 `fields.py` and `sql.py` for the SQL shapes). The result is a single SELECT with EXISTS / IN sub-selects:
 nothing is evaluated per customer in Python, and callers can count it, page it, stream it or feed it to
 `INSERT ... SELECT`. Per-customer aggregates and OR groups of sub-selects below an AND are deferred
-(`sql.deferred_q`): PostgreSQL then runs them only for the customers the cheaper conditions leave.
+(`sql.deferred_q`): PostgreSQL then runs them only for the customers the cheaper conditions leave. One
+order aggregate of the top-level AND is joined and grouped instead (`sql.JoinedAggregate`), so that its
+probes run in PostgreSQL's parallel workers.
 
 Erased customers are excluded here, once, so no caller can forget it.
 """
@@ -22,19 +24,30 @@ from crm.segments import sql
 from crm.segments.fields import CompileContext, Condition, Group, validate_rule
 
 
-def compile_tree(tree: Group, *, now: datetime) -> Q:
-    return _compile(tree, CompileContext(now=now))
+def compile_tree(tree: Group, *, now: datetime, joined: list | None = None) -> Q:
+    """The rule as one Q. With `joined` (a list), one order aggregate directly below the top-level AND
+    may be left out of the Q and put there instead, as a sql.JoinedAggregate the caller must apply."""
+    return _compile(tree, CompileContext(now=now), joined=joined)
 
 
-def _compile(node: Group | Condition, ctx: CompileContext, *, root: bool = True) -> Q:
+def _compile(
+    node: Group | Condition, ctx: CompileContext, *, root: bool = True, joined: list | None = None
+) -> Q:
     if isinstance(node, Condition):
-        return node.type.to_q(node, ctx)
+        return node.type.to_q(node, CompileContext(now=ctx.now, in_or=ctx.in_or, joined=joined))
     # Below an OR, PostgreSQL cannot turn sub-selects into joins; aggregate conditions are not deferred
     # there (see sql.aggregate_q): the OR group as a whole is.
     starts_or = not ctx.in_or and node.op == "or" and len(node.children) > 1
     child_ctx = CompileContext(now=ctx.now, in_or=ctx.in_or or starts_or)
+    # Only the top-level AND's own conditions may be joined (see sql.JoinedAggregate): there a customer
+    # must pass every one of them, so filtering on the grouped rows is the same as filtering the customer.
+    child_joined = joined if root and (node.op == "and" or len(node.children) == 1) else None
     # Empty groups (a group the builder has just added) constrain nothing and are left out.
-    parts = [q for q in (_compile(child, child_ctx, root=False) for child in node.children) if q]
+    parts = [
+        q
+        for q in (_compile(child, child_ctx, root=False, joined=child_joined) for child in node.children)
+        if q
+    ]
     if not parts:
         return Q()
     combined = parts[0]
@@ -61,4 +74,9 @@ def compile_rule(rule: Any, *, now: datetime | None = None) -> Q:
 
 def rule_queryset(rule: Any, *, now: datetime | None = None) -> QuerySet[Customer]:
     """The customers (never erased ones) matching `rule`, as one lazy queryset."""
-    return Customer.objects.filter(erased_at__isnull=True).filter(compile_rule(rule, now=now))
+    joined: list[sql.JoinedAggregate] = []
+    q = compile_tree(validate_rule(rule), now=now or timezone.now(), joined=joined)
+    customers = Customer.objects.filter(erased_at__isnull=True).filter(q)
+    for aggregate in joined:
+        customers = aggregate.apply(customers)
+    return customers

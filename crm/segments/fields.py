@@ -383,6 +383,10 @@ class Group:
 class CompileContext:
     now: datetime
     in_or: bool = False
+    # Set (to a list) only for the conditions directly below the rule's top-level AND, when the caller
+    # builds the whole queryset: an order aggregate may then put itself there as a sql.JoinedAggregate
+    # (one at most) instead of returning a sub-select.
+    joined: list | None = None
 
 
 # --- Condition types ----------------------------------------------------------------------------------
@@ -749,12 +753,19 @@ def _clean_order_channel(raw: dict) -> str | None:
     return parse_choice(raw["channel"], Channel.choices)
 
 
-def counted_orders(channel: str | None = None):
-    """Orders that count: not fully refunded (optionally on one channel)."""
-    from crm.models import Order, OrderStatus
+def counted_orders_q(channel: str | None = None, *, via: str = "") -> Q:
+    """Orders that count: not fully refunded (optionally on one channel). `via` prefixes the paths, for
+    orders reached from the customer ("orders__")."""
+    from crm.models import OrderStatus
 
-    orders = Order.objects.exclude(status=OrderStatus.REFUNDED)
-    return orders.filter(channel=channel) if channel else orders
+    q = ~Q(**{f"{via}status": OrderStatus.REFUNDED})
+    return q & Q(**{f"{via}channel": channel}) if channel else q
+
+
+def counted_orders(channel: str | None = None):
+    from crm.models import Order
+
+    return Order.objects.filter(counted_orders_q(channel))
 
 
 class OrderAggregateCondition(ConditionType):
@@ -777,24 +788,31 @@ class OrderAggregateCondition(ConditionType):
 
     def to_q(self, condition, ctx):
         lo, hi = condition.params["window"].bounds(ctx.now)
-        orders = counted_orders(condition.params["channel"]).filter(sql.datetime_range_q("placed_at", lo, hi))
-        net = ExpressionWrapper(
-            F("total") - F("refunded_amount"), output_field=DecimalField(max_digits=16, decimal_places=2)
+        rows = counted_orders_q(condition.params["channel"], via="orders__")
+        rows &= sql.datetime_range_q("orders__placed_at", lo, hi)
+        joined = sql.JoinedAggregate(
+            relation="orders",
+            condition=rows,
+            aggregate=self._aggregate,
+            operator=condition.operator,
+            value=condition.value,
+            default={"count": 0, "sum": Decimal(0), "avg": None}[self.aggregate],
         )
-        aggregate, default = {
-            "count": (Count("*"), 0),
-            "sum": (Sum(net, output_field=DecimalField(max_digits=16, decimal_places=2)), Decimal(0)),
-            "avg": (Avg(net, output_field=DecimalField(max_digits=16, decimal_places=2)), None),
-        }[self.aggregate]
-        return sql.aggregate_q(
-            orders,
-            "customer",
-            aggregate,
-            condition.operator,
-            condition.value,
-            default=default,
-            in_or=ctx.in_or,
-        )
+        if ctx.joined is not None and not ctx.joined:
+            ctx.joined.append(joined)
+            return Q()
+        return joined.as_correlated_q(in_or=ctx.in_or)
+
+    def _aggregate(self, via: str | None):
+        """The aggregate over orders, reached through the relation alias `via` (None: on Order itself)."""
+        at = f"{via}__" if via else ""
+        money = DecimalField(max_digits=16, decimal_places=2)
+        net = ExpressionWrapper(F(f"{at}total") - F(f"{at}refunded_amount"), output_field=money)
+        if self.aggregate == "count":
+            # placed_at: never NULL on an order (so it counts the joined orders, and no missing one), and
+            # in the (customer, placed_at) index, which then answers the join alone.
+            return Count(f"{at}placed_at") if via else Count("*")
+        return (Sum if self.aggregate == "sum" else Avg)(net, output_field=money)
 
     def value_input(self, operator):
         kind = "integer" if self.aggregate == "count" else "number"
