@@ -177,3 +177,28 @@ def test_refund_after_points_were_spent_records_points_owed_and_settles_from_lat
     assert (account.available, account.owed) == (20, 0)
     assert OwedPoints.objects.get().remaining == 0
     assert_consistent(account)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accrual_commits_without_waiting_for_the_disk_in_its_own_transaction_only():
+    """Accrual writes are derived from durable orders and events (a crash loses a whole transaction,
+    which the cursor or the sweep redoes), so they skip the commit's fsync wait; nothing else does."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    programme_setup()
+    customer = customer_make()
+    order = order_make(customer, total="88.00")
+
+    with CaptureQueriesContext(connection) as queries:
+        orders_accrue(order_ids=[order.pk], now=NOW)
+
+    statements = [q["sql"] for q in queries.captured_queries]
+    if connection.vendor != "postgresql":
+        assert "SET LOCAL synchronous_commit = off" not in statements
+        return
+    assert statements.index("SET LOCAL synchronous_commit = off") < len(statements) - 1
+    assert account_of(customer).pending == 88
+    with connection.cursor() as cursor:  # the next transaction is back to the server's setting
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
