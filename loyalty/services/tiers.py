@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from crm.db import server_binding_cursor
 from crm.models import Event
 from loyalty.models import LoyaltyAccount, Tier, TierChange
 from loyalty.selectors import qualifying_values
@@ -64,33 +65,109 @@ def _move(*, account, ruleset, to_tier, reason, value, now, changes, created_by=
         account.tier_since = now
 
 
+def _event_properties(change: TierChange) -> dict:
+    return {
+        "account_id": change.account_id,
+        "from_tier": change.from_tier.code if change.from_tier else None,
+        "to_tier": change.to_tier.code if change.to_tier else None,
+        "direction": "up" if _rank(change.to_tier) > _rank(change.from_tier) else "down",
+        "reason": change.reason,
+        "qualifying_value": str(change.qualifying_value),
+    }
+
+
 def _changes_save(changes: list[TierChange], customers: dict[int, int | None], now: datetime) -> None:
     """Write the tier history and, for real moves, the tier_changed events (idempotent by external id)."""
     if not changes:
         return
     saved = TierChange.objects.bulk_create(changes)
-    events = []
-    for change in saved:
-        if change.from_tier_id == change.to_tier_id:
-            continue
-        events.append(
-            Event(
-                customer_id=customers.get(change.account_id),
-                type=TIER_CHANGED,
-                properties={
-                    "account_id": change.account_id,
-                    "from_tier": change.from_tier.code if change.from_tier else None,
-                    "to_tier": change.to_tier.code if change.to_tier else None,
-                    "direction": "up" if _rank(change.to_tier) > _rank(change.from_tier) else "down",
-                    "reason": change.reason,
-                    "qualifying_value": str(change.qualifying_value),
-                },
-                occurred_at=now,
-                received_at=now,
-                external_id=f"loyalty:tier_changed:{change.pk}",
-            )
+    events = [
+        Event(
+            customer_id=customers.get(change.account_id),
+            type=TIER_CHANGED,
+            properties=_event_properties(change),
+            occurred_at=now,
+            received_at=now,
+            external_id=f"loyalty:tier_changed:{change.pk}",
         )
+        for change in saved
+        if change.from_tier_id != change.to_tier_id
+    ]
     Event.objects.bulk_create(events, ignore_conflicts=True)
+
+
+# The tier fields of the moved accounts, their TierChange rows and the tier_changed events of real moves,
+# in one statement: on the accrual's hot path the three statements of _accounts_tier_save and
+# _changes_save cost ~4 ms a call whenever a batch crossed a threshold (BENCHMARKS.md). Server-bound
+# (crm.db.server_binding_cursor), so PostgreSQL prepares it after a few runs.
+_MOVES_SQL = """
+WITH moved AS (
+    UPDATE loyalty_loyaltyaccount AS a
+       SET tier_id = m.tier_id, tier_since = m.tier_since, tier_review_at = m.review_at,
+           downgrade_at = m.downgrade_at
+      FROM unnest(%(account)s::bigint[], %(tier)s::bigint[], %(since)s::timestamptz[],
+                  %(review)s::timestamptz[], %(downgrade)s::timestamptz[])
+           AS m(id, tier_id, tier_since, review_at, downgrade_at)
+     WHERE a.id = m.id
+    RETURNING a.id
+), changes AS (
+    INSERT INTO loyalty_tierchange (account_id, from_tier_id, to_tier_id, reason, qualifying_value, note,
+                                    created_by_id, changed_at)
+    SELECT c.account_id, c.from_tier_id, c.to_tier_id, c.reason, c.value, c.note, c.created_by_id, %(now)s
+      FROM unnest(%(c_account)s::bigint[], %(c_from)s::bigint[], %(c_to)s::bigint[], %(c_reason)s::text[],
+                  %(c_value)s::numeric[], %(c_note)s::text[], %(c_by)s::integer[])
+           AS c(account_id, from_tier_id, to_tier_id, reason, value, note, created_by_id)
+    RETURNING id, account_id
+), events AS (
+    INSERT INTO crm_event (customer_id, type, properties, occurred_at, channel, external_id, received_at)
+    SELECT e.customer_id, %(type)s, e.properties, %(now)s, '', 'loyalty:tier_changed:' || changes.id, %(now)s
+      FROM changes
+      JOIN unnest(%(e_account)s::bigint[], %(e_customer)s::bigint[], %(e_properties)s::jsonb[])
+           AS e(account_id, customer_id, properties) ON e.account_id = changes.account_id
+    ON CONFLICT DO NOTHING
+)
+SELECT id, account_id FROM changes
+"""
+
+
+def _moves_save(
+    moved: list[LoyaltyAccount], changes: list[TierChange], customers: dict[int, int | None], now: datetime
+) -> None:
+    """`_accounts_tier_save(moved)` and `_changes_save(changes, ...)`, in one statement on PostgreSQL.
+    Each account has at most one change here (tiers_upgrade_locked), so rows are matched by account."""
+    if not changes and not moved:
+        return
+    if connection.vendor != "postgresql":
+        _accounts_tier_save(moved)
+        _changes_save(changes, customers, now)
+        return
+    from psycopg.types.json import Jsonb
+
+    real = [c for c in changes if c.from_tier_id != c.to_tier_id]
+    params = {
+        "account": [a.pk for a in moved],
+        "tier": [a.tier_id for a in moved],
+        "since": [a.tier_since for a in moved],
+        "review": [a.tier_review_at for a in moved],
+        "downgrade": [a.downgrade_at for a in moved],
+        "c_account": [c.account_id for c in changes],
+        "c_from": [c.from_tier_id for c in changes],
+        "c_to": [c.to_tier_id for c in changes],
+        "c_reason": [c.reason for c in changes],
+        "c_value": [c.qualifying_value for c in changes],
+        "c_note": [c.note for c in changes],
+        "c_by": [c.created_by_id for c in changes],
+        "e_account": [c.account_id for c in real],
+        "e_customer": [customers.get(c.account_id) for c in real],
+        "e_properties": [Jsonb(_event_properties(c)) for c in real],
+        "type": TIER_CHANGED,
+        "now": now,
+    }
+    with server_binding_cursor() as cursor:
+        cursor.execute(_MOVES_SQL, params)
+        ids = dict((account_id, pk) for pk, account_id in cursor.fetchall())
+    for change in changes:
+        change.pk = ids[change.account_id]
 
 
 def _account_tier_save(account: LoyaltyAccount) -> None:
@@ -170,8 +247,7 @@ def tiers_upgrade_locked(
             account.tier_review_at = _review_at(ruleset, current, now)
             account.downgrade_at = None
             moved.append(account)
-    _accounts_tier_save(moved)
-    _changes_save(changes, {a.pk: a.customer_id for a in accounts}, now)
+    _moves_save(moved, changes, {a.pk: a.customer_id for a in accounts}, now)
     return changes
 
 

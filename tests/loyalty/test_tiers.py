@@ -126,3 +126,26 @@ def test_qualifying_spend_by_customer_matches_the_join_through_accounts():
     )
     assert joined == direct
     assert [direct[a.pk] for a in accounts] == [120, 500, 0]
+
+
+def test_several_accounts_upgraded_in_one_batch_get_their_own_change_and_event():
+    """The accrual writes the moves of a batch in one statement: each account's tier, its TierChange and
+    a tier_changed event on the right customer, keyed to that change."""
+    tiers, _ = programme_setup()
+    customers = [customer_make() for _ in range(3)]
+    for customer in customers[:2]:
+        order_make(customer, total="1200", placed_at=T0)
+    order_make(customers[2], total="50", placed_at=T0)
+
+    process(T0 + timedelta(hours=1))
+
+    for customer in customers[:2]:
+        account = account_of(customer)
+        assert account.tier == tiers["silver"] and account.tier_review_at is not None
+        change = TierChange.objects.get(account=account)
+        event = Event.objects.get(type="tier_changed", customer=customer)
+        assert event.external_id == f"loyalty:tier_changed:{change.pk}"
+        assert event.properties["account_id"] == account.pk and event.properties["to_tier"] == "silver"
+    assert account_of(customers[2]).tier == tiers["member"]
+    assert not TierChange.objects.filter(account=account_of(customers[2])).exists()
+    assert Event.objects.filter(type="tier_changed").count() == 2
