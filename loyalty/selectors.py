@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import BigIntegerField, Case, F, Min, Q, QuerySet, Sum, Value, When
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
 
+from crm.db import server_binding_cursor
 from crm.models import Order
 from loyalty.models import LedgerEntry, LoyaltyAccount, PointLot, Tier
 
@@ -46,6 +48,26 @@ class AccountSummary:
     next_available_at: datetime | None  # when the earliest pending points become available
 
 
+def _spend_by_customer(customer_ids: list[int], since: datetime) -> list[tuple[int, Decimal]]:
+    """(customer id, paid spend net of refunds since `since`). On PostgreSQL a prepared statement with an
+    array parameter (the accrual runs this in every call; an ORM `IN (...)` list is parsed and planned
+    again for every batch size)."""
+    if connection.vendor != "postgresql":
+        return list(
+            Order.objects.filter(customer_id__in=customer_ids, placed_at__gte=since)
+            .values("customer_id")
+            .annotate(value=Sum(F("total") - F("refunded_amount")))
+            .values_list("customer_id", "value")
+        )
+    with server_binding_cursor() as cursor:
+        cursor.execute(
+            f"SELECT customer_id, SUM(total - refunded_amount) FROM {Order._meta.db_table} "
+            "WHERE customer_id = ANY(%s::bigint[]) AND placed_at >= %s GROUP BY customer_id",
+            [customer_ids, since],
+        )
+        return cursor.fetchall()
+
+
 def qualifying_values(
     *, account_ids, since: datetime, basis: str, customer_by_account: dict[int, int] | None = None
 ) -> dict[int, Decimal]:
@@ -62,12 +84,7 @@ def qualifying_values(
         account_by_customer = {customer_by_account[aid]: aid for aid in account_ids}
         rows = [
             (account_by_customer[customer_id], value)
-            for customer_id, value in Order.objects.filter(
-                customer_id__in=list(account_by_customer), placed_at__gte=since
-            )
-            .values("customer_id")
-            .annotate(value=Sum(F("total") - F("refunded_amount")))
-            .values_list("customer_id", "value")
+            for customer_id, value in _spend_by_customer(list(account_by_customer), since)
         ]
     elif basis == "spend":
         rows = (
