@@ -255,14 +255,26 @@ def balances_save_many(accounts) -> None:
 
 
 def existing_keys(keys) -> set[str]:
+    """The idempotency keys among `keys` that the ledger already holds. On PostgreSQL a prepared statement
+    with an array parameter, the same text whatever the count (an ORM IN-list is planned anew each time)."""
     keys = list(keys)
     found: set[str] = set()
     for start in range(0, len(keys), 5000):
-        found.update(
-            LedgerEntry.objects.filter(idempotency_key__in=keys[start : start + 5000]).values_list(
-                "idempotency_key", flat=True
+        chunk = keys[start : start + 5000]
+        if connection.vendor == "postgresql":
+            with server_binding_cursor() as cursor:
+                cursor.execute(
+                    f"SELECT idempotency_key FROM {LedgerEntry._meta.db_table} "
+                    "WHERE idempotency_key = ANY(%s::text[])",
+                    [chunk],
+                )
+                found.update(key for (key,) in cursor.fetchall())
+        else:
+            found.update(
+                LedgerEntry.objects.filter(idempotency_key__in=chunk).values_list(
+                    "idempotency_key", flat=True
+                )
             )
-        )
     return found
 
 
@@ -615,11 +627,17 @@ def _order_bonuses(*, ruleset, orders, by_customer, accounts, writer, caps, now)
 
 def _first_orders(customer_ids) -> dict[int, int]:
     """{customer id: id of their first paid order} (earliest placed, then lowest id)."""
+    if connection.vendor == "postgresql":
+        with server_binding_cursor() as cursor:  # prepared: it runs in every accrual call with bonuses
+            cursor.execute(
+                f"SELECT DISTINCT ON (customer_id) customer_id, id FROM {Order._meta.db_table} "
+                "WHERE customer_id = ANY(%s::bigint[]) AND total > 0 ORDER BY customer_id, placed_at, id",
+                [list(customer_ids)],
+            )
+            return dict(cursor.fetchall())
     paid = Order.objects.filter(customer_id__in=customer_ids, total__gt=0).order_by(
         "customer_id", "placed_at", "id"
     )
-    if connection.vendor == "postgresql":
-        return dict(paid.distinct("customer_id").values_list("customer_id", "id"))
     first: dict[int, int] = {}
     for customer_id, order_id in paid.values_list("customer_id", "id"):
         first.setdefault(customer_id, order_id)
