@@ -788,11 +788,12 @@ class OrderAggregateCondition(ConditionType):
 
     def to_q(self, condition, ctx):
         lo, hi = condition.params["window"].bounds(ctx.now)
-        rows = counted_orders_q(condition.params["channel"], via="orders__")
-        rows &= sql.datetime_range_q("orders__placed_at", lo, hi)
+        channel = condition.params["channel"]
         joined = sql.JoinedAggregate(
             relation="orders",
-            condition=rows,
+            rows=lambda at: (
+                counted_orders_q(channel, via=at) & sql.datetime_range_q(f"{at}placed_at", lo, hi)
+            ),
             aggregate=self._aggregate,
             operator=condition.operator,
             value=condition.value,
@@ -803,15 +804,14 @@ class OrderAggregateCondition(ConditionType):
             return Q()
         return joined.as_correlated_q(in_or=ctx.in_or)
 
-    def _aggregate(self, via: str | None):
-        """The aggregate over orders, reached through the relation alias `via` (None: on Order itself)."""
-        at = f"{via}__" if via else ""
+    def _aggregate(self, at: str):
+        """The aggregate over orders; `at` prefixes the paths ("" on Order itself, "<alias>__" via a join)."""
         money = DecimalField(max_digits=16, decimal_places=2)
         net = ExpressionWrapper(F(f"{at}total") - F(f"{at}refunded_amount"), output_field=money)
         if self.aggregate == "count":
             # placed_at: never NULL on an order (so it counts the joined orders, and no missing one), and
             # in the (customer, placed_at) index, which then answers the join alone.
-            return Count(f"{at}placed_at") if via else Count("*")
+            return Count(f"{at}placed_at") if at else Count("*")
         return (Sum if self.aggregate == "sum" else Avg)(net, output_field=money)
 
     def value_input(self, operator):

@@ -221,12 +221,12 @@ JOINED_VALUE = "segment_joined_value"
 class JoinedAggregate:
     """An aggregate over one to-many relation of the customer (`relation`, e.g. "orders"), compared with a
     value, applied to a customer queryset as a join + GROUP BY + HAVING instead of a correlated sub-select
-    (see the module docstring). `condition` selects the relation's rows (paths start with `relation__`);
-    `aggregate(alias)` builds the aggregate over the joined rows, reached through `alias`; `default` is
-    its value for a customer with no rows (0 for counts and sums, None for averages)."""
+    (see the module docstring). `rows(at)` selects the relation's rows and `aggregate(at)` aggregates them,
+    each with its paths prefixed by `at` ("" on the related model itself, "<alias>__" through a join);
+    `default` is the aggregate of a customer with no rows (0 for counts and sums, None for averages)."""
 
     relation: str
-    condition: Q
+    rows: Callable[[str], Q]
     aggregate: Callable[[str], Any]
     operator: str
     value: Any
@@ -236,11 +236,12 @@ class JoinedAggregate:
         if not _rows_are_customers(customers):
             # Another to-many join would multiply the rows this aggregates: keep the correlated form.
             return customers.filter(self.as_correlated_q(in_or=False))
-        value = self.aggregate(JOINED_RELATION)
+        joined = FilteredRelation(self.relation, condition=self.rows(f"{self.relation}__"))
+        value = self.aggregate(f"{JOINED_RELATION}__")
         if self.default is not None:
             value = Coalesce(value, self.default, output_field=value.output_field)
         return (
-            customers.alias(**{JOINED_RELATION: FilteredRelation(self.relation, condition=self.condition)})
+            customers.alias(**{JOINED_RELATION: joined})
             .alias(**{JOINED_VALUE: value})
             .filter(number_q(JOINED_VALUE, self.operator, self.value))
         )
@@ -250,32 +251,15 @@ class JoinedAggregate:
         from crm.models import Customer
 
         remote = Customer._meta.get_field(self.relation)
-        rows = remote.related_model.objects.filter(_strip_relation(self.condition, self.relation))
         return aggregate_q(
-            rows,
+            remote.related_model.objects.filter(self.rows("")),
             remote.field.name,
-            self.aggregate(None),
+            self.aggregate(""),
             self.operator,
             self.value,
             default=self.default,
             in_or=in_or,
         )
-
-
-def _strip_relation(q: Q, relation: str) -> Q:
-    """`q` with the leading `relation__` taken off every path: the same condition on the related model."""
-    prefix = relation + "__"
-    stripped = Q(
-        *(
-            _strip_relation(child, relation)
-            if isinstance(child, Q)
-            else (child[0].removeprefix(prefix), child[1])
-            for child in q.children
-        ),
-        _connector=q.connector,
-        _negated=q.negated,
-    )
-    return stripped
 
 
 def _rows_are_customers(customers: QuerySet) -> bool:

@@ -97,11 +97,11 @@ def _changes_save(changes: list[TierChange], customers: dict[int, int | None], n
 
 
 # The tier fields of the moved accounts, their TierChange rows and the tier_changed events of real moves,
-# in one statement: on the accrual's hot path the three statements of _accounts_tier_save and
-# _changes_save cost ~4 ms a call whenever a batch crossed a threshold (BENCHMARKS.md). Server-bound
+# in one statement: on the accrual's hot path the three statements this took before (a multi-row UPDATE and
+# _changes_save's two inserts) cost ~4 ms a call whenever a batch crossed a threshold (BENCHMARKS.md). Server-bound
 # (crm.db.server_binding_cursor), so PostgreSQL prepares it after a few runs.
 _MOVES_SQL = """
-WITH moved AS (
+WITH moved AS (  -- run for its effect: data-modifying CTEs always run, read or not
     UPDATE loyalty_loyaltyaccount AS a
        SET tier_id = m.tier_id, tier_since = m.tier_since, tier_review_at = m.review_at,
            downgrade_at = m.downgrade_at
@@ -109,7 +109,6 @@ WITH moved AS (
                   %(review)s::timestamptz[], %(downgrade)s::timestamptz[])
            AS m(id, tier_id, tier_since, review_at, downgrade_at)
      WHERE a.id = m.id
-    RETURNING a.id
 ), changes AS (
     INSERT INTO loyalty_tierchange (account_id, from_tier_id, to_tier_id, reason, qualifying_value, note,
                                     created_by_id, changed_at)
@@ -133,12 +132,13 @@ SELECT id, account_id FROM changes
 def _moves_save(
     moved: list[LoyaltyAccount], changes: list[TierChange], customers: dict[int, int | None], now: datetime
 ) -> None:
-    """`_accounts_tier_save(moved)` and `_changes_save(changes, ...)`, in one statement on PostgreSQL.
+    """Save the moved accounts' tier fields and `_changes_save(changes, ...)`, in one statement on PostgreSQL.
     Each account has at most one change here (tiers_upgrade_locked), so rows are matched by account."""
     if not changes and not moved:
         return
     if connection.vendor != "postgresql":
-        _accounts_tier_save(moved)
+        for account in moved:
+            _account_tier_save(account)
         _changes_save(changes, customers, now)
         return
     from psycopg.types.json import Jsonb
@@ -177,27 +177,6 @@ def _account_tier_save(account: LoyaltyAccount) -> None:
         tier_review_at=account.tier_review_at,
         downgrade_at=account.downgrade_at,
     )
-
-
-def _accounts_tier_save(accounts: list[LoyaltyAccount]) -> None:
-    """Write the tier fields of many (locked) accounts in one statement."""
-    if len(accounts) <= 1 or connection.vendor != "postgresql":
-        for account in accounts:
-            _account_tier_save(account)
-        return
-    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(accounts))
-    params = [v for a in accounts for v in (a.pk, a.tier_id, a.tier_since, a.tier_review_at, a.downgrade_at)]
-    with connection.cursor() as cursor:
-        # Typed casts: VALUES columns have no type of their own and NULLs would otherwise be text.
-        cursor.execute(
-            f"""UPDATE loyalty_loyaltyaccount AS a
-                   SET tier_id = CAST(v.column2 AS bigint), tier_since = CAST(v.column3 AS timestamp with time zone),
-                       tier_review_at = CAST(v.column4 AS timestamp with time zone),
-                       downgrade_at = CAST(v.column5 AS timestamp with time zone)
-                  FROM (VALUES {values}) AS v
-                 WHERE a.id = v.column1""",
-            params,
-        )
 
 
 def tiers_upgrade_locked(
