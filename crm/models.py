@@ -308,7 +308,9 @@ class Order(models.Model):
 
 
 class OrderLine(models.Model):
-    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    # The unique (order, line_no) index below serves every lookup by order; an order-only index as well
+    # would be one more index entry to write for each line.
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines", db_index=False)
     line_no = models.PositiveIntegerField(_("line"))
     product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     sku = models.CharField(_("SKU"), max_length=64, blank=True)
@@ -374,7 +376,10 @@ class Event(models.Model):
     properties = models.JSONField(_("properties"), default=dict, blank=True)
     occurred_at = models.DateTimeField(_("occurred at"))
     channel = models.CharField(_("channel"), max_length=16, choices=Channel.choices, blank=True)
-    external_id = models.CharField(_("external event id"), max_length=100, null=True, blank=True, unique=True)
+    # Unique where given (the constraint below): most events (orders, tier changes, lifecycle stages,
+    # messages) have none, and a plain unique column would index every one of their NULLs, twice on
+    # PostgreSQL (Django adds a LIKE-pattern index to a unique CharField; nothing searches these by prefix).
+    external_id = models.CharField(_("external event id"), max_length=100, null=True, blank=True)
     received_at = models.DateTimeField(_("received at"), default=timezone.now)
 
     class Meta:
@@ -386,6 +391,14 @@ class Event(models.Model):
             # index (segments probe it customer by customer), whatever else the customer did.
             models.Index(fields=["customer", "type", "occurred_at"], name="crm_event_cust_type_time_idx"),
             models.Index(fields=["type", "occurred_at"], name="crm_event_type_time_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["external_id"],
+                condition=models.Q(external_id__isnull=False),
+                name="crm_event_external_id_uniq",
+                violation_error_message=_("An event with this external id is already stored."),
+            ),
         ]
 
     def __str__(self) -> str:

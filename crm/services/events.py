@@ -3,7 +3,7 @@ made all-or-nothing per item.
 
 Events are the hot path (thousands a second over HTTP), so they are written set-based: one query finds
 every customer a batch's identifiers point at, new customers and identifiers are bulk-inserted, and the
-events go in with one INSERT … ON CONFLICT (external_id) DO NOTHING.
+events go in with one INSERT … ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING.
 """
 
 from __future__ import annotations
@@ -515,7 +515,7 @@ def _insert_events(ready: list[tuple[_Row, int]], *, now: datetime) -> tuple[int
             SELECT u.customer_id, u.type, u.properties, u.occurred_at, u.channel, u.external_id, %b
             FROM unnest(%b::bigint[], %b::text[], %b::jsonb[], %b::timestamptz[], %b::text[], %b::text[])
                 AS u(customer_id, type, properties, occurred_at, channel, external_id)
-            ON CONFLICT (external_id) DO NOTHING
+            ON CONFLICT (external_id) WHERE external_id IS NOT NULL DO NOTHING
             RETURNING external_id
             """,
             [

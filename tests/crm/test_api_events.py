@@ -4,7 +4,7 @@ import json
 import threading
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from crm.api.event_input import CUSTOMER_FIELDS, EVENT_FIELDS, IDENTITY_FIELDS
@@ -310,6 +310,24 @@ def test_concurrent_repeats_of_one_event_store_it_once():
     assert Event.objects.count() == 200
     assert sum(r.json()["accepted"] for r in responses) == 200
     assert sum(r.json()["duplicates"] for r in responses) == 200 * (len(clients) - 1)
+
+
+@pytest.mark.django_db
+def test_event_external_id_is_unique_where_given_and_unindexed_where_not():
+    customer = CustomerFactory()
+    when = timezone.now()
+    for _ in range(3):  # events without an id (orders, tier changes, ...) are never in each other's way
+        Event.objects.create(customer=customer, type="order_placed", occurred_at=when)
+    Event.objects.create(customer=customer, type="page_view", occurred_at=when, external_id="E-1")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Event.objects.create(customer=customer, type="page_view", occurred_at=when, external_id="E-1")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'crm_event' AND indexdef LIKE '%%external_id%%'"
+        )
+        definitions = [row[0] for row in cursor.fetchall()]
+    # One index on the column, and NULLs are not in it: the log's id-less events write one entry fewer.
+    assert len(definitions) == 1 and "WHERE (external_id IS NOT NULL)" in definitions[0], definitions
 
 
 @pytest.mark.django_db
