@@ -186,12 +186,28 @@ class EventTypeFilter(admin.SimpleListFilter):
 # --- Shared pieces --------------------------------------------------------------------------------
 
 
-def customer_link(customer_id) -> str:
+def customer_link(customer_id, customer=None) -> str:
+    """A link to the customer's 360 page: "#id" alone in lists (naming every row's customer would read
+    crm_customer for each row of tables with millions), with the name when `customer` is given."""
     if customer_id is None:
         return "—"
-    return format_html(
-        '<a href="{}">#{}</a>', reverse("admin:crm_customer_change", args=[customer_id]), customer_id
-    )
+    url = reverse("admin:crm_customer_change", args=[customer_id])
+    if customer is None:
+        return format_html('<a href="{}">#{}</a>', url, customer_id)
+    return format_html('<a href="{}">{} (#{})</a>', url, customer, customer_id)
+
+
+class CustomerColumnsMixin:
+    """`customer_display` for a list's column, `customer_detail` for one record's page (one more query
+    there, to show whose record it is)."""
+
+    @admin.display(description=_("customer"), ordering="customer_id")
+    def customer_display(self, obj):
+        return customer_link(obj.customer_id)
+
+    @admin.display(description=_("customer"))
+    def customer_detail(self, obj):
+        return customer_link(obj.customer_id, obj.customer if obj.customer_id else None)
 
 
 class LargeTableChangeList(ChangeList):
@@ -886,7 +902,7 @@ class RefundInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(ReadOnlyAdmin, LargeTableAdmin):
+class OrderAdmin(CustomerColumnsMixin, ReadOnlyAdmin, LargeTableAdmin):
     """Orders arrive by ingestion (API, CSV), idempotent on their external id and fingerprint; editing
     one here would break that, so the admin shows them only."""
 
@@ -909,7 +925,7 @@ class OrderAdmin(ReadOnlyAdmin, LargeTableAdmin):
     sortable_by = ()
     fields = (
         "external_id",
-        "customer_display",
+        "customer_detail",
         "channel",
         "store",
         "placed_at",
@@ -922,10 +938,6 @@ class OrderAdmin(ReadOnlyAdmin, LargeTableAdmin):
     readonly_fields = fields
     inlines = (OrderLineInline, RefundInline)
 
-    @admin.display(description=_("customer"), ordering="customer_id")
-    def customer_display(self, obj):
-        return customer_link(obj.customer_id)
-
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
         if not term:
@@ -934,14 +946,14 @@ class OrderAdmin(ReadOnlyAdmin, LargeTableAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdmin, LargeTableAdmin):
+class EventAdmin(CustomerColumnsMixin, ReadOnlyAdmin, LargeTableAdmin):
     list_display = ("id", "type", "customer_display", "channel", "occurred_at", "received_at")
     list_filter = (EventTypeFilter, "channel")
     sortable_by = ()
     ordering = ("-id",)
     fields = (
         "type",
-        "customer_display",
+        "customer_detail",
         "channel",
         "occurred_at",
         "received_at",
@@ -949,10 +961,6 @@ class EventAdmin(ReadOnlyAdmin, LargeTableAdmin):
         "properties_display",
     )
     readonly_fields = fields
-
-    @admin.display(description=_("customer"))
-    def customer_display(self, obj):
-        return customer_link(obj.customer_id)
 
     @admin.display(description=_("properties"))
     def properties_display(self, obj):
@@ -1005,16 +1013,12 @@ class CustomerMergeAdmin(ReadOnlyAdmin, LargeTableAdmin):
 
 
 @admin.register(PrivacyRequest)
-class PrivacyRequestAdmin(ReadOnlyAdmin, LargeTableAdmin):
+class PrivacyRequestAdmin(CustomerColumnsMixin, ReadOnlyAdmin, LargeTableAdmin):
     list_display = ("created_at", "kind", "customer_display", "via", "requested_by", "reason")
     list_filter = ("kind", "via")
     list_select_related = ("requested_by",)
-    fields = ("kind", "customer_display", "via", "requested_by", "reason", "created_at", "summary_display")
+    fields = ("kind", "customer_detail", "via", "requested_by", "reason", "created_at", "summary_display")
     readonly_fields = fields
-
-    @admin.display(description=_("customer"), ordering="customer_id")
-    def customer_display(self, obj):
-        return customer_link(obj.customer_id)
 
     @admin.display(description=_("summary"))
     def summary_display(self, obj):
@@ -1022,7 +1026,7 @@ class PrivacyRequestAdmin(ReadOnlyAdmin, LargeTableAdmin):
 
 
 @admin.register(ConsentChange)
-class ConsentChangeAdmin(ReadOnlyAdmin, LargeTableAdmin):
+class ConsentChangeAdmin(CustomerColumnsMixin, ReadOnlyAdmin, LargeTableAdmin):
     list_display = (
         "occurred_at",
         "customer_display",
@@ -1037,7 +1041,7 @@ class ConsentChangeAdmin(ReadOnlyAdmin, LargeTableAdmin):
     ordering = ("-id",)  # the history only grows; the primary key serves "newest first" without a sort
     sortable_by = ()
     fields = (
-        "customer_display",
+        "customer_detail",
         "channel",
         "previous_status",
         "status",
@@ -1047,10 +1051,6 @@ class ConsentChangeAdmin(ReadOnlyAdmin, LargeTableAdmin):
         "recorded_at",
     )
     readonly_fields = fields
-
-    @admin.display(description=_("customer"), ordering="customer_id")
-    def customer_display(self, obj):
-        return customer_link(obj.customer_id)
 
 
 # --- API keys -------------------------------------------------------------------------------------

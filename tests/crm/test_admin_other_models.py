@@ -26,20 +26,22 @@ def test_events_are_read_only_and_filtered_by_type_and_channel(admin_client):
     assert [(e.type, e.channel) for e in filtered] == [("purchase", "web")]
     by_customer = admin_client.get(url, {"customer__id__exact": customer.pk}).context["cl"].result_list
     assert len(by_customer) == 2
-    event = Event.objects.first()
+    event = Event.objects.order_by("id").first()
     detail = admin_client.get(reverse("admin:crm_event_change", args=[event.pk]))
     assert detail.status_code == 200 and 'name="_save"' not in detail.content.decode()
+    assert f"{customer} (#{customer.pk})" in detail.content.decode()
     assert admin_client.get(reverse("admin:crm_event_add")).status_code == 403
     assert admin_client.post(reverse("admin:crm_event_delete", args=[event.pk])).status_code == 403
 
 
 def test_orders_show_lines_and_refunds_read_only(admin_client):
-    order = OrderFactory(external_id="TM-777")
+    order = OrderFactory(external_id="TM-777", customer=CustomerFactory(name="王芳 Wang Fang"))
     order.lines.create(line_no=1, sku="S1", name="湿巾", quantity=3, unit_price=10, line_total=30)
     order.refunds.create(external_id="R-777", amount=10, refunded_at=order.placed_at, fingerprint="x")
     response = admin_client.get(reverse("admin:crm_order_change", args=[order.pk]))
     html = response.content.decode()
     assert response.status_code == 200 and "湿巾" in html and "R-777" in html
+    assert f"王芳 Wang Fang (#{order.customer_id})" in html  # whose order it is, not only a number
     assert 'name="_save"' not in html
     found = admin_client.get(reverse("admin:crm_order_changelist"), {"q": "TM-7"}).context["cl"].result_list
     assert [o.external_id for o in found] == ["TM-777"]
