@@ -134,7 +134,9 @@ class CustomerIdentity(models.Model):
     """One identifier that points at one customer. (kind, value) is unique: ingesting data carrying
     identifiers of two different customers is what triggers a merge."""
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="identities")
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="identities", verbose_name=_("customer")
+    )
     kind = models.CharField(_("kind"), max_length=40, validators=[identity_kind_validator])
     value = models.CharField(_("value"), max_length=200)
     source = models.CharField(_("source"), max_length=64, blank=True)
@@ -159,14 +161,24 @@ class CustomerMerge(models.Model):
         IDENTITY = "identity", _("Shared identifier at ingestion")
         MANUAL = "manual", _("Merged by staff")
 
-    survivor = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="merges_absorbed")
+    survivor = models.ForeignKey(
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="merges_absorbed",
+        verbose_name=_("survivor (kept customer)"),
+    )
     merged_customer_id = models.BigIntegerField(_("merged customer id"))
     merged_snapshot = models.JSONField(_("merged customer as it was"))
     moved = models.JSONField(_("rows moved"), default=dict)
     trigger = models.CharField(_("trigger"), max_length=16, choices=Trigger.choices)
     reason = models.CharField(_("reason"), max_length=300, blank=True)
     performed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("performed by"),
     )
     performed_at = models.DateTimeField(_("performed at"), default=timezone.now)
 
@@ -188,7 +200,13 @@ class Consent(models.Model):
     """The current consent of one customer on one channel. No row means no consent."""
 
     # Lookups by customer use the (customer, channel) unique index; a customer-only one would be redundant.
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="consents", db_index=False)
+    customer = models.ForeignKey(
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="consents",
+        db_index=False,
+        verbose_name=_("customer"),
+    )
     channel = models.CharField(_("channel"), max_length=16, choices=ConsentChannel.choices)
     status = models.CharField(_("status"), max_length=16, choices=ConsentStatus.choices)
     changed_at = models.DateTimeField(_("changed at"))
@@ -216,14 +234,21 @@ class Consent(models.Model):
 class ConsentChange(models.Model):
     """Append-only history of consent: every opt-in and opt-out, when, from where and by whom."""
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="consent_changes")
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="consent_changes", verbose_name=_("customer")
+    )
     channel = models.CharField(_("channel"), max_length=16, choices=ConsentChannel.choices)
     status = models.CharField(_("status"), max_length=16, choices=ConsentStatus.choices)
     previous_status = models.CharField(_("previous status"), max_length=16, blank=True)
     occurred_at = models.DateTimeField(_("occurred at"))
     source = models.CharField(_("source"), max_length=100, blank=True)
     changed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("changed by"),
     )
     recorded_at = models.DateTimeField(_("recorded at"), default=timezone.now)
 
@@ -269,7 +294,9 @@ class Order(models.Model):
     external_id = models.CharField(_("external order id"), max_length=100, unique=True)
     # No index of its own: crm_order_cust_placed_cov_idx starts with customer_id and serves every lookup
     # by customer, and one index less is one insert less per imported order.
-    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="orders", db_index=False)
+    customer = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="orders", db_index=False, verbose_name=_("customer")
+    )
     channel = models.CharField(_("channel"), max_length=16, choices=Channel.choices, blank=True)
     store = models.CharField(_("store"), max_length=100, blank=True)
     placed_at = models.DateTimeField(_("placed at"))
@@ -279,7 +306,7 @@ class Order(models.Model):
     status = models.CharField(
         _("status"), max_length=24, choices=OrderStatus.choices, default=OrderStatus.PAID
     )
-    fingerprint = models.CharField(max_length=64, editable=False)
+    fingerprint = models.CharField(_("fingerprint"), max_length=64, editable=False)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
     class Meta:
@@ -310,9 +337,18 @@ class Order(models.Model):
 class OrderLine(models.Model):
     # The unique (order, line_no) index below serves every lookup by order; an order-only index as well
     # would be one more index entry to write for each line.
-    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines", db_index=False)
+    order = models.ForeignKey(
+        Order, on_delete=models.CASCADE, related_name="lines", db_index=False, verbose_name=_("order")
+    )
     line_no = models.PositiveIntegerField(_("line"))
-    product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    product = models.ForeignKey(
+        Product,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("product"),
+    )
     sku = models.CharField(_("SKU"), max_length=64, blank=True)
     name = models.CharField(_("name"), max_length=200, blank=True)
     category = models.CharField(_("category"), max_length=100, blank=True)
@@ -338,13 +374,15 @@ class OrderLine(models.Model):
 class Refund(models.Model):
     """A refund against an order, idempotent on its external id."""
 
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
+    order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, related_name="refunds", verbose_name=_("order")
+    )
     external_id = models.CharField(_("external refund id"), max_length=100, unique=True)
     amount = models.DecimalField(_("amount"), max_digits=14, decimal_places=2)
     refunded_at = models.DateTimeField(_("refunded at"))
     reason = models.CharField(_("reason"), max_length=300, blank=True)
     lines = models.JSONField(_("refunded lines"), default=list, blank=True)
-    fingerprint = models.CharField(max_length=64, editable=False)
+    fingerprint = models.CharField(_("fingerprint"), max_length=64, editable=False)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
     class Meta:
@@ -371,6 +409,7 @@ class Event(models.Model):
         # The two (customer, ...) indexes below serve every lookup by customer; a customer-only index
         # as well would be one more index to write on each event for nothing.
         db_index=False,
+        verbose_name=_("customer"),
     )
     type = models.CharField(_("type"), max_length=64)
     properties = models.JSONField(_("properties"), default=dict, blank=True)
@@ -434,9 +473,15 @@ class CustomerTag(models.Model):
     # Indexed by (customer, tag) through the unique constraint and by (tag, customer) below: the foreign
     # keys' single-column indexes would be redundant with them.
     customer = models.ForeignKey(
-        Customer, on_delete=models.CASCADE, related_name="customer_tags", db_index=False
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="customer_tags",
+        db_index=False,
+        verbose_name=_("customer"),
     )
-    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, related_name="customer_tags", db_index=False)
+    tag = models.ForeignKey(
+        Tag, on_delete=models.CASCADE, related_name="customer_tags", db_index=False, verbose_name=_("tag")
+    )
     source = models.CharField(_("source"), max_length=32, default="manual")
     added_at = models.DateTimeField(_("added at"), default=timezone.now)
 
@@ -462,10 +507,17 @@ class PrivacyRequest(models.Model):
         EXPORT = "export", _("Export")
         ERASE = "erase", _("Erase")
 
-    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="privacy_requests")
+    customer = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="privacy_requests", verbose_name=_("customer")
+    )
     kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices)
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("requested by"),
     )
     via = models.CharField(_("via"), max_length=16, default="admin")
     reason = models.CharField(_("reason"), max_length=300, blank=True)
@@ -494,10 +546,15 @@ class ApiKey(models.Model):
 
     name = models.CharField(_("name"), max_length=100)
     prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)
-    key_hash = models.CharField(max_length=64, editable=False)
+    key_hash = models.CharField(_("key hash"), max_length=64, editable=False)
     scopes = models.JSONField(_("scopes"), default=list)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("created by"),
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
@@ -538,7 +595,12 @@ class ImportJob(models.Model):
     errors = models.JSONField(_("errors"), default=list, blank=True)
     message = models.TextField(_("message"), blank=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("created by"),
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
@@ -555,8 +617,8 @@ class ImportJob(models.Model):
 class Heartbeat(models.Model):
     """Liveness marks written by periodic tasks; /healthz reads when beat last ran from here."""
 
-    name = models.CharField(max_length=64, primary_key=True)
-    beat_at = models.DateTimeField()
+    name = models.CharField(_("name"), max_length=64, primary_key=True)
+    beat_at = models.DateTimeField(_("last beat at"))
 
     def __str__(self) -> str:
         return self.name

@@ -179,7 +179,11 @@ class CustomerMetrics(models.Model):
     `as_of`; `monetary_value` is the mean net value of the repeat purchase days."""
 
     customer = models.OneToOneField(
-        "crm.Customer", primary_key=True, on_delete=models.CASCADE, related_name="metrics"
+        "crm.Customer",
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="metrics",
+        verbose_name=_("customer"),
     )
     as_of = models.DateField(_("as of"))
     computed_at = models.DateTimeField(_("computed at"))

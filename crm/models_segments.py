@@ -46,7 +46,12 @@ class Segment(models.Model):
     )
     last_counted_at = models.DateTimeField(_("last counted at"), null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("created by"),
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
@@ -67,7 +72,12 @@ class StaticList(models.Model):
     name = models.CharField(_("name"), max_length=200, unique=True)
     description = models.TextField(_("description"), blank=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("created by"),
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
@@ -85,9 +95,15 @@ class StaticList(models.Model):
 class StaticListMember(models.Model):
     # No separate index on static_list: the unique (static_list, customer) index serves it.
     static_list = models.ForeignKey(
-        StaticList, on_delete=models.CASCADE, related_name="members", db_index=False
+        StaticList,
+        on_delete=models.CASCADE,
+        related_name="members",
+        db_index=False,
+        verbose_name=_("static list"),
     )
-    customer = models.ForeignKey("crm.Customer", on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(
+        "crm.Customer", on_delete=models.CASCADE, related_name="+", verbose_name=_("customer")
+    )
     source = models.CharField(_("source"), max_length=16, default="manual")
     added_at = models.DateTimeField(_("added at"), default=timezone.now)
 
@@ -107,14 +123,24 @@ class SegmentSnapshot(models.Model):
     so the snapshot still explains itself after the segment is edited or deleted."""
 
     segment = models.ForeignKey(
-        Segment, null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshots"
+        Segment,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="snapshots",
+        verbose_name=_("segment"),
     )
     segment_name = models.CharField(_("segment name"), max_length=200)
     rule = models.JSONField(_("rule"))
     purpose = models.CharField(_("purpose"), max_length=200, blank=True)
     member_count = models.PositiveIntegerField(_("members"), default=0)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("created by"),
     )
     created_at = models.DateTimeField(_("taken at"), default=timezone.now)
 
@@ -129,9 +155,15 @@ class SegmentSnapshot(models.Model):
 
 class SegmentSnapshotMember(models.Model):
     snapshot = models.ForeignKey(
-        SegmentSnapshot, on_delete=models.CASCADE, related_name="members", db_index=False
+        SegmentSnapshot,
+        on_delete=models.CASCADE,
+        related_name="members",
+        db_index=False,
+        verbose_name=_("segment snapshot"),
     )
-    customer = models.ForeignKey("crm.Customer", on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(
+        "crm.Customer", on_delete=models.CASCADE, related_name="+", verbose_name=_("customer")
+    )
 
     class Meta:
         verbose_name = _("snapshot member")
@@ -148,8 +180,12 @@ class ProductAffinity(models.Model):
     """Item-to-item "bought together": `related_product` is often bought by customers who bought
     `product`. Rebuilt nightly from order lines (crm.recommendations.services)."""
 
-    product = models.ForeignKey("crm.Product", on_delete=models.CASCADE, related_name="+", db_index=False)
-    related_product = models.ForeignKey("crm.Product", on_delete=models.CASCADE, related_name="+")
+    product = models.ForeignKey(
+        "crm.Product", on_delete=models.CASCADE, related_name="+", db_index=False, verbose_name=_("product")
+    )
+    related_product = models.ForeignKey(
+        "crm.Product", on_delete=models.CASCADE, related_name="+", verbose_name=_("related product")
+    )
     customers = models.PositiveIntegerField(_("customers who bought both"))
     score = models.FloatField(_("score"))
     computed_at = models.DateTimeField(_("computed at"))

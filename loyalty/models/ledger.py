@@ -341,7 +341,11 @@ class LedgerEntry(models.Model):
     # Foreign keys without an index of their own where a composite or partial index below serves the
     # lookups: every index is paid again on each of the millions of inserts.
     account = models.ForeignKey(
-        LoyaltyAccount, on_delete=models.PROTECT, related_name="entries", db_index=False
+        LoyaltyAccount,
+        on_delete=models.PROTECT,
+        related_name="entries",
+        db_index=False,
+        verbose_name=_("loyalty account"),
     )
     kind = models.CharField(_("kind"), max_length=16, choices=EntryKind.choices)
     points = models.BigIntegerField(_("available change"), default=0)
@@ -349,7 +353,7 @@ class LedgerEntry(models.Model):
     owed_delta = models.BigIntegerField(_("owed change"), default=0)
     # Unique through a constraint, not unique=True: that would add a second (LIKE) index to every insert.
     idempotency_key = models.CharField(_("idempotency key"), max_length=200)
-    payload_hash = models.CharField(max_length=64, editable=False)
+    payload_hash = models.CharField(_("payload hash"), max_length=64, editable=False)
     reason = models.CharField(_("reason"), max_length=300, blank=True)
     reference = models.CharField(_("reference"), max_length=200, blank=True)
     order = models.ForeignKey(
@@ -398,6 +402,7 @@ class LedgerEntry(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
         db_index=False,
+        verbose_name=_("created by"),
     )
     occurred_at = models.DateTimeField(_("occurred at"), default=timezone.now)
     created_at = models.DateTimeField(_("recorded at"), default=timezone.now)
@@ -444,10 +449,20 @@ class PointLot(models.Model):
         PENDING = "pending", _("Pending")
         AVAILABLE = "available", _("Available")
 
-    account = models.ForeignKey(LoyaltyAccount, on_delete=models.PROTECT, related_name="lots")
-    earn_entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="earned_lot")
+    account = models.ForeignKey(
+        LoyaltyAccount, on_delete=models.PROTECT, related_name="lots", verbose_name=_("loyalty account")
+    )
+    earn_entry = models.OneToOneField(
+        LedgerEntry, on_delete=models.PROTECT, related_name="earned_lot", verbose_name=_("earning entry")
+    )
     order_line = models.ForeignKey(
-        "crm.OrderLine", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+        "crm.OrderLine",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        verbose_name=_("order line"),
     )
     state = models.CharField(_("state"), max_length=10, choices=State.choices)
     points = models.BigIntegerField(_("points earned"))
@@ -465,6 +480,7 @@ class PointLot(models.Model):
         related_name="expired_lots",
         db_index=False,
         db_constraint=False,
+        verbose_name=_("expiry entry"),
     )
     earned_at = models.DateTimeField(_("earned at"))
     available_at = models.DateTimeField(_("available at"))
@@ -509,10 +525,16 @@ class PointLot(models.Model):
 class LotConsumption(models.Model):
     """Points taken out of one lot by one entry (redeem, reverse, settle, transfer)."""
 
-    lot = models.ForeignKey(PointLot, on_delete=models.PROTECT, related_name="consumptions")
+    lot = models.ForeignKey(
+        PointLot, on_delete=models.PROTECT, related_name="consumptions", verbose_name=_("lot")
+    )
     # The (entry, lot) unique index serves lookups by entry.
     entry = models.ForeignKey(
-        LedgerEntry, on_delete=models.PROTECT, related_name="consumptions", db_index=False
+        LedgerEntry,
+        on_delete=models.PROTECT,
+        related_name="consumptions",
+        db_index=False,
+        verbose_name=_("ledger entry"),
     )
     points = models.BigIntegerField(_("points"))
 
@@ -532,8 +554,12 @@ class OwedPoints(models.Model):
     """A refund reversed points the member had already spent: the shortfall, settled from later
     earnings (oldest debt first) instead of a negative balance."""
 
-    account = models.ForeignKey(LoyaltyAccount, on_delete=models.PROTECT, related_name="debts")
-    entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="debt")
+    account = models.ForeignKey(
+        LoyaltyAccount, on_delete=models.PROTECT, related_name="debts", verbose_name=_("loyalty account")
+    )
+    entry = models.OneToOneField(
+        LedgerEntry, on_delete=models.PROTECT, related_name="debt", verbose_name=_("ledger entry")
+    )
     points = models.BigIntegerField(_("points owed"))
     remaining = models.BigIntegerField(_("still owed"))
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
@@ -568,14 +594,28 @@ class TierChange(models.Model):
         MERGE = "merge", _("Customer merge")
         MANUAL = "manual", _("Set by staff")
 
-    account = models.ForeignKey(LoyaltyAccount, on_delete=models.PROTECT, related_name="tier_changes")
-    from_tier = models.ForeignKey(Tier, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    to_tier = models.ForeignKey(Tier, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    account = models.ForeignKey(
+        LoyaltyAccount,
+        on_delete=models.PROTECT,
+        related_name="tier_changes",
+        verbose_name=_("loyalty account"),
+    )
+    from_tier = models.ForeignKey(
+        Tier, null=True, blank=True, on_delete=models.PROTECT, related_name="+", verbose_name=_("from tier")
+    )
+    to_tier = models.ForeignKey(
+        Tier, null=True, blank=True, on_delete=models.PROTECT, related_name="+", verbose_name=_("to tier")
+    )
     reason = models.CharField(_("reason"), max_length=16, choices=Reason.choices)
     qualifying_value = models.DecimalField(_("qualifying value"), max_digits=16, decimal_places=2, default=0)
     note = models.CharField(_("note"), max_length=300, blank=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("changed by"),
     )
     changed_at = models.DateTimeField(_("changed at"), default=timezone.now)
 
@@ -592,8 +632,10 @@ class TierChange(models.Model):
 class RuleUsage(models.Model):
     """Points a capped rule has given one account on one day (programme time zone)."""
 
-    account = models.ForeignKey(LoyaltyAccount, on_delete=models.PROTECT, related_name="+")
-    rule = models.ForeignKey(EarnRule, on_delete=models.PROTECT, related_name="+")
+    account = models.ForeignKey(
+        LoyaltyAccount, on_delete=models.PROTECT, related_name="+", verbose_name=_("loyalty account")
+    )
+    rule = models.ForeignKey(EarnRule, on_delete=models.PROTECT, related_name="+", verbose_name=_("rule"))
     day = models.DateField(_("day"))
     points = models.BigIntegerField(_("points"), default=0)
 
@@ -612,9 +654,9 @@ class LoyaltyCursor(models.Model):
     """How far a consumer of the crm behaviour-event log has read. Claimed with SELECT ... FOR UPDATE and
     advanced in the same transaction as the entries the events produced."""
 
-    name = models.CharField(max_length=64, primary_key=True)
-    last_event_id = models.BigIntegerField(default=0)
-    updated_at = models.DateTimeField(default=timezone.now)
+    name = models.CharField(_("name"), max_length=64, primary_key=True)
+    last_event_id = models.BigIntegerField(_("last event id"), default=0)
+    updated_at = models.DateTimeField(_("updated at"), default=timezone.now)
 
     class Meta:
         verbose_name = _("event cursor")
@@ -631,15 +673,30 @@ class ManualAdjustment(models.Model):
     """A staff member adding or removing points on one account, with the reason. The ledger entry it made
     is `entry`; the form's one-time token is the idempotency key, so a double submit adjusts once."""
 
-    account = models.ForeignKey(LoyaltyAccount, on_delete=models.PROTECT, related_name="adjustments")
+    account = models.ForeignKey(
+        LoyaltyAccount,
+        on_delete=models.PROTECT,
+        related_name="adjustments",
+        verbose_name=_("loyalty account"),
+    )
     points = models.BigIntegerField(_("points"), help_text=_("Positive adds points, negative removes them."))
     reason = models.CharField(_("reason"), max_length=300)
     idempotency_key = models.CharField(_("request key"), max_length=200, unique=True)
     entry = models.OneToOneField(
-        LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        LedgerEntry,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("ledger entry"),
     )
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("created by"),
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
@@ -707,16 +764,30 @@ class BulkAdjustmentBatch(models.Model):
 
 
 class BulkAdjustmentLine(models.Model):
-    batch = models.ForeignKey(BulkAdjustmentBatch, on_delete=models.CASCADE, related_name="lines")
+    batch = models.ForeignKey(
+        BulkAdjustmentBatch, on_delete=models.CASCADE, related_name="lines", verbose_name=_("bulk adjustment")
+    )
     line_no = models.PositiveIntegerField(_("line"))
     customer_external_id = models.CharField(_("customer external id"), max_length=64)
     customer = models.ForeignKey(
-        "crm.Customer", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "crm.Customer",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("customer"),
     )
     points = models.BigIntegerField(_("points"))
     reason = models.CharField(_("reason"), max_length=300, blank=True)
     error = models.CharField(_("error"), max_length=300, blank=True)
-    entry = models.ForeignKey(LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    entry = models.ForeignKey(
+        LedgerEntry,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("ledger entry"),
+    )
 
     class Meta:
         verbose_name = _("bulk adjustment line")

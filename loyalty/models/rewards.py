@@ -72,7 +72,12 @@ class CouponProgramme(models.Model):
     )
     is_active = models.BooleanField(_("active"), default=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("created by"),
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
@@ -110,10 +115,17 @@ class CouponProgramme(models.Model):
 class CouponBatch(models.Model):
     """One bulk generation of codes, so a batch can be exported and traced to who made it."""
 
-    programme = models.ForeignKey(CouponProgramme, on_delete=models.PROTECT, related_name="batches")
+    programme = models.ForeignKey(
+        CouponProgramme, on_delete=models.PROTECT, related_name="batches", verbose_name=_("coupon programme")
+    )
     quantity = models.PositiveIntegerField(_("quantity"))
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("created by"),
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
@@ -130,9 +142,16 @@ class Coupon(models.Model):
     """One code. `uses_count` only grows by a conditional update under a row lock; the check constraint
     is the last line of defence against a code used more often than it may be."""
 
-    programme = models.ForeignKey(CouponProgramme, on_delete=models.PROTECT, related_name="coupons")
+    programme = models.ForeignKey(
+        CouponProgramme, on_delete=models.PROTECT, related_name="coupons", verbose_name=_("coupon programme")
+    )
     batch = models.ForeignKey(
-        CouponBatch, null=True, blank=True, on_delete=models.PROTECT, related_name="coupons"
+        CouponBatch,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="coupons",
+        verbose_name=_("coupon batch"),
     )
     code = models.CharField(_("code"), max_length=16, unique=True)
     customer = models.ForeignKey(
@@ -141,6 +160,7 @@ class Coupon(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="coupons",
+        verbose_name=_("customer"),
         help_text=_("The member it was issued to; empty for codes handed out in bulk."),
     )
     max_uses = models.PositiveIntegerField(_("maximum uses"), null=True, blank=True)
@@ -181,17 +201,29 @@ class CouponRedemption(models.Model):
     """A coupon applied to one store order. (coupon, order_reference) is unique, so the store retrying
     the same order gets the first answer back instead of using the code twice."""
 
-    coupon = models.ForeignKey(Coupon, on_delete=models.PROTECT, related_name="redemptions")
+    coupon = models.ForeignKey(
+        Coupon, on_delete=models.PROTECT, related_name="redemptions", verbose_name=_("coupon")
+    )
     order_reference = models.CharField(_("order reference"), max_length=100)
     customer = models.ForeignKey(
-        "crm.Customer", null=True, blank=True, on_delete=models.PROTECT, related_name="coupon_redemptions"
+        "crm.Customer",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="coupon_redemptions",
+        verbose_name=_("customer"),
     )
     order_total = models.DecimalField(_("order total"), max_digits=14, decimal_places=2)
     currency = models.CharField(_("currency"), max_length=3)
     discount = models.DecimalField(_("discount"), max_digits=14, decimal_places=2)
     store = models.CharField(_("store"), max_length=100, blank=True)
     api_key = models.ForeignKey(
-        "crm.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "crm.ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("API key"),
     )
     redeemed_at = models.DateTimeField(_("redeemed at"), default=timezone.now)
 
@@ -268,12 +300,24 @@ class Reward(models.Model):
 class RewardRedemption(models.Model):
     """Points spent on a reward: one ledger debit, one unit of stock, one coupon, all or none."""
 
-    reward = models.ForeignKey(Reward, on_delete=models.PROTECT, related_name="redemptions")
-    customer = models.ForeignKey("crm.Customer", on_delete=models.PROTECT, related_name="reward_redemptions")
+    reward = models.ForeignKey(
+        Reward, on_delete=models.PROTECT, related_name="redemptions", verbose_name=_("reward")
+    )
+    customer = models.ForeignKey(
+        "crm.Customer",
+        on_delete=models.PROTECT,
+        related_name="reward_redemptions",
+        verbose_name=_("customer"),
+    )
     points = models.PositiveIntegerField(_("points"))
-    coupon = models.OneToOneField(Coupon, on_delete=models.PROTECT, related_name="reward_redemption")
+    coupon = models.OneToOneField(
+        Coupon, on_delete=models.PROTECT, related_name="reward_redemption", verbose_name=_("coupon")
+    )
     ledger_entry = models.OneToOneField(
-        "loyalty.LedgerEntry", on_delete=models.PROTECT, related_name="reward_redemption"
+        "loyalty.LedgerEntry",
+        on_delete=models.PROTECT,
+        related_name="reward_redemption",
+        verbose_name=_("ledger entry"),
     )
     idempotency_key = models.CharField(_("idempotency key"), max_length=200, unique=True)
     created_at = models.DateTimeField(_("redeemed at"), default=timezone.now)
@@ -291,7 +335,9 @@ class RewardRedemption(models.Model):
 class ReferralCode(models.Model):
     """A member's own code; their referral link is /member/join/?ref=<code>."""
 
-    customer = models.OneToOneField("crm.Customer", on_delete=models.CASCADE, related_name="referral_code")
+    customer = models.OneToOneField(
+        "crm.Customer", on_delete=models.CASCADE, related_name="referral_code", verbose_name=_("customer")
+    )
     code = models.CharField(_("code"), max_length=16, unique=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
@@ -306,8 +352,12 @@ class ReferralCode(models.Model):
 class Referral(models.Model):
     """Who referred whom, recorded when the referee signed up. A customer is referred at most once."""
 
-    referrer = models.ForeignKey("crm.Customer", on_delete=models.PROTECT, related_name="referrals_made")
-    referee = models.OneToOneField("crm.Customer", on_delete=models.PROTECT, related_name="referred_by")
+    referrer = models.ForeignKey(
+        "crm.Customer", on_delete=models.PROTECT, related_name="referrals_made", verbose_name=_("referrer")
+    )
+    referee = models.OneToOneField(
+        "crm.Customer", on_delete=models.PROTECT, related_name="referred_by", verbose_name=_("referee")
+    )
     code = models.CharField(_("code"), max_length=16)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
@@ -326,7 +376,9 @@ class Referral(models.Model):
 class MemberLogin(models.Model):
     """A member's portal/app credentials. Not a Django user: staff auth never authenticates members."""
 
-    customer = models.OneToOneField("crm.Customer", on_delete=models.CASCADE, related_name="member_login")
+    customer = models.OneToOneField(
+        "crm.Customer", on_delete=models.CASCADE, related_name="member_login", verbose_name=_("customer")
+    )
     email = models.EmailField(_("sign-in email"), unique=True)
     password = models.CharField(_("password"), max_length=128, blank=True)
     is_active = models.BooleanField(_("active"), default=True)
@@ -345,8 +397,8 @@ class MemberMagicLinkUse(models.Model):
     """The nonce of every one-time sign-in link that has been used; the primary key makes a second use
     (or two at once) fail."""
 
-    nonce = models.CharField(max_length=32, primary_key=True)
-    used_at = models.DateTimeField(default=timezone.now)
+    nonce = models.CharField(_("nonce"), max_length=32, primary_key=True)
+    used_at = models.DateTimeField(_("used at"), default=timezone.now)
 
     class Meta:
         verbose_name = _("used sign-in link")
@@ -360,9 +412,11 @@ class MemberApiToken(models.Model):
     """A bearer token for the member API (`Authorization: Bearer <prefix>.<secret>`); only a SHA-256 of the
     secret is stored."""
 
-    customer = models.ForeignKey("crm.Customer", on_delete=models.CASCADE, related_name="member_api_tokens")
-    prefix = models.CharField(max_length=16, unique=True, editable=False)
-    key_hash = models.CharField(max_length=64, editable=False)
+    customer = models.ForeignKey(
+        "crm.Customer", on_delete=models.CASCADE, related_name="member_api_tokens", verbose_name=_("customer")
+    )
+    prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(_("key hash"), max_length=64, editable=False)
     name = models.CharField(_("device"), max_length=100, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
