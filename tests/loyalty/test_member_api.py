@@ -6,10 +6,11 @@ from decimal import Decimal
 
 import pytest
 from django.core.cache import cache
+from django.db import connection, transaction
 from django.utils import timezone
 
 from loyalty.models import LedgerEntry, LoyaltyAccount, PointLot, ProgrammeSettings
-from loyalty.models.rewards import Coupon, RewardRedemption
+from loyalty.models.rewards import Coupon, MemberApiToken, RewardRedemption
 from loyalty.selectors import account_summary
 from loyalty.services.coupons import coupon_issue
 from loyalty.services.ledger import account_for_customer, points_adjust
@@ -406,3 +407,33 @@ def test_the_one_statement_summary_agrees_with_the_ledger_selector(basis):
     assert with_token == slow
     assert fast.expiring_soon == 250 and fast.next_available_at is not None
     assert fast.progress.value > 0
+
+
+def _synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_is_touched_once_an_hour_without_waiting_for_the_disk_and_nothing_else_is():
+    customer = member_make().customer
+    raw = member_token_create(customer=customer, name="app")[1]
+    token = MemberApiToken.objects.get(customer=customer)
+    long_ago = timezone.now() - timedelta(hours=2)
+    MemberApiToken.objects.filter(pk=token.pk).update(last_used_at=long_ago)
+
+    # Autocommit (as in a request): the touch is its own transaction, committed asynchronously, and the
+    # setting does not outlive it.
+    assert member_token_check(raw) is not None
+    token.refresh_from_db()
+    assert token.last_used_at > long_ago
+    assert _synchronous_commit() == "on"
+
+    # Inside a caller's transaction the touch is a plain update: the transaction's commit stays durable.
+    MemberApiToken.objects.filter(pk=token.pk).update(last_used_at=long_ago)
+    with transaction.atomic():
+        assert member_token_check(raw) is not None
+        assert _synchronous_commit() == "on"
+    token.refresh_from_db()
+    assert token.last_used_at > long_ago
