@@ -5,8 +5,8 @@ The tree of groups becomes one `Q` on `crm_customer`; each condition type compil
 nothing is evaluated per customer in Python, and callers can count it, page it, stream it or feed it to
 `INSERT ... SELECT`. Per-customer aggregates and OR groups of sub-selects below an AND are deferred
 (`sql.deferred_q`): PostgreSQL then runs them only for the customers the cheaper conditions leave. One
-order aggregate of the top-level AND is joined and grouped instead (`sql.JoinedAggregate`), so that its
-probes run in PostgreSQL's parallel workers.
+order aggregate of the top-level AND is joined instead (`sql.JoinedAggregate`: laterally on PostgreSQL,
+joined and grouped on SQLite), which PostgreSQL plans with less overhead than a deferred sub-select.
 
 Erased customers are excluded here, once, so no caller can forget it.
 """
