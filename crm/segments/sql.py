@@ -34,16 +34,19 @@ from typing import Any
 
 from django.db import NotSupportedError, connection, transaction
 from django.db.models import (
+    Count,
     DecimalField,
     Exists,
     Expression,
     F,
     FilteredRelation,
+    IntegerField,
     OuterRef,
     Q,
     QuerySet,
     Subquery,
     TextField,
+    Value,
 )
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import (
@@ -259,32 +262,29 @@ class JoinedAggregate:
         TRUE`, compared in the WHERE clause. The planner orders a lateral join like any other, so it
         probes the customer's index range only for the customers the cheaper conditions leave, and no
         GROUP BY over the joined rows is needed: the grouping of the join form cost ~90 ms of a ~500 ms
-        count at 1M customers, and the lateral form counts in 410 ms where the join took 490
-        (BENCHMARKS.md). (Its probes run in the leader process only, as PostgreSQL 15 plans them.)"""
+        count at 1M customers (BENCHMARKS.md). (Its probes run in the leader process only, as PostgreSQL
+        15 plans them.) "At least N rows" needs no count: the lateral subquery reads the customer's N-th
+        row (`OFFSET N-1 LIMIT 1`), and stops there."""
         from crm.models import Customer
 
         remote = Customer._meta.get_field(self.relation)
-        per_customer = (
-            remote.related_model.objects.filter(self.rows(""))
-            .filter(**{remote.field.name: OuterRef("pk")})
-            .values(remote.field.name)
-            .annotate(segment_n=self.aggregate(""))
-            .values("segment_n")
+        rows = remote.related_model.objects.filter(self.rows("")).filter(
+            **{remote.field.name: OuterRef("pk")}
         )
-        customers = customers.all()
-        query = customers.query
-        parent = query.get_initial_alias()
-        subquery = Subquery(per_customer).resolve_expression(query=query)
-        alias = LateralJoin.TABLE
-        if alias in query.alias_map:  # never two in one rule (see compiler.py), but stay correct
-            alias = f"{alias}_{len(query.alias_map)}"
-        query.alias_map[alias] = LateralJoin(subquery, table_alias=alias, parent_alias=parent)
-        query.alias_refcount[alias] = 1
-        query.table_map.setdefault(LateralJoin.TABLE, []).append(alias)
-        field = self.aggregate("").output_field
-        value = LateralColumn(alias, "segment_n", output_field=field)
+        aggregate = self.aggregate("")
+        at_least = _at_least(aggregate, self.operator, self.value)
+        if at_least is not None:
+            if at_least <= 0:
+                return customers  # everyone has at least no rows
+            nth_row = rows.order_by().values(segment_n=Value(1))[at_least - 1 : at_least]
+            customers, alias = _with_lateral_join(customers, nth_row)
+            value = LateralColumn(alias, "segment_n", output_field=IntegerField())
+            return customers.alias(**{JOINED_VALUE: value}).filter(**{f"{JOINED_VALUE}__isnull": False})
+        per_customer = rows.values(remote.field.name).annotate(segment_n=aggregate).values("segment_n")
+        customers, alias = _with_lateral_join(customers, per_customer)
+        value = LateralColumn(alias, "segment_n", output_field=aggregate.output_field)
         if self.default is not None:
-            value = Coalesce(value, self.default, output_field=field)
+            value = Coalesce(value, self.default, output_field=aggregate.output_field)
         return customers.alias(**{JOINED_VALUE: value}).filter(
             number_q(JOINED_VALUE, self.operator, self.value)
         )
@@ -303,6 +303,29 @@ class JoinedAggregate:
             default=self.default,
             in_or=in_or,
         )
+
+
+def _at_least(aggregate, operator: str, value: Any) -> int | None:
+    """N when the condition is "count of rows >= N" (or "> N-1"), else None."""
+    if not isinstance(aggregate, Count) or aggregate.distinct or not isinstance(value, int):
+        return None
+    return {"gte": value, "gt": value + 1}.get(operator)
+
+
+def _with_lateral_join(customers: QuerySet, per_customer: QuerySet) -> tuple[QuerySet, str]:
+    """`customers` with `per_customer` (a queryset correlated to the customer by OuterRef("pk")) joined
+    laterally, and the join's alias."""
+    customers = customers.all()
+    query = customers.query
+    parent = query.get_initial_alias()
+    subquery = Subquery(per_customer).resolve_expression(query=query)
+    alias = LateralJoin.TABLE
+    if alias in query.alias_map:  # never two in one rule (see compiler.py), but stay correct
+        alias = f"{alias}_{len(query.alias_map)}"
+    query.alias_map[alias] = LateralJoin(subquery, table_alias=alias, parent_alias=parent)
+    query.alias_refcount[alias] = 1
+    query.table_map.setdefault(LateralJoin.TABLE, []).append(alias)
+    return customers, alias
 
 
 class LateralJoin:

@@ -836,13 +836,18 @@ def test_aggregates_below_an_and_are_probed_per_customer_not_grouped_over_every_
     }
     sql = str(rule_queryset(rule, now=NOW).query)
     assert 'GROUP BY U0."customer_id" HAVING' not in sql  # no grouping of every order in the window
-    assert sql.count('LEFT JOIN LATERAL (SELECT COUNT(*) AS "segment_n" FROM "crm_order"') == 1  # the first
+    # The first, joined laterally: "at least 2" reads each remaining customer's second order, no more.
+    assert sql.count('LEFT JOIN LATERAL (SELECT 1 AS "segment_n" FROM "crm_order"') == 1
+    assert "LIMIT 1 OFFSET 1)" in sql
     assert sql.count('"crm_customer" V0') == 2  # the others: one deferred semi-join each
     assert compiled_ids(rule) == reference_ids(rule, data)
 
 
 AGGREGATE_RULES = [
     {"field": "orders.count", "operator": "gte", "value": 2, "window": {"kind": "last_days", "days": 90}},
+    {"field": "orders.count", "operator": "gt", "value": 0},
+    {"field": "orders.count", "operator": "gte", "value": 3, "window": {"kind": "last_days", "days": 365}},
+    {"field": "orders.count", "operator": "lte", "value": 1},
     {"field": "orders.count", "operator": "eq", "value": 0},
     {"field": "orders.count", "operator": "between", "value": [1, 2]},
     {"field": "orders.total_spend", "operator": "lt", "value": 300},
@@ -869,6 +874,7 @@ def test_the_lateral_and_the_grouped_join_forms_select_the_same_customers(data, 
     assert len(joined) == 1
     base = Customer.objects.filter(erased_at__isnull=True).filter(q)
     expected = reference_ids(rule, data)
+    assert 0 < len(expected) < len(data.customers), "the fixture must tell matching customers from others"
     for lateral in (True, False):
         customers = joined[0].apply(base, lateral=lateral)
         assert ("LATERAL" in str(customers.query)) is lateral
