@@ -324,7 +324,8 @@ def _with_lateral_join(customers: QuerySet, per_customer: QuerySet) -> tuple[Que
         alias = f"{alias}_{len(query.alias_map)}"
     query.alias_map[alias] = LateralJoin(subquery, table_alias=alias, parent_alias=parent)
     query.alias_refcount[alias] = 1
-    query.table_map.setdefault(LateralJoin.TABLE, []).append(alias)
+    # A new list: a clone's table_map shares its lists with the original's.
+    query.table_map[LateralJoin.TABLE] = [*query.table_map.get(LateralJoin.TABLE, []), alias]
     return customers, alias
 
 
