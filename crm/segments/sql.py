@@ -189,6 +189,17 @@ def deferred_q(q: Q) -> Q:
     return Q(Exists(Customer.objects.filter(pk=OuterRef("pk")).filter(q)))
 
 
+def per_customer(queryset: QuerySet, customer_path: str, aggregate) -> QuerySet:
+    """`aggregate` of the outer customer's rows of `queryset` (correlated by OuterRef("pk")), as column
+    `segment_n`: one row, or none for a customer without rows."""
+    return (
+        queryset.filter(**{customer_path: OuterRef("pk")})
+        .values(customer_path)
+        .annotate(segment_n=aggregate)
+        .values("segment_n")
+    )
+
+
 def aggregate_q(
     queryset: QuerySet,
     customer_path: str,
@@ -205,13 +216,7 @@ def aggregate_q(
     The aggregate is always correlated (one walk of the customer's (customer_id, time) index range); under
     AND it is deferred (see `deferred_q`) so that it runs only for the customers the other conditions
     leave, instead of grouping every row of the window before anything narrows them."""
-    per_customer = (
-        queryset.filter(**{customer_path: OuterRef("pk")})
-        .values(customer_path)
-        .annotate(segment_n=aggregate)
-        .values("segment_n")
-    )
-    expr = Subquery(per_customer, output_field=aggregate.output_field)
+    expr = Subquery(per_customer(queryset, customer_path, aggregate), output_field=aggregate.output_field)
     if default is not None:
         expr = Coalesce(expr, default, output_field=aggregate.output_field)
     q = expression_q(expr, operator, value)
@@ -266,23 +271,21 @@ class JoinedAggregate:
         count at 1M customers (BENCHMARKS.md). (Its probes run in the leader process only, as PostgreSQL
         15 plans them.) "At least N rows" needs no count: the lateral subquery reads the customer's N-th
         row (`OFFSET N-1 LIMIT 1`), and stops there."""
-        from crm.models import Customer
-
-        remote = Customer._meta.get_field(self.relation)
-        rows = remote.related_model.objects.filter(self.rows("")).filter(
-            **{remote.field.name: OuterRef("pk")}
-        )
+        rows, customer_path = self._rows()
         aggregate = self.aggregate("")
         at_least = _at_least(aggregate, self.operator, self.value)
         if at_least is not None:
             if at_least <= 0:
                 return customers  # everyone has at least no rows
-            nth_row = rows.order_by().values(segment_n=Value(1))[at_least - 1 : at_least]
+            nth_row = (
+                rows.filter(**{customer_path: OuterRef("pk")})
+                .order_by()
+                .values(segment_n=Value(1))[at_least - 1 : at_least]
+            )
             customers, alias = _with_lateral_join(customers, nth_row)
             value = LateralColumn(alias, "segment_n", output_field=IntegerField())
             return customers.alias(**{JOINED_VALUE: value}).filter(**{f"{JOINED_VALUE}__isnull": False})
-        per_customer = rows.values(remote.field.name).annotate(segment_n=aggregate).values("segment_n")
-        customers, alias = _with_lateral_join(customers, per_customer)
+        customers, alias = _with_lateral_join(customers, per_customer(rows, customer_path, aggregate))
         value = LateralColumn(alias, "segment_n", output_field=aggregate.output_field)
         if self.default is not None:
             value = Coalesce(value, self.default, output_field=aggregate.output_field)
@@ -292,18 +295,23 @@ class JoinedAggregate:
 
     def as_correlated_q(self, *, in_or: bool) -> Q:
         """The same condition as a correlated sub-select (`aggregate_q`), for anywhere else in a rule."""
-        from crm.models import Customer
-
-        remote = Customer._meta.get_field(self.relation)
+        rows, customer_path = self._rows()
         return aggregate_q(
-            remote.related_model.objects.filter(self.rows("")),
-            remote.field.name,
+            rows,
+            customer_path,
             self.aggregate(""),
             self.operator,
             self.value,
             default=self.default,
             in_or=in_or,
         )
+
+    def _rows(self) -> tuple[QuerySet, str]:
+        """The relation's selected rows, and the path from them to their customer."""
+        from crm.models import Customer
+
+        remote = Customer._meta.get_field(self.relation)
+        return remote.related_model.objects.filter(self.rows("")), remote.field.name
 
 
 def _at_least(aggregate, operator: str, value: Any) -> int | None:
