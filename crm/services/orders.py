@@ -206,7 +206,7 @@ def order_fingerprint(
     )
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a bulk import makes one per order line
 class _Line:
     sku: str
     quantity: int
@@ -217,7 +217,7 @@ class _Line:
     product_id: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     index: int
     external_id: str
@@ -344,6 +344,7 @@ def _prepare_values(
         err("customer_external_id", _too_long(customer_external_id, 64))
 
     lines: list[_Line] = []
+    fingerprinted_lines: list[tuple] = []
     for n, (sku, quantity, unit_price, name, category) in enumerate(lines_in):
         sku = (sku or "").strip()
         if len(sku) > 64:
@@ -366,7 +367,9 @@ def _prepare_values(
             line_total = unit_price * quantity
             if line_total > MAX_AMOUNT:
                 err(f"lines[{n}].quantity", _("The line total is too large."))
-            lines.append(_Line(sku, quantity, unit_price, line_total, name or "", category or ""))
+            name, category = name or "", category or ""
+            lines.append(_Line(sku, quantity, unit_price, line_total, name, category))
+            fingerprinted_lines.append((sku, quantity, str(unit_price), name, category))
 
     if errors:
         return None, errors
@@ -382,7 +385,7 @@ def _prepare_values(
             channel,
             store,
             status,
-            tuple((ln.sku, ln.quantity, str(ln.unit_price), ln.name, ln.category) for ln in lines),
+            tuple(fingerprinted_lines),
         )
     )
     item = _Item(
