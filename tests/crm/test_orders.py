@@ -257,11 +257,12 @@ def test_ingest_is_set_based(django_assert_max_num_queries):
 
 
 def test_ingest_takes_a_fixed_number_of_statements_whatever_the_batch_size(django_assert_num_queries):
-    """The PostgreSQL path: the staging tables, two statements, and the savepoint the test's transaction
-    turns the batch's transaction into, for 10 orders as for 1,000 (COPYs are not counted as queries)."""
+    """The PostgreSQL path: the staging tables, two statements, the foreign-key triggers back on, and the
+    savepoint the test's transaction turns the batch's transaction into, for 10 orders as for 1,000 (COPYs
+    are not counted as queries)."""
     for size, prefix in ((10, "A"), (1000, "B")):
         batch = [order(f"{prefix}-{n}", customer_external_id=f"{prefix}-C{n % 40}") for n in range(size)]
-        with django_assert_num_queries(5):
+        with django_assert_num_queries(6):
             result = orders_ingest(orders=batch)
         assert len(result.created) == size and result.customers_created == min(size, 40)
 
@@ -288,3 +289,95 @@ def test_values_with_copy_control_characters_are_stored_as_given(write_path, awk
         orders=[order(f"TM-{awkward}", store=awkward, customer_external_id=f"C-{awkward}", lines=lines)]
     )
     assert again.unchanged == [f"TM-{awkward}"]
+
+
+# --- Foreign-key triggers off for the two statements (orders_postgres) ------------------------------------
+
+# Tables the PostgreSQL path writes while the foreign-key triggers are off.
+_WRITTEN_WITH_TRIGGERS_OFF = (
+    "crm_customer",
+    "crm_customeridentity",
+    "crm_historicalcustomer",
+    "crm_product",
+    "crm_order",
+    "crm_orderline",
+    "crm_event",
+)
+
+
+def _replication_role_seen_by_statement_2(batch) -> tuple[object, str]:
+    """Ingest `batch`; return its result and session_replication_role as statement 2 ran (read on the same
+    connection right before it)."""
+    from django.db import connection
+
+    seen = []
+
+    def spy(execute, sql, params, many, context):
+        if sql.lstrip().startswith("WITH products AS MATERIALIZED"):
+            context["cursor"].cursor.execute("SHOW session_replication_role")
+            seen.append(context["cursor"].cursor.fetchone()[0])
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        result = orders_ingest(orders=batch)
+    assert len(seen) == 1
+    return result, seen[0]
+
+
+def _role_now() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW session_replication_role")
+        return cursor.fetchone()[0]
+
+
+def test_the_statements_run_without_foreign_key_triggers_when_the_role_may_and_turn_them_back_on():
+    result, role = _replication_role_seen_by_statement_2(
+        [order("TM-1"), order("TM-2", customer_external_id="C-2")]
+    )
+
+    assert len(result.created) == 2 and not result.errors
+    assert role == "replica"
+    assert _role_now() == "origin"  # back on for the rest of the caller's transaction
+    # Everything written points at rows that exist.
+    assert set(Order.objects.values_list("customer__external_id", flat=True)) == {"C-1", "C-2"}
+    assert OrderLine.objects.filter(product__isnull=True).count() == 0
+    assert Event.objects.filter(customer__isnull=True).count() == 0
+
+
+def test_a_role_that_may_not_keeps_the_foreign_key_triggers_and_imports_the_same():
+    """A role without SET on session_replication_role (not superuser, no grant) takes the same path with
+    PostgreSQL checking every reference at commit."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE ROLE mo_test_restricted NOLOGIN")  # rolled back with the test's transaction
+        cursor.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO mo_test_restricted")
+        cursor.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO mo_test_restricted")
+        cursor.execute(
+            f'GRANT TEMPORARY ON DATABASE "{connection.settings_dict["NAME"]}" TO mo_test_restricted'
+        )
+        cursor.execute("SET LOCAL ROLE mo_test_restricted")
+    result, role = _replication_role_seen_by_statement_2(
+        [order("TM-1"), order("TM-2", customer_external_id="C-2")]
+    )
+
+    assert len(result.created) == 2 and not result.errors
+    assert role == "origin"
+    assert set(Order.objects.values_list("customer__external_id", flat=True)) == {"C-1", "C-2"}
+
+
+def test_the_tables_written_without_foreign_key_triggers_have_no_other_triggers():
+    """session_replication_role = replica silences ordinary triggers as well: a trigger added to one of
+    these tables would be skipped by every order import. Give it an ENABLE ALWAYS, or rethink
+    orders_postgres, before adding one."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tgrelid::regclass::text, tgname FROM pg_trigger "
+            "WHERE tgrelid = ANY(%s::regclass[]) AND NOT tgisinternal AND tgenabled <> 'A'",
+            [list(_WRITTEN_WITH_TRIGGERS_OFF)],
+        )
+        assert cursor.fetchall() == []

@@ -178,3 +178,51 @@ def test_the_same_refund_sent_twice_at_once_is_applied_once():
     order.refresh_from_db()
     assert order.refunded_amount == Decimal("50.00")
     assert Event.objects.filter(type="order_refunded").count() == 1
+
+
+def test_an_order_import_locks_the_customers_it_points_at_until_it_commits():
+    """With the foreign-key triggers off (orders_postgres), statement 2 locks each customer FOR KEY SHARE
+    as PostgreSQL's own check would: a concurrent delete of the customer (a merge deletes the merged one)
+    waits for the import to commit instead of leaving its orders pointing at nothing."""
+    customer = Customer.objects.create(external_id="LOCKED-C1")
+    imported = threading.Event()
+    release = threading.Event()
+
+    def import_and_hold():
+        from django.db import transaction
+
+        with transaction.atomic():
+            result = orders_ingest(
+                orders=[
+                    OrderInput(
+                        external_id="LOCK-1",
+                        placed_at=PLACED,
+                        total=Decimal("88.00"),
+                        customer_id=customer.pk,
+                    )
+                ]
+            )
+            imported.set()
+            release.wait(10)
+        return result
+
+    def delete_the_customer():
+        from django.db import OperationalError, transaction
+
+        imported.wait(10)
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '500ms'")
+                cursor.execute("DELETE FROM crm_customer WHERE id = %s", [customer.pk])
+                transaction.set_rollback(True)
+            return "deleted"
+        except OperationalError as exc:
+            return exc
+        finally:
+            release.set()
+
+    result, deleted = race(import_and_hold, delete_the_customer)
+
+    assert not isinstance(result, Exception) and result.created == ["LOCK-1"], result
+    assert "lock timeout" in str(deleted), deleted
+    assert Order.objects.get(external_id="LOCK-1").customer_id == customer.pk
