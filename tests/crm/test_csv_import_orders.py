@@ -371,3 +371,44 @@ def test_command_batches_orders_by_the_order_batch_size_and_customers_by_theirs(
         ("customers", imports.BATCH_ROWS),
         ("orders", 7),
     ]
+
+
+def test_the_reader_thread_shortens_the_gil_switch_interval_only_while_it_runs():
+    """The writing thread wins the GIL back from the parsing thread within 0.1 ms instead of 5 ms after each
+    database round trip; the process's interval is restored when the last reader stops, also when two
+    overlap or one fails."""
+    import sys
+    import threading
+
+    before = sys.getswitchinterval()
+    seen = []
+
+    def producer(fail=False):
+        seen.append(sys.getswitchinterval())
+        yield 1
+        if fail:
+            raise ValueError("bad batch")
+        yield 2
+
+    outer = imports._in_thread(producer())
+    assert next(outer) == 1
+    assert list(imports._in_thread(producer())) == [1, 2]  # a second one, nested
+    short = pytest.approx(imports._GIL_HANDOFF_INTERVAL)  # Python stores it in microseconds
+    assert sys.getswitchinterval() == short  # the outer one still runs
+    assert list(outer) == [2]
+    assert sys.getswitchinterval() == before
+    with pytest.raises(ValueError):
+        list(imports._in_thread(producer(fail=True)))
+    assert sys.getswitchinterval() == before
+    assert seen == [short] * 3
+
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(list(imports._in_thread(producer()))))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [[1, 2]] * 4 and sys.getswitchinterval() == before
