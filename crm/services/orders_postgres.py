@@ -107,17 +107,21 @@ WITH looked AS (
 ), history AS (
     INSERT INTO {history_table} ({history_columns})
     SELECT {history_values} FROM customers
+), missing_skus AS MATERIALIZED (
+    SELECT d.sku
+    FROM (SELECT DISTINCT sku FROM crm_ingest_line WHERE sku <> '') d
+    WHERE (SELECT p.id FROM crm_product p WHERE p.sku = d.sku) IS NULL
 ), new_products AS (
+    -- A new product takes its name, category and price from its first line in the batch (most batches
+    -- have none: the lines are only sorted when some SKU is new).
     INSERT INTO crm_product (sku, name, category, price, currency, created_at)
     SELECT sku, COALESCE(NULLIF(name, ''), sku), category, unit_price, currency, %(now)s
     FROM (
         SELECT DISTINCT ON (l.sku) l.sku, l.name, l.category, l.unit_price, n.currency
         FROM crm_ingest_line l JOIN new_orders n ON n.external_id = l.order_external_id
-        WHERE l.sku <> ''
+        WHERE l.sku IN (SELECT sku FROM missing_skus)
         ORDER BY l.sku, n.pos, l.line_no
-        OFFSET 0
     ) first_line
-    WHERE (SELECT p.id FROM crm_product p WHERE p.sku = first_line.sku) IS NULL
     ORDER BY sku
     ON CONFLICT (sku) DO NOTHING
     RETURNING 1
