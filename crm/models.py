@@ -79,10 +79,11 @@ class Customer(models.Model):
         MALE = "male", _("Male")
         OTHER = "other", _("Other")
 
-    external_id = models.CharField(_("external id"), max_length=64, unique=True, null=True, blank=True)
+    # Unique, email and phone indexed: by Meta below, one index each (see migration crm/0013).
+    external_id = models.CharField(_("external id"), max_length=64, null=True, blank=True)
     name = models.CharField(_("name"), max_length=200, blank=True)
-    email = models.EmailField(_("email"), blank=True, db_index=True)
-    phone = models.CharField(_("phone"), max_length=32, blank=True, db_index=True)
+    email = models.EmailField(_("email"), blank=True)
+    phone = models.CharField(_("phone"), max_length=32, blank=True)
     birthday = models.DateField(_("birthday"), null=True, blank=True)
     gender = models.CharField(_("gender"), max_length=8, choices=Gender.choices, blank=True, default="")
     city = models.CharField(_("city"), max_length=100, blank=True)
@@ -120,6 +121,15 @@ class Customer(models.Model):
                 condition=Q(erased_at__isnull=True),
                 name="crm_customer_city_live_idx",
             ),
+            # Email and phone are looked up whole and by prefix (the admin search): one pattern-ops index
+            # serves both, where `db_index=True` made two on PostgreSQL (one per kind of lookup).
+            models.Index(fields=["email"], name="crm_customer_email_like", opclasses=["varchar_pattern_ops"]),
+            models.Index(fields=["phone"], name="crm_customer_phone_like", opclasses=["varchar_pattern_ops"]),
+        ]
+        constraints = [
+            # A constraint, not `unique=True`, which also makes a LIKE-pattern index nothing uses (external
+            # ids are looked up whole).
+            models.UniqueConstraint(fields=["external_id"], name="crm_customer_external_id_uniq"),
         ]
 
     def __str__(self) -> str:
@@ -291,7 +301,9 @@ class Order(models.Model):
     """A paid order, idempotent on its external id: `fingerprint` is a hash of what was ingested, so a
     repeat of the same order changes nothing and a different order under the same id is refused."""
 
-    external_id = models.CharField(_("external order id"), max_length=100, unique=True)
+    # Unique by a pattern-ops index (Meta): it serves the lookups, ON CONFLICT and the admin's prefix
+    # search; `unique=True` made two indexes for that on PostgreSQL.
+    external_id = models.CharField(_("external order id"), max_length=100)
     # No index of its own: crm_order_cust_placed_cov_idx starts with customer_id and serves every lookup
     # by customer, and one index less is one insert less per imported order.
     customer = models.ForeignKey(
@@ -323,6 +335,9 @@ class Order(models.Model):
             )
         ]
         constraints = [
+            models.UniqueConstraint(
+                fields=["external_id"], name="crm_order_external_id_uniq", opclasses=["varchar_pattern_ops"]
+            ),
             models.CheckConstraint(condition=Q(total__gte=0), name="crm_order_total_nonneg"),
             models.CheckConstraint(
                 condition=Q(refunded_amount__gte=0) & Q(refunded_amount__lte=F("total")),

@@ -170,3 +170,28 @@ def test_filtered_pages_come_back_in_the_lists_order():
     assert [c.pk for c in paginator.page(1).object_list] == sorted(made, reverse=True)[:2]
     assert [c.pk for c in paginator.page(2).object_list] == sorted(made, reverse=True)[2:4]
     assert [c.pk for c in paginator.page(3).object_list] == sorted(made, reverse=True)[4:]
+
+
+@pytest.mark.parametrize(
+    "table, column, index, lookups",
+    [
+        ("crm_customer", "email", "crm_customer_email_like", ["= 'wang.fang@example.cn'", "LIKE 'wang.f%'"]),
+        ("crm_customer", "phone", "crm_customer_phone_like", ["= '+8613800000001'", "LIKE '+86138%'"]),
+        ("crm_customer", "external_id", "crm_customer_external_id_uniq", ["= 'TM-0001'"]),
+        ("crm_order", "external_id", "crm_order_external_id_uniq", ["= 'TM2026-1'", "LIKE 'TM2026%'"]),
+    ],
+)
+def test_one_index_per_looked_up_column_serves_whole_and_prefix_lookups(table, column, index, lookups):
+    """Migration crm/0013: each of these columns has exactly one index (a pattern-ops index answers
+    equality as well as prefixes), and it serves every kind of lookup made on the column."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s AND indexdef ~ %s",
+            [table, rf"\({column}( varchar_pattern_ops)?\)$"],
+        )
+        assert [name for (name,) in cursor.fetchall()] == [index]
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        for lookup in lookups:
+            cursor.execute(f"EXPLAIN SELECT id FROM {table} WHERE {column} {lookup}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert index in plan, plan
