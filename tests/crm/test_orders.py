@@ -381,3 +381,31 @@ def test_the_tables_written_without_foreign_key_triggers_have_no_other_triggers(
             [list(_WRITTEN_WITH_TRIGGERS_OFF)],
         )
         assert cursor.fetchall() == []
+
+
+def test_an_order_whose_customer_went_away_between_the_statements_is_retried_on_the_portable_path(caplog):
+    """Statement 1 found the customer; before statement 2 locked it, it was deleted (here by the same
+    transaction, as a merge in another one would). Statement 2 writes nothing pointing at it: the order
+    comes back without a customer and `_ingest_items_copy` retries it on the portable path, which looks the
+    customer up again by external id (and, gone for good, creates it)."""
+    import logging
+
+    from django.db import connection
+
+    gone = Customer.objects.create(external_id="C-GONE")
+    CustomerIdentity.objects.filter(customer=gone).delete()
+
+    def delete_before_statement_2(execute, sql, params, many, context):
+        if sql.lstrip().startswith("WITH products AS MATERIALIZED"):
+            context["cursor"].cursor.execute("DELETE FROM crm_customer WHERE id = %s", [gone.pk])
+        return execute(sql, params, many, context)
+
+    caplog.set_level(logging.INFO, logger="crm.services.orders")
+    with connection.execute_wrapper(delete_before_statement_2):
+        result = orders_ingest(orders=[order("TM-GONE", customer_external_id="C-GONE")])
+
+    assert result.created == ["TM-GONE"] and not result.errors
+    assert "retries 1 orders on the portable path" in caplog.text
+    saved = Order.objects.get(external_id="TM-GONE")
+    assert saved.customer.external_id == "C-GONE" and saved.customer_id != gone.pk
+    assert saved.lines.count() == 2 and Event.objects.filter(customer=saved.customer).count() == 1
