@@ -12,6 +12,9 @@ parameters on the client: each statement goes out as new SQL text with the value
 
 Only statements that bind every parameter in a typed position belong here: server-side binding cannot
 type a bare `SELECT %s`, which is why Django does not use it by default.
+
+`foreign_key_triggers_off_sql` is for bulk writers that check every reference they write themselves
+(seed_demo, the order ingest): it lets them skip PostgreSQL's per-row re-check at commit.
 """
 
 from __future__ import annotations
@@ -69,3 +72,26 @@ def fetchone_checking_connection(sql: str, params, *, using: str = DEFAULT_DB_AL
     with server_binding_cursor(using) as cursor:  # connects afresh
         cursor.execute(sql, params)
         return cursor.fetchone()
+
+
+def foreign_key_triggers_off_sql(connection) -> str:
+    """A statement that turns the foreign-key triggers (and every ordinary trigger) off until the end of
+    the transaction, `SET LOCAL session_replication_role = replica`, where the role may, and returns one
+    row if it did and none if not. Django's foreign keys are DEFERRABLE INITIALLY DEFERRED: each written row
+    queues a check query that runs at commit. A writer that has already read, locked or inserted in this
+    transaction every row its rows point at can skip them; the constraints stay, for every other writer.
+
+    Allowed for a superuser and, on PostgreSQL 15+, for a role granted `SET ON PARAMETER
+    session_replication_role`. Only turned off from "origin" (the default): a caller that chose otherwise
+    keeps its choice. The caller sets it back to "origin" when it is done, if the transaction goes on."""
+    if connection.pg_version >= 150000:
+        allowed = "has_parameter_privilege('session_replication_role', 'SET')"
+    else:  # no per-parameter grants before PostgreSQL 15
+        allowed = "current_setting('is_superuser') = 'on'"
+    return (
+        "SELECT set_config('session_replication_role', 'replica', true) "
+        f"WHERE current_setting('session_replication_role') = 'origin' AND {allowed}"
+    )
+
+
+FOREIGN_KEY_TRIGGERS_ON_SQL = "SELECT set_config('session_replication_role', 'origin', true)"

@@ -34,6 +34,7 @@ from functools import cache
 
 from django.db import connection
 
+from crm.db import FOREIGN_KEY_TRIGGERS_ON_SQL, foreign_key_triggers_off_sql
 from crm.models import Customer, IdentityKind
 
 _STAGING = """
@@ -128,13 +129,6 @@ WITH looked AS (
 )
 SELECT (SELECT count(*) FROM wanted), (SELECT count(*) FROM customers), (SELECT count(*) FROM new_products)
 """
-
-# Off only when it is "origin" (the default): a caller that chose otherwise keeps its choice.
-_FK_TRIGGERS_OFF = """
-SELECT set_config('session_replication_role', 'replica', true)
-WHERE current_setting('session_replication_role') = 'origin' AND {allowed}
-"""
-_FK_TRIGGERS_ON = "SELECT set_config('session_replication_role', 'origin', true)"
 
 # Statement 2. A customer not found by statement 1 is looked up again: statement 1 made it, or another
 # transaction that committed meanwhile did (a row that ON CONFLICT waited for is visible only to the next
@@ -329,14 +323,10 @@ def store_batch(
         cursor.execute(_INSERT_SQL, params)
         rows = cursor.fetchall()
         if triggers_off:
-            cursor.execute(_FK_TRIGGERS_ON)
+            cursor.execute(FOREIGN_KEY_TRIGGERS_ON_SQL)
         return wanted, customers_created, products_created, rows
 
 
 def _staging_sql() -> str:
     """The foreign-key triggers off (when allowed), then the staging tables: one round trip."""
-    if connection.pg_version >= 150000:
-        allowed = "has_parameter_privilege('session_replication_role', 'SET')"
-    else:  # no per-parameter grants before PostgreSQL 15
-        allowed = "current_setting('is_superuser') = 'on'"
-    return _FK_TRIGGERS_OFF.format(allowed=allowed) + ";" + _STAGING
+    return foreign_key_triggers_off_sql(connection) + ";" + _STAGING

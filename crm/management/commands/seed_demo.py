@@ -40,6 +40,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from crm.db import foreign_key_triggers_off_sql
 from crm.models import AcquisitionCost, Customer, Product, Tag
 from crm.services.orders import _fingerprint, refund_fingerprint
 
@@ -203,13 +204,10 @@ class _PostgresWriter:
     def skip_foreign_key_triggers(self) -> bool:
         """Django's foreign keys are DEFERRABLE INITIALLY DEFERRED: every COPYed row queues a check that runs
         at commit, one index probe and row lock each, which would take longer than the load itself. Every id
-        written here was reserved or read in this transaction, so the checks cannot fail. `SET LOCAL` ends
-        with the transaction, committed or rolled back; it needs a superuser, else the checks just run."""
-        self.cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-        if not self.cursor.fetchone()[0]:
-            return False
-        self.cursor.execute("SET LOCAL session_replication_role = replica")
-        return True
+        written here was reserved or read in this transaction, so the checks cannot fail. Off until the
+        transaction ends, committed or rolled back, where the role may (crm.db); else the checks just run."""
+        self.cursor.execute(foreign_key_triggers_off_sql(connection))
+        return self.cursor.fetchone() is not None
 
     def defer_indexes(self, planned: dict[str, int]) -> int:
         """Drop the indexes of the tables that hold little compared with what is coming, except primary keys
