@@ -220,6 +220,10 @@ class LoyaltyAccountAdmin(ReadOnlyAdmin):
                 + f"?account__id__exact={account.pk}",
                 lots_url=reverse("admin:loyalty_pointlot_changelist") + f"?account__id__exact={account.pk}",
                 adjust_url=reverse("admin:loyalty_manualadjustment_add") + f"?account={account.pk}",
+                # The account's own str() is ids only (it is shown in lists of millions of entries, where
+                # reading each customer would cost a query); its page names the member.
+                title=_("Loyalty account #%(id)s: %(customer)s")
+                % {"id": account.pk, "customer": account.customer},
             )
         return super().change_view(request, object_id, form_url, extra)
 

@@ -36,6 +36,11 @@ def test_account_page_shows_ledger_lots_and_tier_history(staff_client):
     assert page.status_code == 200
     body = page.content.decode()
     assert "Ledger (latest 100 entries)" in body and "Tier history" in body and "银卡 Silver" in body
+    assert f"<h1>Loyalty account #{account.pk}: {customer}</h1>" in body  # names the member, not only ids
+    chinese = staff_client.get(
+        reverse("admin:loyalty_loyaltyaccount_change", args=[account.pk]), HTTP_ACCEPT_LANGUAGE="zh-hans"
+    )
+    assert f"会员账户 #{account.pk}：{customer}" in chinese.content.decode()
     for name in (
         "ledgerentry",
         "pointlot",
