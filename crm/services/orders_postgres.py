@@ -11,7 +11,8 @@ Why two statements and not one: a customer or product that another transaction i
 on its key (ON CONFLICT DO NOTHING) is not visible to the statement that waited, only to the next one.
 So statement 1 creates what is missing and statement 2 reads every customer and product back by its key.
 Lock order is the one every writer of these tables keeps: customers and products by their unique key,
-then orders by external id, so two imports wait for each other instead of deadlocking.
+then orders by external id, so two imports wait for each other instead of deadlocking (statement 2's
+KEY SHARE locks, below, go by SKU and customer id, in order).
 
 Foreign keys: the two statements check every reference they write themselves. A customer or product is
 read, and locked FOR KEY SHARE as PostgreSQL's own check would lock it, in the statement that writes the
