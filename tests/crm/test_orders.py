@@ -1,3 +1,4 @@
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -305,20 +306,29 @@ _WRITTEN_WITH_TRIGGERS_OFF = (
 )
 
 
-def _replication_role_seen_by_statement_2(batch) -> tuple[object, str]:
-    """Ingest `batch`; return its result and session_replication_role as statement 2 ran (read on the same
-    connection right before it)."""
+@contextmanager
+def _before_statement_2(run):
+    """Call `run(cursor)` with the ingest's own psycopg cursor right before its statement 2 runs."""
     from django.db import connection
 
-    seen = []
-
-    def spy(execute, sql, params, many, context):
+    def wrapper(execute, sql, params, many, context):
         if sql.lstrip().startswith("WITH products AS MATERIALIZED"):
-            context["cursor"].cursor.execute("SHOW session_replication_role")
-            seen.append(context["cursor"].cursor.fetchone()[0])
+            run(context["cursor"].cursor)
         return execute(sql, params, many, context)
 
-    with connection.execute_wrapper(spy):
+    with connection.execute_wrapper(wrapper):
+        yield
+
+
+def _replication_role_seen_by_statement_2(batch) -> tuple[object, str]:
+    """Ingest `batch`; return its result and session_replication_role as statement 2 ran."""
+    seen = []
+
+    def read_role(cursor):
+        cursor.execute("SHOW session_replication_role")
+        seen.append(cursor.fetchone()[0])
+
+    with _before_statement_2(read_role):
         result = orders_ingest(orders=batch)
     assert len(seen) == 1
     return result, seen[0]
@@ -390,18 +400,13 @@ def test_an_order_whose_customer_went_away_between_the_statements_is_retried_on_
     customer up again by external id (and, gone for good, creates it)."""
     import logging
 
-    from django.db import connection
-
     gone = Customer.objects.create(external_id="C-GONE")
     CustomerIdentity.objects.filter(customer=gone).delete()
 
-    def delete_before_statement_2(execute, sql, params, many, context):
-        if sql.lstrip().startswith("WITH products AS MATERIALIZED"):
-            context["cursor"].cursor.execute("DELETE FROM crm_customer WHERE id = %s", [gone.pk])
-        return execute(sql, params, many, context)
-
     caplog.set_level(logging.INFO, logger="crm.services.orders")
-    with connection.execute_wrapper(delete_before_statement_2):
+    with _before_statement_2(
+        lambda cursor: cursor.execute("DELETE FROM crm_customer WHERE id = %s", [gone.pk])
+    ):
         result = orders_ingest(orders=[order("TM-GONE", customer_external_id="C-GONE")])
 
     assert result.created == ["TM-GONE"] and not result.errors
