@@ -2,11 +2,10 @@
 
 `server_binding_cursor` is for hand-written statements on hot paths. Django's PostgreSQL cursors bind
 parameters on the client: each statement goes out as new SQL text with the values escaped into it, so
-1. PostgreSQL parses and plans it every time; for an indexed lookup of one row the planning costs several
-   times the execution (0.2 ms of server CPU against 0.03 ms for the member API's token read, see
-   BENCHMARKS.md). A server-binding cursor lets psycopg prepare a statement once it has run
-   `prepare_threshold` times on a connection (settings: DB_PREPARE_THRESHOLD); PostgreSQL then reuses
-   the plan.
+1. PostgreSQL parses and plans it every time; for an indexed lookup of one row the planning costs more
+   than the execution (see BENCHMARKS.md, member API). A server-binding cursor lets psycopg prepare a
+   statement once it has run `prepare_threshold` times on a connection (settings: DB_PREPARE_THRESHOLD);
+   PostgreSQL then reuses the plan.
 2. large array parameters are escaped as text; with a server-binding cursor they can travel in binary
    (`%(name)b`), which is most of the CPU saved on a large accrual batch.
 

@@ -1,9 +1,9 @@
 """Validation of a bulk-event body in plain Python.
 
 The shape is the one EventInSerializer documents (a test keeps the two in step), checked without DRF's
-per-field machinery: a serializer costs tens of microseconds per event, which at 1,000 events a request
-was a large share of the ingestion budget. Identifier normalisation, property size and customer lookups
-are the service's (crm.services.events); this module checks types, lengths and formats only.
+per-field machinery: a serializer's cost per event, at 1,000 events a request, was a large share of the
+ingestion budget (see BENCHMARKS.md, HTTP bulk event ingestion). Identifier normalisation, property size and
+customer lookups are the service's (crm.services.events); this module checks types, lengths and formats only.
 """
 
 import re

@@ -277,11 +277,12 @@ def _write(cursor, metrics: str, params: dict) -> int:
     An UPDATE … FROM (a hash join in physical order) and an INSERT of the customers without a row.
     The table's fillfactor of 50 (migration 0006) leaves room on every page for the new version of each
     row, so the nightly update is mostly HOT: no index entries are written unless the stage, segment or
-    sleeping flag changed. At a million rows this measured 1.5-2.5× faster than INSERT … ON CONFLICT DO
-    UPDATE. The rows the UPDATE did not find are then inserted with ON CONFLICT DO NOTHING (the primary key
-    skips the ones it did), not with a NOT EXISTS anti-join on the table being written: after the table
-    was emptied its statistics say 0 pages, the planner picks a nested loop over a sequential scan, and
-    each probe rescans the rows this very INSERT has added, quadratic (42 minutes at a million rows)."""
+    sleeping flag changed, which makes it faster than INSERT … ON CONFLICT DO UPDATE at a million rows (see
+    BENCHMARKS.md, compute_metrics). The rows the UPDATE did not find are then inserted with ON CONFLICT DO
+    NOTHING (the primary key skips the ones it did), not with a NOT EXISTS anti-join on the table being
+    written: after the table was emptied its statistics say 0 pages, the planner picks a nested loop over a
+    sequential scan, and each probe rescans the rows this very INSERT has added: quadratic, and at a
+    million rows it did not finish (see BENCHMARKS.md, compute_metrics)."""
     columns = ", ".join(_COLUMNS)
     updates = ", ".join(f"{c} = n.{c}" for c in _COLUMNS)
     cursor.execute(

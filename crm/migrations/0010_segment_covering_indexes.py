@@ -1,7 +1,7 @@
 # Segment conditions on profile, consent, tags and metrics read covering indexes instead of the tables:
 # the city of live customers, (channel, status) → customer for consents, (tag, customer) for tags, and the
-# metrics' stage and RFM indexes carry the customer id. At 1M customers the four joins of a typical rule
-# took ~500 ms scanning wide rows; from these indexes alone, about half (BENCHMARKS.md).
+# metrics' stage and RFM indexes carry the customer id, so the joins of a typical rule scan narrow
+# index entries instead of wide rows (see BENCHMARKS.md, segment counts).
 #
 # Writes: the foreign keys' single-column indexes on consent (customer) and customer tag (customer, tag)
 # go; each is redundant with a composite index with the same leading column. Net: one more index per

@@ -11,16 +11,17 @@ Aggregate conditions ("at least 3 orders in the last 90 days") are correlated pe
 customer's range of a (customer_id, time) index: linear in the customers that reach it. Under AND they
 are deferred (`deferred_q`) so that only the customers left by the other conditions reach them; grouping
 every order of the window first (the earlier shape, `id IN (SELECT customer_id ... GROUP BY ... HAVING)`)
-cost seconds at 3M orders whatever the other conditions were.
+cost the same whatever the other conditions left, and it was the slowest part of a count (see
+BENCHMARKS.md, segment counts).
 
 One order aggregate directly below the rule's top-level AND is instead *joined* (`JoinedAggregate`). On
 PostgreSQL it is a lateral join (`LEFT JOIN LATERAL (SELECT count(*) FROM crm_order WHERE customer_id =
 c.id AND ...) n ON TRUE ... WHERE n >= 3`): the planner places it after the cheaper joins like any other
 relation, nothing is grouped, and "at least N" reads only each customer's N-th row. On SQLite, which has
 no LATERAL, the customers are joined to their orders in the window and grouped (`LEFT JOIN crm_order ...
-GROUP BY crm_customer.id HAVING count(...) >= 3`). At 1M customers a 5-condition count with "at least 2
-orders in 90 days" took 405 ms laterally against 514 ms as a grouped join, and ~610 ms as a deferred
-sub-select (BENCHMARKS.md). Only one: two joined to-many relations would multiply each other's rows.
+GROUP BY crm_customer.id HAVING count(...) >= 3`). On PostgreSQL the lateral form is the fastest of the
+three for a count with an order aggregate (lateral, grouped join, deferred sub-select; see BENCHMARKS.md,
+segment counts). Only one: two joined to-many relations would multiply each other's rows.
 """
 
 from __future__ import annotations
@@ -267,8 +268,8 @@ class JoinedAggregate:
         """PostgreSQL: `LEFT JOIN LATERAL (SELECT <aggregate> FROM <rows> WHERE customer_id = c.id) ON
         TRUE`, compared in the WHERE clause. The planner orders a lateral join like any other, so it
         probes the customer's index range only for the customers the cheaper conditions leave, and no
-        GROUP BY over the joined rows is needed: the grouping of the join form cost ~90 ms of a ~500 ms
-        count at 1M customers (BENCHMARKS.md). (Its probes run in the leader process only, as PostgreSQL
+        GROUP BY over the joined rows is needed, which is what the join form spent much of its time on
+        (see BENCHMARKS.md, segment counts). (Its probes run in the leader process only, as PostgreSQL
         15 plans them.) "At least N rows" needs no count: the lateral subquery reads the customer's N-th
         row (`OFFSET N-1 LIMIT 1`), and stops there."""
         rows, customer_path = self._rows()
@@ -418,10 +419,11 @@ def segment_query_settings() -> Iterator[None]:
 
     The deferred per-customer sub-selects make the planner's cost estimates large (it counts every
     sub-select once per customer it might reach), which pushes them over jit_inline_above_cost and
-    jit_optimize_above_cost: compiling the expressions with LLVM then took 1 to 2 s, longer than the
-    query itself runs. These queries are index probes and joins, not long expression evaluation, so JIT
-    buys nothing. work_mem is raised (from PostgreSQL's default of 4 MB) so that grouping the customers
-    of a joined aggregate (`JoinedAggregate`) stays in memory: at 1M customers it spilled to disk.
+    jit_optimize_above_cost: compiling the expressions with LLVM then took longer than the query itself
+    runs (see BENCHMARKS.md, segment counts). These queries are index probes and joins, not long
+    expression evaluation, so JIT buys nothing. work_mem is raised (from PostgreSQL's default of 4 MB) so
+    that grouping the customers of a joined aggregate (`JoinedAggregate`) stays in memory: at 1M customers
+    it spilled to disk.
     SET LOCAL lasts until the end of the outermost transaction."""
     if connection.vendor != "postgresql":
         yield

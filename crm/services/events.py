@@ -249,9 +249,10 @@ def _ingest(*, rows: list[_Row], now: datetime, source: str) -> EventsIngestResu
 # --- Data access: plain SQL over arrays on PostgreSQL, the ORM elsewhere ----------------------------------
 #
 # Django's cursor binds parameters client-side: psycopg quotes every element of a 1,000-element list in
-# Python, which took a third of a request's time. crm.db.server_binding_cursor (same connection, so the same
-# transaction) sends them apart from the statement, in binary format (%b), dumped in C.
-# The ORM path serves the embedded SQLite set-up; tests run it on PostgreSQL too by turning PG_ARRAYS off.
+# Python, a large share of a request (see BENCHMARKS.md, HTTP bulk event ingestion).
+# crm.db.server_binding_cursor (same connection, so the same transaction) sends them apart from the statement,
+# in binary format (%b), dumped in C. The ORM path serves the embedded SQLite set-up; tests run it on
+# PostgreSQL too by turning PG_ARRAYS off.
 PG_ARRAYS = True
 # Marks rows of the Customer half of the owners query; no identity kind can start with "#".
 _CUSTOMER_ROW = "#customer"
@@ -464,8 +465,9 @@ def _merge_through_upsert(members: list[tuple[str, str]], *, source: str) -> tup
 def _create_with_history(model, objs: list, *, now: datetime, source: str) -> list[int]:
     """Insert new rows, and the "created" rows django-simple-history keeps for them; return their ids in
     the order of `objs` (which is why this is not insert_new_rows: a prospect has no unique key to be
-    found by). On PostgreSQL one INSERT over arrays: through bulk_create, prospects cost half a
-    millisecond of CPU each, a third of a request's share at one new device in twenty events."""
+    found by). On PostgreSQL one INSERT over arrays: through bulk_create, prospects were a large share of
+    a request's CPU even at one new device in twenty events (see BENCHMARKS.md, HTTP bulk event
+    ingestion)."""
     if _pg_arrays():
         quote = connection.ops.quote_name
         fields = [f for f in model._meta.concrete_fields if not f.primary_key]

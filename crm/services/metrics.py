@@ -46,7 +46,8 @@ def _metrics_vacuum() -> float | None:
 
     Every row was rewritten, so no page of the table is "all visible" any more: segment conditions on the
     lifecycle stage or the RFM segment, which read covering indexes alone (migration crm/0010), would
-    fetch every matching row from the table until autovacuum got there, twice as slow at 1M customers.
+    fetch every matching row from the table until autovacuum got there (see BENCHMARKS.md, segment
+    counts).
     PostgreSQL only, and only outside a transaction (VACUUM cannot run inside one)."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return None

@@ -18,9 +18,9 @@ Foreign keys: the two statements check every reference they write themselves. A 
 read, and locked FOR KEY SHARE as PostgreSQL's own check would lock it, in the statement that writes the
 rows pointing at it (an order whose customer went away meanwhile is not written); identities and order
 lines point at rows the same statement inserted. So when the database role may, the foreign-key
-triggers, which would check each row again at commit (one query per row and constraint: ~700,000 for
-200,000 CSV rows, 28 % of PostgreSQL's time for an import), are off for these two statements only
-(`session_replication_role = replica`, local to the transaction; superuser, or on PostgreSQL 15+
+triggers, which would check each row again at commit (one query per row and constraint, a large part of
+PostgreSQL's time for an import: see BENCHMARKS.md, order CSV import), are off for these two statements
+only (`session_replication_role = replica`, local to the transaction; superuser, or on PostgreSQL 15+
 `GRANT SET ON PARAMETER session_replication_role TO <role>`). The constraints stay, and every other
 write is checked by them. That setting also silences ordinary triggers; the tables written here have
 none, and a test fails if one appears.

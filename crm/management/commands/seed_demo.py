@@ -213,9 +213,9 @@ class _PostgresWriter:
         """Drop the indexes of the tables that hold little compared with what is coming, except primary keys
         and unique keys that a foreign key depends on; `rebuild_indexes` creates them again before commit
         (re-adding a unique constraint checks it again). Building an index once costs a fraction of
-        maintaining it row by row: for 1,000,000 events, 6 s of CPU to build four indexes against 16 s to
-        maintain them during COPY. DDL is transactional: if the seed fails, the rollback brings every index
-        back. The tables stay locked (ACCESS EXCLUSIVE) until commit."""
+        maintaining it row by row during COPY (see BENCHMARKS.md, seed_demo). DDL is transactional: if the
+        seed fails, the rollback brings every index back. The tables stay locked (ACCESS EXCLUSIVE) until
+        commit."""
         self.cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
         for table, rows in planned.items():
             self.cursor.execute(
