@@ -2,8 +2,8 @@
 
 Workers: one sync worker per core by default. A request here is CPU work in Python around one or two
 short database round trips, so more workers than cores only add context switches: on the 2-core bench
-machine, GET /api/v1/me/points served 1,559 req/s with 2 workers against 1,418 with 4, and p99 48 ms
-against 56 ms (BENCHMARKS.md). WEB_CONCURRENCY overrides it (e.g. where PostgreSQL is on another host
+machine, 2 workers gave GET /api/v1/me/points the lowest p99 at about the throughput of 3 or 4 (see
+BENCHMARKS.md, member API). WEB_CONCURRENCY overrides it (e.g. where PostgreSQL is on another host
 and the workers wait longer on it)."""
 
 import os

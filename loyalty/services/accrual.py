@@ -530,8 +530,8 @@ def _commit_without_waiting_for_the_disk() -> None:
     transaction is lost whole, never in part, and is redone. The event cursor's advance is in the same
     transaction (events_process), so the cursor re-reads those events; `accrual_sweep` (nightly) accrues
     any recent order without an earning whatever the reason. A worker killed mid-call is not concerned
-    (PostgreSQL still flushes what it committed). What it saves is the fsync wait of each commit: on
-    this machine the accrual's p99 went from 28 to 18 ms (BENCHMARKS.md). SET LOCAL: only this
+    (PostgreSQL still flushes what it committed). What it saves is the fsync wait of each commit, which
+    decided whether the accrual met its p99 target (see BENCHMARKS.md, loyalty accrual). SET LOCAL: only this
     transaction, or the caller's enclosing one (events_process, whose writes are derived too)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:

@@ -444,10 +444,10 @@ def member_token_check(
 
 # The token's "last used" time is bookkeeping: if the server crashes in the instant before its WAL is
 # flushed, the time is lost and written again on the next request. So its commit does not wait for the
-# disk: under load, the fsync of these writes (each member's first request of the hour) raised the member
-# API's p99 from 43 to 60 ms (BENCHMARKS.md). set_config(..., true) holds for this statement's own
-# transaction only, so it is done only when the statement is one (autocommit), never inside a caller's
-# transaction whose other writes must stay durable.
+# disk: under load, the fsync of these writes (each member's first request of the hour) pushed the member
+# API's p99 over its target (see BENCHMARKS.md, member API). set_config(..., true) holds for this
+# statement's own transaction only, so it is done only when the statement is one (autocommit), never
+# inside a caller's transaction whose other writes must stay durable.
 _TOKEN_TOUCH_SQL = (
     f"UPDATE {MemberApiToken._meta.db_table} SET last_used_at = %s "
     "WHERE id = %s AND set_config('synchronous_commit', 'off', true) IS NOT NULL"

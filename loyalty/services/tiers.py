@@ -98,7 +98,8 @@ def _changes_save(changes: list[TierChange], customers: dict[int, int | None], n
 
 # The tier fields of the moved accounts, their TierChange rows and the tier_changed events of real moves,
 # in one statement: on the accrual's hot path the three statements this took before (a multi-row UPDATE and
-# _changes_save's two inserts) cost ~4 ms a call whenever a batch crossed a threshold (BENCHMARKS.md). Server-bound
+# _changes_save's two inserts) slowed every call in which a batch crossed a threshold, and those calls set
+# the accrual's p99 (see BENCHMARKS.md, loyalty accrual). Server-bound
 # (crm.db.server_binding_cursor), so PostgreSQL prepares it after a few runs.
 _MOVES_SQL = """
 WITH moved AS (  -- run for its effect: data-modifying CTEs always run, read or not
