@@ -11,8 +11,8 @@ the contention.
     DJANGO_ENV=test .venv/bin/python bench/bench_admin_list.py --customers 100000   # db mo_bench_admin_100000
 
 The database is created if missing (user postgres on 127.0.0.1:5432, or PGHOST/PGPORT/PGUSER) and
-seeded with set-based SQL (generate_series): 1,000,000 customers took 91 s on an idle machine (5 min busy);
-later runs reuse it. `--rebuild` drops it first; `--existing --db NAME` times another database as it is.
+seeded with set-based SQL (generate_series; build time in BENCHMARKS.md, "How to run"); later runs reuse
+it. `--rebuild` drops it first; `--existing --db NAME` times another database as it is.
 """
 
 from __future__ import annotations

@@ -161,8 +161,8 @@ def run(args) -> None:
     for start in range(0, warm, 500):
         orders_accrue(order_ids=ids[start : min(start + 500, warm)], now=now, ruleset=ruleset)
     print(f"warm-up: {warm} orders in {time.perf_counter() - t:.1f}s", flush=True)
-    # Steady state before measuring: without this, autovacuum of the just-loaded tables ran beside the
-    # first measured run and cost it a third of its throughput.
+    # Steady state before measuring: without this, autovacuum of the just-loaded tables runs beside the
+    # first measured run and slows it (see BENCHMARKS.md, loyalty accrual).
     sql("VACUUM ANALYZE")
 
     rates = []
