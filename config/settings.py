@@ -6,6 +6,7 @@ DJANGO_ENV=production turns on the secure settings that `manage.py check --deplo
 refuses to start without a real secret key and allowed hosts.
 """
 
+import zoneinfo
 from pathlib import Path
 
 import environ
@@ -152,7 +153,18 @@ LANGUAGES = [("en", _("English")), ("zh-hans", _("Simplified Chinese"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
 USE_TZ = True
-TIME_ZONE = "UTC"
+# The business time zone: the admin, the member portal and the dashboards show times in it, and the
+# metrics count days in it (crm/clock.py). Storage stays UTC.
+TIME_ZONE = env.str("TIME_ZONE", default="Asia/Shanghai")
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+    # Fail at start-up: a typo would otherwise show every time and count every day in the wrong zone.
+    raise environ.ImproperlyConfigured(
+        f"TIME_ZONE must be an IANA time zone such as Asia/Shanghai or Europe/Paris, not {TIME_ZONE!r}"
+    ) from exc
+# Dates and times in the locale's format: formats/<locale>/formats.py override Django's defaults.
+FORMAT_MODULE_PATH = ["config.formats"]
 DEFAULT_CUSTOMER_TIME_ZONE = "Asia/Shanghai"
 
 # --- Static ---------------------------------------------------------------------------------------

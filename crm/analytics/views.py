@@ -10,6 +10,7 @@ from functools import wraps
 from django.http import JsonResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
@@ -18,6 +19,7 @@ from crm.analytics.attribution import merge_attribution
 from crm.analytics.funnel import funnel
 from crm.analytics.ltv import ltv_by_channel
 from crm.analytics.sqlbits import reporting_currency
+from crm.clock import business_time_zone
 from crm.segments.fields import segment_time_zone
 
 PERMISSION = "crm.view_dashboardsummary"
@@ -188,6 +190,9 @@ def _month_range(request, *, default_months: int) -> tuple[str, str]:
 
 
 ENDPOINTS = ["lifecycle", "cohorts", "orders", "ltv", "funnel", "attribution"]
+# The browser locale whose medium date style matches the page language's Django formats
+# (config/formats): "2026年11月11日 00:00" and "11 Nov 2026, 00:00" (en-GB, not en-US's "Nov 11").
+INTL_LOCALES = {"zh-hans": "zh-CN", "en": "en-GB"}
 
 
 def dashboard_context(request) -> dict:
@@ -203,6 +208,12 @@ def dashboard_context(request) -> dict:
         "currency": reporting_currency(),
         "default_from": compute.add_months(current, -2),
         "default_to": current,
+        # The endpoints send ISO 8601 instants; the page shows them on the business's clock, not the
+        # browser's (a staff member travelling still reads Beijing time).
+        "chart_clock": {
+            "time_zone": str(business_time_zone()),
+            "locale": INTL_LOCALES.get(get_language() or "", "en-GB"),
+        },
         "chart_labels": {
             "customers": _("Customers"),
             "orders": _("Orders"),

@@ -9,6 +9,7 @@
   const PALETTE = ["#417690", "#79aec8", "#e9a23b", "#c0504d", "#8064a2", "#4bacc6", "#9bbb59", "#7f7f7f"];
   const charts = {};
   let L = {};
+  let CLOCK = { time_zone: "Asia/Shanghai", locale: "en-GB" };
 
   function fmt(template, params) {
     return template.replace(/%\((\w+)\)s/g, (_, key) => String(params[key]));
@@ -23,8 +24,18 @@
     if (node) node.textContent = text;
   }
 
+  // On the business's clock (settings.TIME_ZONE) in the page's language, whatever the browser's zone.
+  function formatInstant(iso) {
+    return new Intl.DateTimeFormat(CLOCK.locale, {
+      timeZone: CLOCK.time_zone,
+      dateStyle: "medium",
+      timeStyle: "short",
+      hourCycle: "h23",
+    }).format(new Date(iso));
+  }
+
   function computedNote(name, body, extra) {
-    const when = body.computed_at ? new Date(body.computed_at).toLocaleString() : "";
+    const when = body.computed_at ? formatInstant(body.computed_at) : "";
     note(name, [extra, when ? fmt(L.computed_at, { when }) : ""].filter(Boolean).join(" · "));
   }
 
@@ -238,6 +249,8 @@
     const root = document.getElementById("analytics-dashboard");
     if (!root || !window.Chart) return;
     L = JSON.parse(document.getElementById("analytics-labels").textContent);
+    const clock = document.getElementById("analytics-clock");
+    if (clock) CLOCK = JSON.parse(clock.textContent);
     const ep = (id) => document.getElementById(id)?.dataset.endpoint;
     chart("chart-lifecycle", "lifecycle", ep("chart-lifecycle"), lifecycle);
     chart("chart-cohorts", "cohorts", ep("chart-cohorts"), cohorts);
