@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from django.db import connection
@@ -266,7 +266,7 @@ def acquisition_value() -> dict:
 def _tz():
     from crm.segments.fields import segment_time_zone
 
-    return segment_time_zone() if connection.vendor == "postgresql" else UTC
+    return segment_time_zone()
 
 
 def _month_start(month: str) -> datetime:

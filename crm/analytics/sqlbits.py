@@ -1,7 +1,8 @@
 """The few SQL snippets that differ between PostgreSQL (production, tests) and SQLite (the embedded demo).
 
-Months are reported in the reporting time zone (the segment time zone, Asia/Shanghai by default) on
-PostgreSQL; SQLite has no time zones, so the demo groups by UTC month.
+Months are reported in the reporting time zone (the segment time zone, by default the business time zone
+settings.TIME_ZONE) on both: SQLite has no time zones, so there the conversion is the function Django
+registers on every SQLite connection for its own TruncDate (Python's zoneinfo, DST included).
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ def month_of(column: str) -> str:
     """'YYYY-MM' of a timestamp column in the reporting time zone. Takes one parameter: the zone name."""
     if is_postgres():
         return f"to_char({column} AT TIME ZONE %s, 'YYYY-MM')"
-    return f"strftime('%%Y-%%m', {column}, %s)"  # the parameter is a no-op modifier ('+0 days') there
+    return f"substr(django_datetime_cast_date({column}, %s, 'UTC'), 1, 7)"
 
 
 def month_param() -> str:
-    return reporting_tz_name() if is_postgres() else "+0 days"
+    return reporting_tz_name()
 
 
 def json_text(column: str, key: str) -> str:

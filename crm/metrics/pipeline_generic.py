@@ -6,13 +6,14 @@ the few thousand customers of a demo, not for production scale (use PostgreSQL t
 from __future__ import annotations
 
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 from django.db.models import Count, DecimalField, F, Q, Sum
 from django.db.models.functions import TruncDate
 
+from crm.clock import business_date_of, business_time_zone
 from crm.metrics import lifecycle, rfm
 from crm.metrics.compute import BuyerColumns, PipelineOutput, WarmStart, compute_scores
 from crm.models import Customer, Event, Order
@@ -51,7 +52,7 @@ def run(
     money = DecimalField(max_digits=16, decimal_places=2)
     day_rows = (
         Order.objects.filter(Q(refunded_amount__lt=F("total")) | Q(total=0), placed_at__lt=cutoff)
-        .annotate(day=TruncDate("placed_at", tzinfo=UTC))
+        .annotate(day=TruncDate("placed_at", tzinfo=business_time_zone()))
         .values("customer_id", "day")
         .annotate(orders=Count("id"), value=Sum(F("total") - F("refunded_amount"), output_field=money))
         .order_by("customer_id", "day")
@@ -110,7 +111,7 @@ def run(
         metrics = CustomerMetrics(customer_id=cid, as_of=as_of, computed_at=now)
         if i is None:
             stage = LifecycleStage.PROSPECT.value
-            since = min(created_at.astimezone(UTC).date(), as_of)
+            since = min(business_date_of(created_at), as_of)
         else:
             a = agg[cid]
             x = a["days"] - 1

@@ -14,6 +14,7 @@ from datetime import date, datetime
 
 from django.db import connection
 
+from crm.clock import business_time_zone
 from crm.metrics import lifecycle, rfm
 from crm.metrics.compute import BuyerColumns, PipelineOutput, WarmStart, compute_scores
 from crm.metrics.pgcopy import copy_in, copy_out
@@ -71,6 +72,7 @@ def run(
         timings[name] = round(now_ - mark, 3)
         mark = now_
 
+    business_tz = str(business_time_zone())
     orders = Order._meta.db_table
     customers = Customer._meta.db_table
     metrics = CustomerMetrics._meta.db_table
@@ -83,13 +85,15 @@ def run(
         # A million-customer GROUP BY, window and hash joins spill to disk at the default 4 MB; this
         # session is the only big one of the night. SET LOCAL ends with the transaction.
         cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
-        # One pass over the orders up to the cut-off. A purchase day is a UTC date; an order counts, for
-        # its net value, unless it was refunded in full (a free order is still a purchase).
+        # One pass over the orders up to the cut-off. A purchase day is a date in the business time zone
+        # (crm/clock.py: an order at 07:00 Beijing time on the 12th is a purchase on the 12th, though it
+        # is still the 11th in UTC); an order counts, for its net value, unless it was refunded in full
+        # (a free order is still a purchase).
         cursor.execute(
             f"""
             CREATE TEMPORARY TABLE _metrics_agg ON COMMIT DROP AS
             WITH days AS (
-                SELECT customer_id, (placed_at AT TIME ZONE 'UTC')::date AS day,
+                SELECT customer_id, (placed_at AT TIME ZONE %s)::date AS day,
                        count(*) AS orders, sum(total - refunded_amount) AS value
                 FROM {orders}
                 WHERE placed_at < %s AND (refunded_amount < total OR total = 0)
@@ -107,7 +111,7 @@ def run(
             FROM firsts
             GROUP BY customer_id
             """,
-            [cutoff],
+            [business_tz, cutoff],
         )
         cursor.execute("ANALYZE _metrics_agg")
         lap("aggregate")
@@ -162,7 +166,7 @@ def run(
         stages = _sql_text_array(lifecycle.STAGE_CODES)
         segments = _sql_text_array(rfm.SEGMENT_CODES)
         tiers = _sql_text_array(lifecycle.TIER_CODES)
-        params = {"as_of": as_of, "now": now}
+        params = {"as_of": as_of, "now": now, "business_tz": business_tz}
         # Every customer's new row, once: the stage-change events and the write below both read it.
         cursor.execute(
             f"""
@@ -187,7 +191,7 @@ def run(
                    n.stage AS lifecycle_stage,
                    -- For a customer's first row; an existing row keeps its date until the stage changes.
                    CASE n.stage WHEN 'new' THEN a.first_day
-                                WHEN 'prospect' THEN least((c.created_at AT TIME ZONE 'UTC')::date, %(as_of)s)
+                                WHEN 'prospect' THEN least((c.created_at AT TIME ZONE %(business_tz)s)::date, %(as_of)s)
                                 ELSE %(as_of)s END AS stage_since,
                    nullif(s.p_alive, 'NaN') AS p_alive,
                    nullif(s.expected, 'NaN') AS expected_purchases_90d,

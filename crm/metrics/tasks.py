@@ -27,7 +27,7 @@ __all__ = ["METRICS_BEAT_SCHEDULE", "compute_metrics"]
     time_limit=1500,
 )
 def compute_metrics(as_of: str | None = None) -> int:
-    """Compute every customer's metrics as of `as_of` (ISO date; default today in UTC). Safe to retry:
+    """Compute every customer's metrics as of `as_of` (ISO date; default today in the business time zone). Safe to retry:
     a second run for the same date finds the stages already stored and announces nothing twice."""
     run = metrics_compute(as_of=date.fromisoformat(as_of) if as_of else None)
     return run.pk

@@ -27,7 +27,7 @@ Semantics worth knowing (the tests' reference evaluator implements the same):
 - Negative text and choice operators (is not, is not one of, does not contain) are complements: they
   match empty and unknown values. Number and date comparisons, `neq` included, need a value; "is not set"
   is how to ask for a missing one.
-- Dates are calendar days in `settings.SEGMENT_TIME_ZONE` (default: DEFAULT_CUSTOMER_TIME_ZONE) and
+- Dates are calendar days in `settings.SEGMENT_TIME_ZONE` (default: the business time zone) and
   ranges are inclusive of both days. "In the last N days" means at or after now − N×24h.
 - Orders: an order counts unless fully refunded; spend is net of refunds; a customer with no order in
   the window has count 0 and spend 0 and no average (average conditions never match them).
@@ -274,9 +274,7 @@ def parse_choice(raw: Any, choices: Iterable[tuple[Any, Any]]) -> Any:
 
 
 def segment_time_zone() -> zoneinfo.ZoneInfo:
-    name = getattr(settings, "SEGMENT_TIME_ZONE", None) or getattr(
-        settings, "DEFAULT_CUSTOMER_TIME_ZONE", settings.TIME_ZONE
-    )
+    name = getattr(settings, "SEGMENT_TIME_ZONE", None) or settings.TIME_ZONE
     return zoneinfo.ZoneInfo(name)
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.db import connection, transaction
 from django.utils import timezone
 
+from crm.clock import business_day_end, business_today
 from crm.metrics import pipeline_generic, pipeline_postgres
 from crm.metrics.compute import WarmStart
 from crm.metrics.lifecycle import Thresholds
@@ -25,8 +26,9 @@ _ADVISORY_LOCK_KEY = 0x6D65747269637321  # "metrics!"
 
 
 def metrics_cutoff(as_of: date) -> datetime:
-    """The instant up to which orders count for `as_of`: the end of that UTC day."""
-    return datetime.combine(as_of + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    """The instant up to which orders count for `as_of`: the end of that day in the business time zone
+    (for Asia/Shanghai, 16:00 UTC on `as_of`)."""
+    return business_day_end(as_of)
 
 
 def _previous_fit() -> WarmStart:
@@ -63,16 +65,17 @@ def metrics_compute(
     now: datetime | None = None,
     pipeline: str | None = None,
 ) -> MetricsRun:
-    """Compute and store the metrics of every customer as of `as_of` (default: today in UTC), counting
-    the orders placed up to the end of that UTC day, and record every lifecycle-stage change as a
+    """Compute and store the metrics of every customer as of `as_of` (default: today in the business time
+    zone), counting the orders placed up to the end of that business day, and record every lifecycle-stage change as a
     `lifecycle_stage_changed` behaviour event.
 
     The first computation ever (an empty metrics table) sets the baseline and announces no changes; a
     computation for a date earlier than a customer's stored one rewrites the row without an event.
     `pipeline` ("postgres" or "generic") defaults to the database's own."""
     now = now or timezone.now()
-    as_of = as_of or now.astimezone(UTC).date()
-    if as_of > now.astimezone(UTC).date():
+    today = business_today(now)
+    as_of = as_of or today
+    if as_of > today:
         raise ValueError(f"as_of {as_of} is in the future")
     if pipeline is None:
         pipeline = "postgres" if connection.vendor == "postgresql" else "generic"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 
+from crm.clock import business_time_zone
 from crm.models import Customer, Order
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -19,11 +20,12 @@ _sequence = iter(range(10**9))
 
 
 def at(day: date, hour: int = 12) -> datetime:
-    return datetime.combine(day, time(hour), tzinfo=UTC)
+    """`hour` o'clock on `day` in the business time zone, the zone the metrics count days in."""
+    return datetime.combine(day, time(hour), tzinfo=business_time_zone())
 
 
 def place_orders(customer: Customer, *orders: tuple[date, str] | date) -> list[Order]:
-    """Orders for `customer` at noon UTC of each date, each worth 100.00 unless (date, "amount") is given."""
+    """Orders for `customer` at local noon (business time zone) of each date, each worth 100.00 unless (date, "amount") is given."""
     rows = []
     for item in orders:
         day, amount = (item, "100.00") if isinstance(item, date) else item
@@ -78,7 +80,9 @@ def cdnow_summary(end: date = CDNOW_CALIBRATION_END, unit_days: float = 7.0):
 
 
 def load_cdnow_as_orders() -> None:
-    """The CDNOW sample as crm customers (external id CDNOW-<sample id>) and orders at noon UTC."""
+    """The CDNOW sample as crm customers (external id CDNOW-<sample id>) and orders at noon of each day in
+    the business time zone: CDNOW's dates are days, so any time of that local day keeps the published
+    figures, and noon stays on the day whatever the zone's offset."""
     ids, days, values = read_cdnow()
     customers = Customer.objects.bulk_create(
         [Customer(external_id=f"CDNOW-{i}", created_at=at(date(1997, 1, 1), 0)) for i in sorted(set(ids))]

@@ -1,11 +1,12 @@
 """Lifecycle stages: the thresholds, every transition, and the behaviour events journeys react to."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
+from crm.clock import business_time_zone
 from crm.models import Event
 from crm.models_metrics import CustomerMetrics, LifecycleSettings, MetricsRun
 from crm.services.metrics import metrics_compute
@@ -270,8 +271,9 @@ def test_stage_change_events_carry_from_to_and_as_of_for_journeys(thresholds, pi
 
     event = Event.objects.get(type="lifecycle_stage_changed", customer=customer)
     assert event.properties == {"from": "active", "to": "at_risk", "as_of": day(90).isoformat()}
-    # It happened at the end of the as-of day (UTC), the instant up to which orders were counted.
-    assert event.occurred_at == datetime(2026, 4, 6, tzinfo=UTC)
+    # It happened at the end of the as-of day in the business time zone, the instant up to which orders
+    # were counted (for Asia/Shanghai, 16:00 UTC on the 5th).
+    assert event.occurred_at == datetime(2026, 4, 6, tzinfo=business_time_zone())
     assert event.received_at == now
     assert run.stage_changes == 1
 

@@ -50,7 +50,9 @@ def test_the_double_11_promotion_starts_at_midnight_beijing_time_in_the_chinese_
 
 def test_the_double_11_promotion_starts_at_midnight_beijing_time_in_the_english_admin(admin_client):
     double_11()
-    page = admin_client.get(reverse("admin:loyalty_promotion_changelist"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    page = admin_client.get(
+        reverse("admin:loyalty_promotion_changelist"), HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
     assert "11 Nov 2026, 00:00" in page
     assert "Nov. 10" not in page and "4 p.m." not in page
 
@@ -93,7 +95,9 @@ def test_the_portal_shows_a_redemption_at_beijing_time(client, language, shown):
         customer=login.customer, reward_id=reward_make(points_price=100).pk, idempotency_key="d11"
     ).redemption
     # 10:02 in Beijing is 02:02 UTC, which the portal used to show.
-    RewardRedemption.objects.filter(pk=redemption.pk).update(created_at=datetime(2026, 11, 11, 2, 2, tzinfo=UTC))
+    RewardRedemption.objects.filter(pk=redemption.pk).update(
+        created_at=datetime(2026, 11, 11, 2, 2, tzinfo=UTC)
+    )
     assert client.post("/member/login/", {"email": login.email, "password": PASSWORD}).status_code == 302
 
     page = client.get(f"/member/redemptions/{redemption.pk}/", HTTP_ACCEPT_LANGUAGE=language).content.decode()

@@ -17,12 +17,17 @@ def _date(value: str) -> date:
 class Command(BaseCommand):
     help = (
         "Compute RFM, lifecycle stages, churn risk and predicted lifetime value (BG/NBD + Gamma-Gamma) "
-        "for every customer as of a date (default: today, UTC), counting orders placed up to the end of "
-        "that day, and record lifecycle-stage changes as behaviour events."
+        "for every customer as of a date (default: today in the business time zone, TIME_ZONE), counting "
+        "orders placed up to the end of that day there, and record lifecycle-stage changes as behaviour events."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--as-of", type=_date, default=None, help="YYYY-MM-DD (UTC); default today")
+        parser.add_argument(
+            "--as-of",
+            type=_date,
+            default=None,
+            help="YYYY-MM-DD, a day in the business time zone; default today",
+        )
         parser.add_argument(
             "--pipeline",
             choices=["postgres", "generic"],
