@@ -45,10 +45,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from django.utils import timezone
 
 # Playwright's sync API runs an asyncio event loop in the test thread, and Django then refuses ORM
 # calls there (SynchronousOnlyOperation). The calls really are synchronous, so the guard is lifted.
@@ -78,12 +80,67 @@ def pytest_configure(config):
     )
 
 
+# While pytest collects, timezone.now() answers this instant: a parametrize argument computed from it
+# then shows up close to it, and collection stops naming the test (`_stale_times`). At run time
+# timezone.now() is the real clock again. An instant no test would choose as a fixed date.
+COLLECTION_NOW = datetime(1984, 2, 29, 12, 34, 56, tzinfo=UTC)
+_collecting = False
+_real_now = timezone.now
+
+
+def _now() -> datetime:
+    return COLLECTION_NOW if _collecting else _real_now()
+
+
+timezone.now = _now
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session):
+    global _collecting
+    _collecting = True
+    try:
+        return (yield)
+    finally:
+        _collecting = False
+
+
 def pytest_collection_modifyitems(items):
+    stale = []
     for item in items:
         if {"page", "browser"} & set(item.fixturenames):
             item.add_marker(pytest.mark.e2e)
         if "celery_worker_process" in item.fixturenames:
             item.add_marker(pytest.mark.integration)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and any(_stale_time(value) for value in callspec.params.values()):
+            stale.append(item.nodeid)
+    if stale:
+        raise pytest.UsageError(
+            "These tests are parametrized with a time computed at collection, stale by the time a long "
+            "run reaches them; write tests.moments.FromNow and resolve it inside the test:\n  "
+            + "\n  ".join(stale)
+        )
+
+
+def _stale_time(value, depth: int = 0) -> bool:
+    """Whether `value` holds (in dicts, lists, tuples) a time within 400 days of COLLECTION_NOW, as an
+    aware datetime or an ISO 8601 string: a time computed from timezone.now() during collection."""
+    if depth > 5:
+        return False
+    if isinstance(value, str) and 10 <= len(value) <= 40 and value[4:5] == "-":
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return False
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return abs(aware - COLLECTION_NOW) < timedelta(days=400)
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return any(_stale_time(v, depth + 1) for v in value)
+    return False
 
 
 # --- Browser --------------------------------------------------------------------------------------

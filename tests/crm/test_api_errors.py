@@ -7,8 +7,9 @@ from django.core.exceptions import RequestDataTooBig
 
 from crm.api.errors import api_exception_handler
 from crm.models import Customer, Event, Order
-from tests.crm.test_api_support import ago, ahead, api_client, errors_of, fields_of
+from tests.crm.test_api_support import api_client, errors_of, fields_of
 from tests.factories import CustomerFactory, OrderFactory
+from tests.moments import FromNow, resolved
 
 pytestmark = pytest.mark.django_db
 
@@ -37,9 +38,10 @@ def raw(client, path: str, body: str | bytes, content_type: str = "application/j
 
 
 def event(**overrides) -> dict:
+    """An event body; its times are FromNow, so pass it through resolved() before sending it."""
     return {
         "type": "page_view",
-        "occurred_at": ago(minutes=1),
+        "occurred_at": FromNow(minutes=-1),
         "customer": {"external_id": "C-1"},
         **overrides,
     }
@@ -79,7 +81,7 @@ def test_body_that_is_not_json_is_a_415(api, path):
 @pytest.mark.parametrize("path", POST_PATHS)
 def test_body_over_the_upload_limit_is_a_clean_413(api, settings, path):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
-    body = json.dumps({"events": [event(properties={"pad": "x" * 500}) for _ in range(30)]})
+    body = json.dumps(resolved({"events": [event(properties={"pad": "x" * 500}) for _ in range(30)]}))
     response = raw(api, path, body)
     assert response.status_code == 413
     assert_error_shape(response)
@@ -118,7 +120,7 @@ def test_batch_envelope_errors_are_400_naming_the_field(api, path, key):
         (event(type="x" * 65), "type"),
         (event(type=None), "type"),
         (event(occurred_at=1_700_000_000), "occurred_at"),
-        (event(occurred_at=ahead(minutes=10)), "occurred_at"),
+        (event(occurred_at=FromNow(minutes=10)), "occurred_at"),
         (event(occurred_at="1999-12-31T23:59:59+00:00"), "occurred_at"),
         (event(occurred_at="2026-11-23T09:00:00"), "occurred_at"),  # no offset
         (event(channel="telegram"), "channel"),
@@ -140,7 +142,9 @@ def test_batch_envelope_errors_are_400_naming_the_field(api, path, key):
 )
 def test_bad_event_is_reported_by_index_and_field_and_the_good_one_stored(api, item, field):
     CustomerFactory(external_id="C-1")
-    response = api.post("/api/v1/events/", {"events": [event(external_id="good"), item]}, format="json")
+    response = api.post(
+        "/api/v1/events/", resolved({"events": [event(external_id="good"), item]}), format="json"
+    )
     assert response.status_code == 207, response.json()
     assert fields_of(response) == [(1, field)]
     assert list(Event.objects.values_list("external_id", flat=True)) == ["good"]
@@ -159,7 +163,7 @@ def test_bad_event_is_reported_by_index_and_field_and_the_good_one_stored(api, i
         (
             {
                 "email": "a@b.cn",
-                "consents": [{"channel": "sms", "status": "opted_in", "occurred_at": ahead(hours=1)}],
+                "consents": [{"channel": "sms", "status": "opted_in", "occurred_at": FromNow(hours=1)}],
             },
             "consents[0].occurred_at",
         ),
@@ -171,7 +175,7 @@ def test_bad_event_is_reported_by_index_and_field_and_the_good_one_stored(api, i
     ],
 )
 def test_bad_customer_is_a_400_naming_the_field_and_stores_nothing(api, body, field):
-    response = api.post("/api/v1/customers/", body, format="json")
+    response = api.post("/api/v1/customers/", resolved(body), format="json")
     assert response.status_code == 400, response.json()
     assert field in {f for _i, f in fields_of(response)}
     assert not Customer.objects.exists()
@@ -205,7 +209,11 @@ HOSTILE = [
     },
     {"email": "\ud800@x.cn", "tags": [None], "identities": [{"kind": "email", "value": "\ud800"}]},
     {"email": 5, "birthday": 5, "gender": ["x"], "time_zone": 7, "consents": [{"channel": {}, "status": []}]},
-    {"orders": [{"external_id": "X", "placed_at": ago(minutes=1), "total": True, "customer": {"id": "1"}}]},
+    {
+        "orders": [
+            {"external_id": "X", "placed_at": FromNow(minutes=-1), "total": True, "customer": {"id": "1"}}
+        ]
+    },
 ]
 
 
@@ -213,7 +221,7 @@ HOSTILE = [
 @pytest.mark.parametrize("body", HOSTILE, ids=range(len(HOSTILE)))
 def test_hostile_bodies_never_get_a_500(api, path, body):
     OrderFactory(external_id="TM-1")
-    response = raw(api, path, json.dumps(body))  # json.dumps escapes the lone surrogates
+    response = raw(api, path, json.dumps(resolved(body)))  # json.dumps escapes the lone surrogates
     assert 400 <= response.status_code < 500 or response.status_code in (200, 207), response.content[:500]
     json.loads(response.content)
     if response.status_code >= 400:

@@ -24,6 +24,7 @@ from tests.loyalty.test_member_support import (
     reward_make,
     tiers_make,
 )
+from tests.moments import FromNow, resolved
 
 pytestmark = pytest.mark.django_db
 
@@ -134,14 +135,14 @@ def test_tier_restriction_refuses_lower_tiers_and_changes_nothing():
     "fields",
     [
         {"is_active": False},
-        {"valid_from": timezone.now() + timedelta(days=1)},
-        {"valid_until": timezone.now() - timedelta(seconds=1)},
+        {"valid_from": FromNow(days=1)},
+        {"valid_until": FromNow(seconds=-1)},
     ],
     ids=["inactive", "not-yet", "ended"],
 )
 def test_a_reward_that_is_not_on_offer_cannot_be_redeemed(fields):
     login = member_make(points=5000)
-    reward = reward_make(points_price=500, stock=10, **fields)
+    reward = reward_make(points_price=500, stock=10, **resolved(fields, iso=False))
     before = _state(login, reward)
 
     with pytest.raises(RewardUnavailable):
