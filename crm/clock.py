@@ -46,3 +46,17 @@ def business_day_end(day: date) -> datetime:
     """The instant `day` ends in the business time zone (UTC): the start of the next day, an exclusive
     bound. Not start + 24 h: a day with a DST change lasts 23 or 25 hours."""
     return business_day_start(day + timedelta(days=1))
+
+
+# The earliest day an order or behaviour event may carry. A brand importing its order history, or an
+# analyst loading the public CDNOW sample (1997-98) to check the lifetime-value model, goes back decades;
+# a time before the Unix epoch is a zero, an empty cell or a unit mix-up, not a purchase.
+EARLIEST_DATE = date(1970, 1, 1)
+
+
+def is_before_earliest(moment: datetime) -> bool:
+    """Whether `moment`'s calendar date, as written (on its own offset's clock), is before EARLIEST_DATE.
+
+    As written, not converted: 1970-01-01T00:00+08:00 is 1969-12-31 in UTC, and the person who sent it
+    would not understand being told it is before 1970."""
+    return moment.date() < EARLIEST_DATE

@@ -1,17 +1,18 @@
 """Input rules every endpoint shares: strict objects, sane timestamps, batch envelopes."""
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from rest_framework import serializers
 
+from crm.clock import EARLIEST_DATE, is_before_earliest
+
 MAX_BATCH_ITEMS = 1000
 # A client clock a little ahead is normal; further ahead is a bug or a unit mix-up (ms for s).
 FUTURE_TOLERANCE = timedelta(minutes=5)
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def moment_problem(value: datetime, *, now: datetime) -> str | None:
@@ -20,8 +21,10 @@ def moment_problem(value: datetime, *, now: datetime) -> str | None:
         return _("Give a time zone offset (e.g. 2026-11-23T09:30:00+08:00 or …Z).")
     if value > now + FUTURE_TOLERANCE:
         return _("Is more than 5 minutes in the future.")
-    if value < EARLIEST:
-        return _("Is before 2000-01-01.")
+    if is_before_earliest(value):
+        return _("Is before %(earliest)s: give a time from %(earliest)s on.") % {
+            "earliest": EARLIEST_DATE.isoformat()
+        }
     return None
 
 

@@ -21,6 +21,7 @@ from django.db.models import CharField, Q, Value
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from crm.clock import EARLIEST_DATE, is_before_earliest
 from crm.db import server_binding_cursor
 from crm.models import Channel, Customer, CustomerIdentity, CustomerTag, Event, IdentityKind, Tag
 from crm.services.consent import consent_set
@@ -165,6 +166,12 @@ def _check(item: EventInput) -> None:
         )
     if item.occurred_at.tzinfo is None:
         raise _Rejected("occurred_at", _("Give a time zone offset."))
+    if is_before_earliest(item.occurred_at):
+        raise _Rejected(
+            "occurred_at",
+            _("The event time %(value)s is before %(earliest)s: give a time from %(earliest)s on.")
+            % {"value": item.occurred_at.isoformat(), "earliest": EARLIEST_DATE.isoformat()},
+        )
 
 
 def _properties_json(properties) -> str:

@@ -29,6 +29,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from crm.clock import EARLIEST_DATE, is_before_earliest
 from crm.models import (
     Channel,
     Customer,
@@ -129,7 +130,6 @@ CURRENCY_CODES = frozenset(
 CURRENCY_ALIASES = {"RMB": "CNY"}
 # Statuses an order may arrive with. A partial refund needs its amount, so it comes as a refund.
 INGEST_STATUSES = (OrderStatus.PAID, OrderStatus.REFUNDED)
-EARLIEST_ORDER = datetime(2000, 1, 1, tzinfo=UTC)
 # Clocks of shops and platforms drift; an order a few minutes "in the future" is a clock, not a typo.
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_AMOUNT = Decimal("999999999999.99")  # max_digits=14, decimal_places=2
@@ -293,8 +293,12 @@ def _prepare_values(
         err("placed_at", _("The order time must be a date and time with a time zone."))
     elif placed_at > now + CLOCK_SKEW:
         err("placed_at", _("The order time %(value)s is in the future.") % {"value": placed_at.isoformat()})
-    elif placed_at < EARLIEST_ORDER:
-        err("placed_at", _("The order time %(value)s is before 2000.") % {"value": placed_at.isoformat()})
+    elif is_before_earliest(placed_at):
+        err(
+            "placed_at",
+            _("The order time %(value)s is before %(earliest)s: give a time from %(earliest)s on.")
+            % {"value": placed_at.isoformat(), "earliest": EARLIEST_DATE.isoformat()},
+        )
 
     total, problem = _money(total)
     if problem:

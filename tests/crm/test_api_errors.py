@@ -121,7 +121,7 @@ def test_batch_envelope_errors_are_400_naming_the_field(api, path, key):
         (event(type=None), "type"),
         (event(occurred_at=1_700_000_000), "occurred_at"),
         (event(occurred_at=FromNow(minutes=10)), "occurred_at"),
-        (event(occurred_at="1999-12-31T23:59:59+00:00"), "occurred_at"),
+        (event(occurred_at="1969-12-31T23:59:59+00:00"), "occurred_at"),
         (event(occurred_at="2026-11-23T09:00:00"), "occurred_at"),  # no offset
         (event(channel="telegram"), "channel"),
         (event(external_id="e" * 101), "external_id"),

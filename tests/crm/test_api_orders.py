@@ -105,7 +105,7 @@ def test_order_for_an_existing_customer_by_id_or_external_id(api, placed_at):
         ({"lines": [{"sku": "S", "quantity": "two", "unit_price": "5"}]}, "lines[0].quantity"),
         ({"lines": [{"sku": "S", "quantity": 1, "unit_price": "5", "colour": "red"}]}, "lines[0].colour"),
         ({"placed_at": "2999-01-01T00:00:00+08:00"}, "placed_at"),
-        ({"placed_at": "1999-12-31T23:59:59Z"}, "placed_at"),
+        ({"placed_at": "1969-12-31T23:59:59Z"}, "placed_at"),
         ({"placed_at": "2026-01-01T10:00:00"}, "placed_at"),
         ({"external_id": "x" * 101}, "external_id"),
         ({"status": "partially_refunded"}, "status"),
