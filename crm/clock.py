@@ -12,7 +12,7 @@ from __future__ import annotations
 import zoneinfo
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.utils import timezone
+from django.utils import formats, timezone
 
 
 def business_time_zone() -> zoneinfo.ZoneInfo:
@@ -60,3 +60,10 @@ def is_before_earliest(moment: datetime) -> bool:
     As written, not converted: 1970-01-01T00:00+08:00 is 1969-12-31 in UTC, and the person who sent it
     would not understand being told it is before 1970."""
     return moment.date() < EARLIEST_DATE
+
+
+def moment_display(moment: datetime) -> str:
+    """`moment` as staff and members read it in text built in Python (messages, object names): on the
+    current time zone's clock (the business zone unless a request activated another) in the active
+    language's short format, 2026年11月11日 00:00 or 11 Nov 2026, 00:00 (config/formats)."""
+    return formats.date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT")

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 # Imported through crm.models (which imports this module at its end), so Channel is defined by now.
+from crm.clock import moment_display
 from crm.models import Channel
 
 __all__ = [
@@ -150,7 +151,7 @@ class SegmentSnapshot(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.segment_name} @ {self.created_at:%Y-%m-%d %H:%M}"
+        return f"{self.segment_name} @ {moment_display(self.created_at)}"
 
 
 class SegmentSnapshotMember(models.Model):

@@ -66,6 +66,7 @@ from django.db import connection, connections, transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
+from crm.clock import business_today
 from crm.models import (
     Channel,
     Consent,
@@ -865,7 +866,13 @@ def customers_import(
             rows = []
             for line, cells in batch:
                 row = _parse_customer(
-                    line, cells, get=get, width=width, present=present, report=report, today=now.date()
+                    line,
+                    cells,
+                    get=get,
+                    width=width,
+                    present=present,
+                    report=report,
+                    today=business_today(now),
                 )
                 if row is not None:
                     rows.append(row)

@@ -15,6 +15,7 @@ from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext
 
+from crm.clock import moment_display
 from crm.models import (
     Consent,
     ConsentChange,
@@ -240,7 +241,7 @@ def customer_erase(
         if customer.is_erased:
             raise PrivacyRefused(
                 gettext("Customer #%(id)s was already erased on %(date)s.")
-                % {"id": customer.pk, "date": f"{customer.erased_at:%Y-%m-%d %H:%M}"}
+                % {"id": customer.pk, "date": moment_display(customer.erased_at)}
             )
         identity_ids = list(customer.identities.values_list("id", flat=True))
         merged_ids = list(

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
+from django.utils import translation
 
-from crm.clock import business_date_of, business_day_end, business_day_start, business_today
+from crm.clock import business_date_of, business_day_end, business_day_start, business_today, moment_display
 from crm.models_metrics import CustomerMetrics
 from crm.services.metrics import metrics_compute
 from tests.factories import CustomerFactory, OrderFactory
@@ -174,3 +175,11 @@ def test_the_order_list_shows_placed_at_in_beijing_time(shanghai, admin_client):
         reverse("admin:crm_order_changelist"), HTTP_ACCEPT_LANGUAGE="zh-hans"
     ).content.decode()
     assert "2026年11月11日 00:00" in page
+
+
+@pytest.mark.parametrize(
+    ("language", "shown"), [("zh-hans", "2026年11月11日 00:00"), ("en", "11 Nov 2026, 00:00")]
+)
+def test_times_in_messages_built_in_python_are_on_the_business_clock(shanghai, language, shown):
+    with translation.override(language):
+        assert moment_display(datetime(2026, 11, 10, 16, 0, tzinfo=UTC)) == shown

@@ -3,6 +3,7 @@ erasure request), keeping orders for accounting. Asks for confirmation unless --
 
 from django.core.management.base import BaseCommand, CommandError
 
+from crm.clock import moment_display
 from crm.models import Customer
 from crm.services.privacy import PrivacyRefused, customer_erase, customer_erase_preview
 
@@ -21,7 +22,7 @@ class Command(BaseCommand):
             raise CommandError(f"No customer with id {customer_id}.")
         if customer.is_erased:
             raise CommandError(
-                f"Customer {customer_id} was already erased at {customer.erased_at:%Y-%m-%d %H:%M}."
+                f"Customer {customer_id} was already erased at {moment_display(customer.erased_at)}."
             )
         preview = customer_erase_preview(customer=customer)
         self.stderr.write(
