@@ -4,7 +4,8 @@ CELERY_BEAT_SCHEDULE. Kept free of model imports so settings can import it."""
 from celery.schedules import crontab
 
 # Times are UTC (CELERY_TIMEZONE). Birthdays run hourly because "today" starts at a different UTC hour in
-# each customer's time zone; the idempotency key (customer, year) makes the repeats harmless.
+# each customer's time zone; the idempotency key (customer, year) makes the repeats harmless. Expiry runs
+# at 16:05 UTC, just after midnight in Asia/Shanghai, where "end of the year" lots fall due.
 LOYALTY_BEAT_SCHEDULE = {
     "loyalty-accrue-events": {"task": "loyalty.tasks.accrue_events", "schedule": 10.0},
     "loyalty-release-pending": {"task": "loyalty.tasks.release_pending", "schedule": 300.0},

@@ -1,13 +1,12 @@
 """Thin Celery tasks: each calls one service; the services are idempotent, so a redelivery is harmless.
 
-The beat entries are in LOYALTY_BEAT_SCHEDULE, for config/settings.py to merge into CELERY_BEAT_SCHEDULE
-(config/ wires the apps together, DESIGN.md §4). Services are imported inside the tasks so that settings
+The beat entries are in loyalty/schedule.py (LOYALTY_BEAT_SCHEDULE), which config/settings.py merges into
+CELERY_BEAT_SCHEDULE (config/ wires the apps together, DESIGN.md §4). Services are imported inside the tasks so that settings
 can import this module before Django's apps are loaded."""
 
 from datetime import timedelta
 
 from celery import shared_task
-from celery.schedules import crontab
 
 
 @shared_task(name="loyalty.tasks.accrue_events", ignore_result=True)
@@ -81,20 +80,3 @@ def bulk_adjustment_apply(batch_id: int) -> None:
     from loyalty.services.bulk_adjust import batch_apply
 
     batch_apply(batch_id=batch_id)
-
-
-# Times are UTC (CELERY_TIMEZONE). Birthdays run hourly because "today" starts at a different UTC hour in
-# each customer's time zone; the idempotency key (customer, year) makes the repeats harmless. Expiry runs
-# at 16:05 UTC, just after midnight in Asia/Shanghai, where "end of the year" lots fall due.
-LOYALTY_BEAT_SCHEDULE = {
-    "loyalty-accrue-events": {"task": "loyalty.tasks.accrue_events", "schedule": 10.0},
-    "loyalty-release-pending": {"task": "loyalty.tasks.release_pending", "schedule": 300.0},
-    "loyalty-accrual-sweep": {"task": "loyalty.tasks.accrual_sweep", "schedule": crontab(minute=30, hour=18)},
-    "loyalty-expiring-notices": {
-        "task": "loyalty.tasks.expiring_notices",
-        "schedule": crontab(minute=0, hour=1),
-    },
-    "loyalty-expire-points": {"task": "loyalty.tasks.expire_points", "schedule": crontab(minute=5, hour=16)},
-    "loyalty-tier-reviews": {"task": "loyalty.tasks.tier_reviews", "schedule": crontab(minute=0, hour=17)},
-    "loyalty-birthday-bonuses": {"task": "loyalty.tasks.birthday_bonuses", "schedule": crontab(minute=1)},
-}
