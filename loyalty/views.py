@@ -25,7 +25,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from loyalty.selectors import account_history
-from loyalty.services.coupons import code_display, member_coupons
+from loyalty.services.coupons import code_display, coupon_unusable_reason, member_coupons
 from loyalty.services.ledger import LoyaltyError
 from loyalty.services.members import (
     MagicLinkInvalid,
@@ -276,19 +276,15 @@ def coupons_view(request):
     now = timezone.now()
     coupons = []
     for coupon in member_coupons(customer_id=request.member.customer_id)[:200]:
-        valid_from, valid_until = coupon.effective_window()
-        usable = (
-            coupon.revoked_at is None
-            and (coupon.uses_left is None or coupon.uses_left > 0)
-            and (valid_from is None or valid_from <= now)
-            and (valid_until is None or now < valid_until)
-        )
+        _valid_from, valid_until = coupon.effective_window()
+        unusable = coupon_unusable_reason(coupon=coupon, now=now)
         coupons.append(
             {
                 "coupon": coupon,
                 "display_code": code_display(coupon.code),
                 "valid_until": valid_until,
-                "usable": usable,
+                "usable": unusable is None,
+                "unusable_message": unusable.message if unusable is not None else "",
             }
         )
     return render(request, "loyalty/member/coupons.html", {"coupons": coupons})

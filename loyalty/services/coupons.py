@@ -236,17 +236,29 @@ class CouponCheck:
     discount: Decimal
 
 
-def _check(*, coupon: Coupon, order_total: Decimal, currency: str, customer_id, now) -> CouponCheck:
+def coupon_unusable_reason(*, coupon: Coupon, now: datetime) -> CouponError | None:
+    """Why `coupon` cannot be used at `now` on any order (None: it can): withdrawn (the coupon revoked or
+    its programme switched off), outside its validity window, or used up. The one rule that the store's
+    validation and redemption and the member portal's list share; the checks that depend on the order
+    (owner, currency, minimum spend) are `_check`'s."""
     programme = coupon.programme
     if coupon.revoked_at is not None or not programme.is_active:
-        raise CouponInactive()
+        return CouponInactive()
     valid_from, valid_until = coupon.effective_window(programme)
     if valid_from and now < valid_from:
-        raise CouponNotYetValid()
+        return CouponNotYetValid()
     if valid_until and now >= valid_until:
-        raise CouponExpired()
+        return CouponExpired()
     if coupon.max_uses is not None and coupon.uses_count >= coupon.max_uses:
-        raise CouponUsedUp()
+        return CouponUsedUp()
+    return None
+
+
+def _check(*, coupon: Coupon, order_total: Decimal, currency: str, customer_id, now) -> CouponCheck:
+    programme = coupon.programme
+    unusable = coupon_unusable_reason(coupon=coupon, now=now)
+    if unusable is not None:
+        raise unusable
     if coupon.customer_id and customer_id and coupon.customer_id != customer_id:
         raise CouponWrongCustomer()
     if currency.upper() != programme.currency.upper():

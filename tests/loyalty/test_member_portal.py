@@ -2,11 +2,13 @@
 English both render."""
 
 import re
+from decimal import Decimal
 
 import pytest
+from django.utils import translation
 
 from loyalty.models.rewards import RewardRedemption
-from loyalty.services.coupons import code_display
+from loyalty.services.coupons import CouponInactive, code_display, coupon_issue, coupon_redeem
 from loyalty.services.ledger import account_for_customer, points_adjust
 from loyalty.services.rewards import reward_redeem
 from tests.loyalty.test_member_support import (
@@ -14,6 +16,7 @@ from tests.loyalty.test_member_support import (
     PASSWORD,
     member_make,
     member_test_setup,  # noqa: F401
+    programme_make,
     reward_make,
     tiers_make,
 )
@@ -133,3 +136,29 @@ def test_referral_page_shows_the_link_and_how_many_joined(client):
     page = client.get("/member/referral/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
 
     assert 'id="referral-link"' in page and "0 friends have joined with your link." in page
+
+
+def test_a_coupon_of_a_switched_off_programme_is_not_usable_in_the_portal_nor_at_the_till(client):
+    login = member_make()
+    live, stopped = programme_make(), programme_make(name="stopped")
+    usable = coupon_issue(programme=live, customer=login.customer)
+    withdrawn = coupon_issue(programme=stopped, customer=login.customer)
+    stopped.is_active = False
+    stopped.save(update_fields=["is_active"])
+    _sign_in(client, login)
+
+    response = client.get("/member/coupons/")
+    # The locale middleware leaves the request's language active; override() puts the test's back.
+    with translation.override("en"):
+        chinese = client.get("/member/coupons/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+
+    assert {item["coupon"].pk: item["usable"] for item in response.context["coupons"]} == {
+        usable.pk: True,
+        withdrawn.pk: False,
+    }
+    assert "This coupon has been withdrawn." in response.content.decode()
+    assert "此优惠券已作废。" in chinese
+    order = {"order_total": Decimal("200"), "currency": "CNY", "customer_id": login.customer_id}
+    with pytest.raises(CouponInactive):
+        coupon_redeem(code=withdrawn.code, order_reference="o-withdrawn", **order)
+    assert coupon_redeem(code=usable.code, order_reference="o-live", **order).created
