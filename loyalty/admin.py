@@ -399,6 +399,7 @@ class BulkAdjustmentBatchAdmin(SimpleHistoryAdmin):
         "line_count",
         "error_count",
         "total_points",
+        "progress",
         "created_by",
         "approved_by",
         "applied_at",
@@ -410,6 +411,8 @@ class BulkAdjustmentBatchAdmin(SimpleHistoryAdmin):
         "file_name",
         "file_sha256",
         "status",
+        "progress",
+        "progress_at",
         "line_count",
         "error_count",
         "total_points",
@@ -424,6 +427,20 @@ class BulkAdjustmentBatchAdmin(SimpleHistoryAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    @admin.display(description=_("progress"))
+    def progress(self, obj):
+        total = obj.lines_to_apply
+        if (
+            obj.status in (BulkAdjustmentBatch.Status.PREVIEW, BulkAdjustmentBatch.Status.REJECTED)
+            or not total
+        ):
+            return "—"
+        return _("%(done)d of %(total)d lines (%(percent)d%%)") % {
+            "done": obj.lines_done,
+            "total": total,
+            "percent": obj.lines_done * 100 // total,
+        }
 
     def get_urls(self):
         return [
@@ -481,9 +498,20 @@ class BulkAdjustmentBatchAdmin(SimpleHistoryAdmin):
         batch = get_object_or_404(BulkAdjustmentBatch, pk=batch_id)
         try:
             if "_approve" in request.POST:
-                bulk_adjust.batch_approve(batch=batch, approved_by=request.user)
-                batch = bulk_adjust.batch_apply(batch_id=batch.pk)
-                messages.success(request, _("Approved and applied: %(n)d lines.") % {"n": batch.line_count})
+                batch = bulk_adjust.batch_approve(batch=batch, approved_by=request.user)
+                if batch.status == BulkAdjustmentBatch.Status.APPLIED:
+                    messages.success(
+                        request, _("Approved and applied: %(n)d lines.") % {"n": batch.line_count}
+                    )
+                else:
+                    messages.success(
+                        request,
+                        _(
+                            "Approved: the %(n)d lines are being applied in the background; "
+                            "this page shows the progress."
+                        )
+                        % {"n": batch.line_count},
+                    )
             elif "_reject" in request.POST:
                 bulk_adjust.batch_reject(batch=batch, rejected_by=request.user)
                 messages.info(request, _("Rejected."))

@@ -80,3 +80,11 @@ def bulk_adjustment_apply(batch_id: int) -> None:
     from loyalty.services.bulk_adjust import batch_apply
 
     batch_apply(batch_id=batch_id)
+
+
+@shared_task(name="loyalty.tasks.bulk_adjustments_resume", ignore_result=True)
+def bulk_adjustments_resume() -> None:
+    """Queue again the bulk adjustments whose worker died mid-batch."""
+    from loyalty.services.bulk_adjust import batches_resume
+
+    batches_resume()

@@ -719,6 +719,7 @@ class BulkAdjustmentBatch(models.Model):
     class Status(models.TextChoices):
         PREVIEW = "preview", _("Awaiting approval")
         APPROVED = "approved", _("Approved")
+        APPLYING = "applying", _("Applying")
         APPLIED = "applied", _("Applied")
         REJECTED = "rejected", _("Rejected")
 
@@ -744,6 +745,10 @@ class BulkAdjustmentBatch(models.Model):
     )
     approved_at = models.DateTimeField(_("approved at"), null=True, blank=True)
     applied_at = models.DateTimeField(_("applied at"), null=True, blank=True)
+    # Progress of the apply, written by the same transaction as each chunk's entries, so it never runs
+    # ahead of the ledger; `progress_at` tells a stalled apply (its worker was killed) from a running one.
+    lines_done = models.PositiveIntegerField(_("lines applied"), default=0)
+    progress_at = models.DateTimeField(_("last progress at"), null=True, blank=True)
 
     history = HistoricalRecords()
 
@@ -761,6 +766,10 @@ class BulkAdjustmentBatch(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def lines_to_apply(self) -> int:
+        return self.line_count - self.error_count
 
 
 class BulkAdjustmentLine(models.Model):

@@ -5,23 +5,32 @@ CSV columns (header row required): `customer_external_id`, `points` (a non-zero 
 removes points), optional `reason`. Every error names its line; a batch with errors cannot be approved
 (fix the file and upload it again). Applying writes one entry per line with the key
 `bulk:<batch>:<line>`, so an interrupted or repeated apply finishes the batch without doubling a line. A
-removal larger than the member's balance takes what is there and records the rest as owed points."""
+removal larger than the member's balance takes what is there and records the rest as owed points.
+
+A batch of at most INLINE_MAX_LINES lines (one chunk, one short transaction) is applied by the approval
+itself, so the approver sees the result at once. A larger one is queued for the worker once the approval
+commits and applied chunk by chunk; each chunk commits its entries together with the progress counter,
+which the admin shows. A worker killed mid-batch loses only its open chunk; the redelivered task, or
+`batches_resume` from beat, carries on from the first line without an entry."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from crm.models import Customer
-from loyalty.models import BulkAdjustmentBatch, BulkAdjustmentLine
+from loyalty.models import BulkAdjustmentBatch, BulkAdjustmentLine, LedgerEntry
 from loyalty.services.ledger import (
+    IdempotencyConflict,
     accounts_for_customers,
     accounts_lock,
     adjust_locked,
@@ -29,10 +38,14 @@ from loyalty.services.ledger import (
     payload_hash,
 )
 from loyalty.services.programme import ruleset_load
+from loyalty.tasks import bulk_adjustment_apply
 
 MAX_LINES = 50_000
 MAX_POINTS_PER_LINE = 10_000_000
 APPLY_CHUNK = 500
+INLINE_MAX_LINES = APPLY_CHUNK
+# An apply that has committed no chunk for this long has lost its worker (a chunk takes seconds).
+STALLED_AFTER = timedelta(minutes=10)
 
 
 def _decode(data: bytes | str) -> str:
@@ -138,7 +151,8 @@ def batch_upload(*, name: str, reason: str, data: bytes | str, file_name: str = 
 def batch_approve(
     *, batch: BulkAdjustmentBatch, approved_by, now: datetime | None = None
 ) -> BulkAdjustmentBatch:
-    """A second staff member approves the batch, which is then applied."""
+    """A second staff member approves the batch, which is then applied: here if it is small, otherwise by
+    the worker, queued once the approval commits (status "approved" until the worker starts)."""
     now = now or timezone.now()
     with transaction.atomic():
         batch = BulkAdjustmentBatch.objects.select_for_update().get(pk=batch.pk)
@@ -154,6 +168,11 @@ def batch_approve(
         batch.approved_by = approved_by
         batch.approved_at = now
         batch.save(update_fields=["status", "approved_by", "approved_at"])
+        inline = batch.lines_to_apply <= INLINE_MAX_LINES
+        if not inline:
+            transaction.on_commit(partial(bulk_adjustment_apply.delay, batch_id=batch.pk))
+    if inline:
+        return batch_apply(batch_id=batch.pk, now=now)
     return batch
 
 
@@ -177,13 +196,15 @@ def batch_apply(*, batch_id: int, now: datetime | None = None) -> BulkAdjustment
             batch = BulkAdjustmentBatch.objects.select_for_update().get(pk=batch_id)
             if batch.status == BulkAdjustmentBatch.Status.APPLIED:
                 return batch
-            if batch.status != BulkAdjustmentBatch.Status.APPROVED:
+            if batch.status not in (BulkAdjustmentBatch.Status.APPROVED, BulkAdjustmentBatch.Status.APPLYING):
                 raise ValidationError(_("Only an approved batch can be applied."))
             lines = list(batch.lines.filter(entry__isnull=True, error="").order_by("line_no")[:APPLY_CHUNK])
             if not lines:
                 batch.status = BulkAdjustmentBatch.Status.APPLIED
                 batch.applied_at = now
-                batch.save(update_fields=["status", "applied_at"])
+                batch.lines_done = batch.lines.filter(entry__isnull=False).count()
+                batch.progress_at = timezone.now()
+                batch.save(update_fields=["status", "applied_at", "lines_done", "progress_at"])
                 return batch
             by_customer = accounts_for_customers(
                 customer_ids={ln.customer_id for ln in lines},
@@ -191,17 +212,30 @@ def batch_apply(*, batch_id: int, now: datetime | None = None) -> BulkAdjustment
                 entry_tier_id=entry_tier.pk if entry_tier else None,
             )
             accounts = accounts_lock(by_customer.values())
+            # The line's link to its entry is the progress marker; the entry's key is the guarantee. An
+            # entry already written under a line's key (whatever happened to the link) is that line's
+            # entry: linked again, never written twice, and refused if its payload differs.
+            keys = {line.pk: f"bulk:{batch.pk}:{line.line_no}" for line in lines}
+            written = {
+                e.idempotency_key: e for e in LedgerEntry.objects.filter(idempotency_key__in=keys.values())
+            }
             for line in lines:
                 account = accounts[by_customer[line.customer_id]]
-                key = f"bulk:{batch.pk}:{line.line_no}"
+                key = keys[line.pk]
                 reason = line.reason or batch.reason
+                fingerprint = payload_hash(
+                    {"op": "bulk", "batch": batch.pk, "line": line.line_no, "points": line.points}
+                )
+                if key in written:
+                    if written[key].payload_hash != fingerprint:
+                        raise IdempotencyConflict(idempotency_key=key)
+                    BulkAdjustmentLine.objects.filter(pk=line.pk).update(entry=written[key])
+                    continue
                 entry = adjust_locked(
                     account=account,
                     points=line.points,
                     idempotency_key=key,
-                    fingerprint=payload_hash(
-                        {"op": "bulk", "batch": batch.pk, "line": line.line_no, "points": line.points}
-                    ),
+                    fingerprint=fingerprint,
                     reason=f"{batch.name}: {reason}",
                     reference=f"bulk:{batch.pk}",
                     created_by=batch.approved_by,
@@ -211,3 +245,28 @@ def batch_apply(*, batch_id: int, now: datetime | None = None) -> BulkAdjustment
                 BulkAdjustmentLine.objects.filter(pk=line.pk).update(entry=entry)
             for account in accounts.values():
                 balances_save(account)
+            # A queryset update, not save(): one history row per chunk would bury the batch's real history.
+            # The wall clock, not `now`: this is a heartbeat, and `now` is the ledger's time of the batch.
+            BulkAdjustmentBatch.objects.filter(pk=batch.pk).update(
+                status=BulkAdjustmentBatch.Status.APPLYING,
+                lines_done=batch.lines.filter(entry__isnull=False).count(),
+                progress_at=timezone.now(),
+            )
+
+
+def batches_resume(*, now: datetime | None = None) -> list[int]:
+    """Queue again every approved batch whose apply has stalled (its worker was killed, or the message was
+    lost): nothing committed for STALLED_AFTER. Applying is idempotent, so a batch that was only slow is
+    finished once, whichever task gets there. Returns the batch ids queued."""
+    now = now or timezone.now()
+    stalled_before = now - STALLED_AFTER
+    with transaction.atomic():
+        ids = list(
+            BulkAdjustmentBatch.objects.filter(
+                Q(status=BulkAdjustmentBatch.Status.APPROVED, approved_at__lt=stalled_before)
+                | Q(status=BulkAdjustmentBatch.Status.APPLYING, progress_at__lt=stalled_before)
+            ).values_list("pk", flat=True)
+        )
+        for batch_id in ids:
+            transaction.on_commit(partial(bulk_adjustment_apply.delay, batch_id=batch_id))
+    return ids

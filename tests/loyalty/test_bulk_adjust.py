@@ -1,12 +1,16 @@
 """Bulk adjustments: upload → preview → approval by a second staff member → applied exactly once."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.urls import reverse
+from django.utils import timezone
 
-from loyalty.models import BulkAdjustmentBatch, LedgerEntry, LoyaltyAccount
-from loyalty.services.bulk_adjust import batch_apply, batch_approve, batch_upload
+from loyalty.models import BulkAdjustmentBatch, BulkAdjustmentLine, LedgerEntry, LoyaltyAccount
+from loyalty.services import bulk_adjust
+from loyalty.services.bulk_adjust import batch_apply, batch_approve, batch_upload, batches_resume
 from loyalty.services.ledger import account_for_customer, points_adjust
 from tests.loyalty.ledger_helpers import assert_consistent, customer_make, programme_setup
 
@@ -104,3 +108,106 @@ def test_admin_upload_preview_and_approval_by_a_second_user(client, staff):
     batch.refresh_from_db()
     assert batch.status == "applied" and batch.approved_by == staff[1]
     assert LoyaltyAccount.objects.get().available == 88
+
+
+class _QueueRecorder:
+    """Stands in for the Celery task: records what would be queued."""
+
+    def __init__(self):
+        self.queued = []
+
+    def delay(self, **kwargs):
+        self.queued.append(kwargs)
+
+
+def test_a_large_batch_is_queued_for_the_worker_once_the_approval_commits(
+    staff, monkeypatch, django_capture_on_commit_callbacks
+):
+    programme_setup()
+    for n in range(3):
+        customer_make(external_id=f"C-{n}")
+    batch = batch_upload(
+        name="Big", reason="launch", data=_csv(*[(f"C-{n}", "10", "") for n in range(3)]), created_by=staff[0]
+    )
+    task = _QueueRecorder()
+    monkeypatch.setattr(bulk_adjust, "INLINE_MAX_LINES", 2)
+    monkeypatch.setattr(bulk_adjust, "bulk_adjustment_apply", task)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        approved = batch_approve(batch=batch, approved_by=staff[1])
+        assert task.queued == []  # not before the approval commits
+
+    assert approved.status == "approved" and LedgerEntry.objects.count() == 0
+    for callback in callbacks:
+        callback()
+    assert task.queued == [{"batch_id": batch.pk}]
+
+
+def test_a_rerun_after_a_killed_worker_applies_each_line_once(staff, monkeypatch):
+    programme_setup()
+    customers = [customer_make(external_id=f"C-{n}") for n in range(5)]
+    batch = batch_upload(
+        name="Goodwill",
+        reason="outage",
+        data=_csv(*[(f"C-{n}", str(10 * (n + 1)), "") for n in range(5)]),
+        created_by=staff[0],
+    )
+    monkeypatch.setattr(bulk_adjust, "INLINE_MAX_LINES", 0)
+    monkeypatch.setattr(bulk_adjust, "bulk_adjustment_apply", _QueueRecorder())
+    monkeypatch.setattr(bulk_adjust, "APPLY_CHUNK", 2)
+    batch_approve(batch=batch, approved_by=staff[1])
+
+    # The worker dies in its second chunk, after writing line 4's entry: that chunk rolls back.
+    real_adjust = bulk_adjust.adjust_locked
+
+    def dies_at_line_five(**kwargs):
+        if kwargs["idempotency_key"].endswith(":5"):
+            raise SystemExit("worker killed")
+        return real_adjust(**kwargs)
+
+    monkeypatch.setattr(bulk_adjust, "adjust_locked", dies_at_line_five)
+    with pytest.raises(SystemExit):
+        batch_apply(batch_id=batch.pk)
+    batch.refresh_from_db()
+    assert (batch.status, batch.lines_done) == ("applying", 2)
+    assert LedgerEntry.objects.filter(reference=f"bulk:{batch.pk}").count() == 2
+
+    monkeypatch.setattr(bulk_adjust, "adjust_locked", real_adjust)
+    batch_apply(batch_id=batch.pk)  # the redelivered task
+    # A line whose link to its entry was lost is matched to that entry again by its key, not re-applied.
+    BulkAdjustmentLine.objects.filter(batch=batch, line_no=2).update(entry=None)
+    BulkAdjustmentBatch.objects.filter(pk=batch.pk).update(status="applying")
+    batch_apply(batch_id=batch.pk)
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.lines_done) == ("applied", 5)
+    entries = LedgerEntry.objects.filter(reference=f"bulk:{batch.pk}")
+    assert sorted(entries.values_list("idempotency_key", flat=True)) == [
+        f"bulk:{batch.pk}:{n}" for n in range(2, 7)
+    ]
+    for n, customer in enumerate(customers):
+        account = LoyaltyAccount.objects.get(customer=customer)
+        assert account.available == 10 * (n + 1)
+        assert_consistent(account)
+
+
+def test_a_stalled_apply_is_queued_again_and_a_running_one_is_not(staff, monkeypatch):
+    programme_setup()
+    for n in range(2):
+        customer_make(external_id=f"C-{n}")
+    stalled, running = (
+        batch_upload(name=name, reason="r", data=_csv((f"C-{n}", "5", name)), created_by=staff[0])
+        for n, name in enumerate(["stalled", "running"])
+    )
+    task = _QueueRecorder()
+    monkeypatch.setattr(bulk_adjust, "INLINE_MAX_LINES", 0)
+    monkeypatch.setattr(bulk_adjust, "bulk_adjustment_apply", task)
+    for batch in (stalled, running):
+        batch_approve(batch=batch, approved_by=staff[1])
+    now = timezone.now()
+    BulkAdjustmentBatch.objects.filter(pk=stalled.pk).update(
+        status="applying", progress_at=now - bulk_adjust.STALLED_AFTER - timedelta(seconds=1)
+    )
+    BulkAdjustmentBatch.objects.filter(pk=running.pk).update(status="applying", progress_at=now)
+
+    assert batches_resume(now=now) == [stalled.pk]

@@ -21,6 +21,7 @@ LOYALTY_PERIODIC_TASKS = {
     "loyalty.tasks.expire_points",
     "loyalty.tasks.tier_reviews",
     "loyalty.tasks.birthday_bonuses",
+    "loyalty.tasks.bulk_adjustments_resume",
 }
 
 
