@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "loyalty",
     "campaigns",
     "journeys",
+    "config.apps.ProjectConfig",  # composes the apps' staff roles (config/roles.py)
 ]
 
 MIDDLEWARE = [

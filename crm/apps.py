@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
 
@@ -8,11 +7,7 @@ class CrmConfig(AppConfig):
     verbose_name = _("Customers (CDP)")
 
     def ready(self):
-        from crm.signals import sync_roles_after_migrate
-
-        # Runs once per migrate (dispatch_uid), after every app's permissions exist.
-        post_migrate.connect(sync_roles_after_migrate, dispatch_uid="crm.sync_roles")
-
+        # The staff roles are re-applied after migrate by config/roles.py, which knows every app.
         from crm.metrics.merge import register_merge_handler
 
         register_merge_handler()

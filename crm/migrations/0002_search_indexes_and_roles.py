@@ -25,15 +25,16 @@ def create_roles(apps, schema_editor):
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
-    from crm.roles import roles_sync
+    from crm.roles import CRM_ROLE_GRANTS, roles_sync
 
-    roles_sync(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+    # crm's share only: no other app's models exist yet; config/roles.py applies every share after migrate.
+    roles_sync(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"), CRM_ROLE_GRANTS)
 
 
 def drop_roles(apps, schema_editor):
-    from crm.roles import ROLE_GRANTS
+    from crm.roles import ROLES
 
-    apps.get_model("auth", "Group").objects.filter(name__in=list(ROLE_GRANTS)).delete()
+    apps.get_model("auth", "Group").objects.filter(name__in=list(ROLES)).delete()
 
 
 class Migration(migrations.Migration):
