@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
+from django.db.models import BigIntegerField, Func
 
 
 @contextmanager
@@ -94,3 +95,18 @@ def foreign_key_triggers_off_sql(connection) -> str:
 
 
 FOREIGN_KEY_TRIGGERS_ON_SQL = "SELECT set_config('session_replication_role', 'origin', true)"
+
+
+class CurrentTransactionId(Func):
+    """The id of the transaction writing the row: PostgreSQL's 64-bit `pg_current_xact_id()` (xid8, which
+    has no cast to bigint but through text); 0 on other databases, whose one writer at a time makes ids
+    alone a safe cursor. The column default of `crm_event.xact_id`, which the event-log reader needs to
+    know what may still commit behind it (crm.services.event_log)."""
+
+    output_field = BigIntegerField()
+
+    def as_sql(self, compiler, connection, **extra_context):
+        return "0", []
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        return "(pg_current_xact_id()::text::bigint)", []

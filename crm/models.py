@@ -16,6 +16,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
+from crm.db import CurrentTransactionId
+
 
 class Channel(models.TextChoices):
     """Where a customer was met or an order was placed."""
@@ -435,6 +437,12 @@ class Event(models.Model):
     # PostgreSQL (Django adds a LIKE-pattern index to a unique CharField; nothing searches these by prefix).
     external_id = models.CharField(_("external event id"), max_length=100, null=True, blank=True)
     received_at = models.DateTimeField(_("received at"), default=timezone.now)
+    # Which transaction wrote the event (crm.db.CurrentTransactionId: a column default, so COPY and raw
+    # INSERTs get it too). The log is read in (xact_id, id) order below the oldest transaction still
+    # running, which an id alone cannot give: ids are handed out at insert, not at commit.
+    xact_id = models.BigIntegerField(
+        _("writing transaction"), db_default=CurrentTransactionId(), editable=False
+    )
 
     class Meta:
         verbose_name = _("behaviour event")
@@ -445,6 +453,7 @@ class Event(models.Model):
             # index (segments probe it customer by customer), whatever else the customer did.
             models.Index(fields=["customer", "type", "occurred_at"], name="crm_event_cust_type_time_idx"),
             models.Index(fields=["type", "occurred_at"], name="crm_event_type_time_idx"),
+            models.Index(fields=["xact_id", "id"], name="crm_event_log_order_idx"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -463,6 +472,25 @@ class Event(models.Model):
         if not self._state.adding:
             raise ValidationError(_("Behaviour events are append-only and cannot be edited."))
         super().save(*args, **kwargs)
+
+
+class EventLogCursor(models.Model):
+    """How far one consumer of the behaviour-event log (loyalty's accrual, the delivery pipeline's notices,
+    journey triggers) has read: the (xact_id, id) of the last event it was given. Read and advanced only
+    by crm.services.event_log.event_log_read, in the consumer's own transaction."""
+
+    consumer = models.CharField(_("consumer"), max_length=64, primary_key=True)
+    last_xact_id = models.BigIntegerField(_("last transaction id"), default=0)
+    last_event_id = models.BigIntegerField(_("last event id"), default=0)
+    events_read = models.BigIntegerField(_("events read"), default=0)
+    updated_at = models.DateTimeField(_("updated at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("event-log cursor")
+        verbose_name_plural = _("event-log cursors")
+
+    def __str__(self) -> str:
+        return f"{self.consumer}: {self.last_xact_id}/{self.last_event_id}"
 
 
 class Tag(models.Model):
