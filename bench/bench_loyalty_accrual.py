@@ -137,8 +137,8 @@ def run(args) -> None:
     from django.utils import timezone
 
     from crm.models import Event, Order
-    from loyalty.models import LoyaltyCursor
-    from loyalty.services.accrual import events_process, orders_accrue
+    from crm.services.event_log import event_log_cursor_reset
+    from loyalty.services.accrual import ACCRUAL_CONSUMER, events_process, orders_accrue
     from loyalty.services.programme import ruleset_load
 
     started = time.perf_counter()
@@ -196,7 +196,7 @@ def run(args) -> None:
         .values_list("id", flat=True)
         .first()
     )
-    LoyaltyCursor.objects.update_or_create(name="accrual", defaults={"last_event_id": (first_event or 1) - 1})
+    event_log_cursor_reset(consumer=ACCRUAL_CONSUMER, from_event_id=first_event)
     t0 = time.perf_counter()
     events = 0
     batches = []

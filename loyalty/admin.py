@@ -25,7 +25,6 @@ from loyalty.models import (
     EarnRule,
     LedgerEntry,
     LoyaltyAccount,
-    LoyaltyCursor,
     ManualAdjustment,
     OwedPoints,
     PointLot,
@@ -287,11 +286,6 @@ class TierChangeAdmin(ReadOnlyAdmin):
 class OwedPointsAdmin(ReadOnlyAdmin):
     list_display = ("account", "points", "remaining", "created_at")
     raw_id_fields = ("account", "entry")
-
-
-@admin.register(LoyaltyCursor)
-class LoyaltyCursorAdmin(ReadOnlyAdmin):
-    list_display = ("name", "last_event_id", "updated_at")
 
 
 # --- Manual adjustments -------------------------------------------------------------------------------

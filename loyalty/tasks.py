@@ -21,7 +21,7 @@ def accrue_events() -> None:
 
 @shared_task(name="loyalty.tasks.accrual_sweep", ignore_result=True)
 def accrual_sweep(days: int = 3) -> None:
-    """Accrue any recent order the cursor passed before its transaction committed (see events_process)."""
+    """Accrue any recent order that has no earning yet (the safety net of services.accrual.accrual_sweep)."""
     from django.utils import timezone
 
     from loyalty.services import accrual

@@ -10,7 +10,6 @@ from loyalty.models.ledger import (  # noqa: F401
     LedgerEntry,
     LotConsumption,
     LoyaltyAccount,
-    LoyaltyCursor,
     ManualAdjustment,
     OwedPoints,
     PointLot,

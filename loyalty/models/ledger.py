@@ -650,22 +650,6 @@ class RuleUsage(models.Model):
         return f"{self.rule_id}@{self.day}: {self.points}"
 
 
-class LoyaltyCursor(models.Model):
-    """How far a consumer of the crm behaviour-event log has read. Claimed with SELECT ... FOR UPDATE and
-    advanced in the same transaction as the entries the events produced."""
-
-    name = models.CharField(_("name"), max_length=64, primary_key=True)
-    last_event_id = models.BigIntegerField(_("last event id"), default=0)
-    updated_at = models.DateTimeField(_("updated at"), default=timezone.now)
-
-    class Meta:
-        verbose_name = _("event cursor")
-        verbose_name_plural = _("event cursors")
-
-    def __str__(self) -> str:
-        return f"{self.name}: {self.last_event_id}"
-
-
 # --- Staff adjustments ------------------------------------------------------------------------------
 
 

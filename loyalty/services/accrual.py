@@ -13,7 +13,7 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db import connection, transaction
@@ -21,14 +21,14 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from crm.db import server_binding_cursor
-from crm.models import Event, Order
+from crm.models import Order
+from crm.services.event_log import LoggedEvent, event_log_read
 from loyalty.models import (
     EarnRule,
     EntryKind,
     LedgerEntry,
     LotConsumption,
     LoyaltyAccount,
-    LoyaltyCursor,
     OwedPoints,
     PointLot,
     Referral,
@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 ORDER_PLACED = "order_placed"
 ORDER_REFUNDED = "order_refunded"
-ACCRUAL_CURSOR = "accrual"
+ACCRUAL_CONSUMER = "loyalty.accrual"  # its crm EventLogCursor
 
 
 # --- Batch writer -----------------------------------------------------------------------------------
@@ -932,20 +932,20 @@ class ProcessResult:
     bonuses: int = 0
 
 
-def _order_ids_of(events) -> dict[int, int]:
+def _order_ids_of(events: list[LoggedEvent]) -> dict[int, int]:
     """{order id: event id} for order events; the event names its order by pk or by external id."""
     by_pk, by_external = {}, {}
     for event in events:
-        props = event["properties"] or {}
+        props = event.properties
         if props.get("order_id") is not None:
             try:
-                by_pk[int(props["order_id"])] = event["id"]
+                by_pk[int(props["order_id"])] = event.id
                 continue
             except (TypeError, ValueError):
                 pass
         external = props.get("order_external_id") or props.get("external_id")
         if external:
-            by_external[str(external)] = event["id"]
+            by_external[str(external)] = event.id
     if by_external:
         for pk, external in Order.objects.filter(external_id__in=list(by_external)).values_list(
             "id", "external_id"
@@ -954,38 +954,27 @@ def _order_ids_of(events) -> dict[int, int]:
     return by_pk
 
 
-def events_process(
-    *, now: datetime | None = None, batch_size: int = 1000, settle_seconds: float = 2.0
-) -> ProcessResult:
-    """Read the next batch of behaviour events after the cursor and turn them into points, in one
-    transaction with the cursor's advance. The cursor row is claimed with SELECT ... FOR UPDATE, so two
-    workers never process the same batch; idempotency keys would make a replay harmless anyway.
-
-    Events younger than `settle_seconds` wait for the next run: ids are handed out when a row is
-    inserted, not when it commits, so a younger id can become visible before an older one. The nightly
-    `accrual_sweep` catches any order that slipped past anyway."""
+def events_process(*, now: datetime | None = None, batch_size: int = 1000) -> ProcessResult:
+    """Read the next batch of behaviour events for the accrual and turn them into points, in one
+    transaction with the cursor's advance (crm.services.event_log: every event once, even one whose
+    transaction commits late, and two workers never get the same batch); idempotency keys make a replay
+    harmless anyway. Only the types the accrual acts on are read: orders, refunds and those an earn rule
+    rewards."""
     now = now or timezone.now()
     result = ProcessResult()
     with transaction.atomic():
-        cursor, _created = LoyaltyCursor.objects.get_or_create(name=ACCRUAL_CURSOR)
-        cursor = LoyaltyCursor.objects.select_for_update().get(pk=cursor.pk)
-        events = list(
-            Event.objects.filter(id__gt=cursor.last_event_id)
-            .order_by("id")
-            .values("id", "type", "customer_id", "properties", "occurred_at", "received_at")[:batch_size]
-        )
-        horizon = now - timedelta(seconds=settle_seconds)
-        ready = []
-        for event in events:
-            if event["received_at"] > horizon:
-                break
-            ready.append(event)
-        if not ready:
-            result.last_event_id = cursor.last_event_id
-            return result
         ruleset = ruleset_load()
-        placed = _order_ids_of([e for e in ready if e["type"] == ORDER_PLACED])
-        refunded = _order_ids_of([e for e in ready if e["type"] == ORDER_REFUNDED])
+        bonus_types = ruleset.bonus_event_types()
+        ready = event_log_read(
+            consumer=ACCRUAL_CONSUMER,
+            batch_size=batch_size,
+            types={ORDER_PLACED, ORDER_REFUNDED, *bonus_types},
+            now=now,
+        )
+        if not ready:
+            return result
+        placed = _order_ids_of([e for e in ready if e.type == ORDER_PLACED])
+        refunded = _order_ids_of([e for e in ready if e.type == ORDER_REFUNDED])
         if placed:
             result.accrual = orders_accrue(
                 order_ids=list(placed), now=now, ruleset=ruleset, source_events=placed
@@ -996,37 +985,33 @@ def events_process(
             refunded.update(dict.fromkeys(already_refunded.values_list("id", flat=True), 0))
         for order_id in sorted(refunded):
             result.reversals += len(order_refund_reverse(order_id=order_id, now=now))
-        bonus_types = ruleset.bonus_event_types()
         awards = []
         for event in ready:
-            if event["type"] not in bonus_types or not event["customer_id"]:
+            if event.type not in bonus_types or not event.customer_id:
                 continue
-            for rule in ruleset.rules_for_event_type(event["type"], event["occurred_at"]):
+            for rule in ruleset.rules_for_event_type(event.type, event.occurred_at):
                 awards.append(
                     {
-                        "customer_id": event["customer_id"],
+                        "customer_id": event.customer_id,
                         "rule": rule,
                         "key": _bonus_key(rule, event),
                         "reason": str(rule.name),
-                        "reference": event["type"],
-                        "source_event_id": event["id"],
+                        "reference": event.type,
+                        "source_event_id": event.id,
                     }
                 )
         if awards:
             result.bonuses = bonuses_award(awards=awards, now=now, ruleset=ruleset)
-        cursor.last_event_id = ready[-1]["id"]
-        cursor.updated_at = now
-        cursor.save(update_fields=["last_event_id", "updated_at"])
         result.events = len(ready)
-        result.last_event_id = cursor.last_event_id
+        result.last_event_id = ready[-1].id
     return result
 
 
-def _bonus_key(rule: EarnRule, event: dict) -> str:
+def _bonus_key(rule: EarnRule, event: LoggedEvent) -> str:
     # Sign-up earns once per customer whatever the number of sign-up events; the others once per event.
     if rule.event == "signup":
-        return f"bonus:signup:{event['customer_id']}:rule:{rule.pk}"
-    return f"bonus:event:{event['id']}:rule:{rule.pk}"
+        return f"bonus:signup:{event.customer_id}:rule:{rule.pk}"
+    return f"bonus:event:{event.id}:rule:{rule.pk}"
 
 
 def events_process_all(
@@ -1043,8 +1028,10 @@ def events_process_all(
 
 
 def accrual_sweep(*, since: datetime, now: datetime | None = None, batch_size: int = 500) -> AccrualResult:
-    """Accrue orders placed since `since` that have no earning yet and reconcile their refunds; catches
-    any event the cursor passed before its transaction committed. Idempotent."""
+    """Accrue orders placed since `since` that have no earning yet and reconcile their refunds. The event
+    cursor misses nothing, so this is the safety net for what is not in the log's hands: an accrual
+    committed without waiting for the disk and lost in a server crash (_commit_without_waiting_for_the_disk),
+    or orders written by hand in the database. Idempotent."""
     now = now or timezone.now()
     total = AccrualResult()
     last_id = 0

@@ -16,6 +16,7 @@ from django.db import connection
 
 from crm.models import Order
 from loyalty.models import EarnRule, LedgerEntry, Promotion, Tier
+from loyalty.services.accrual import ACCRUAL_CONSUMER
 from loyalty.services.earning import PARTS, floor_int
 
 
@@ -261,14 +262,17 @@ def _orders_missed() -> Iterator[Breach]:
                SELECT ev.properties->>'order_external_id' AS external_id, ev.properties->>'order_id' AS order_id
                  FROM crm_event ev
                 WHERE ev.type = 'order_placed'
-                  AND ev.id <= COALESCE((SELECT last_event_id FROM loyalty_loyaltycursor WHERE name = 'accrual'), 0)
+                  AND EXISTS (SELECT 1 FROM crm_eventlogcursor c
+                               WHERE c.consumer = %s
+                                 AND (ev.xact_id, ev.id) <= (c.last_xact_id, c.last_event_id))
            )
            SELECT o.id, o.external_id, o.total, o.placed_at, o.currency
              FROM crm_order o
             WHERE (o.external_id IN (SELECT external_id FROM placed WHERE external_id IS NOT NULL)
                    OR CAST(o.id AS TEXT) IN (SELECT order_id FROM placed WHERE order_id IS NOT NULL))
               AND o.total > 0
-              AND NOT EXISTS (SELECT 1 FROM loyalty_ledgerentry e WHERE e.order_id = o.id AND e.kind = 'earn')"""
+              AND NOT EXISTS (SELECT 1 FROM loyalty_ledgerentry e WHERE e.order_id = o.id AND e.kind = 'earn')""",
+        [ACCRUAL_CONSUMER],
     )
     if not rows:
         return

@@ -7,8 +7,9 @@ from decimal import Decimal
 import pytest
 
 from crm.models import Event
-from loyalty.models import EarnRule, LedgerEntry, LoyaltyCursor, OwedPoints, PointLot, Promotion
-from loyalty.services.accrual import events_process, order_refund_reverse, orders_accrue
+from crm.services.event_log import event_log_cursor_reset
+from loyalty.models import EarnRule, LedgerEntry, OwedPoints, PointLot, Promotion
+from loyalty.services.accrual import ACCRUAL_CONSUMER, events_process, order_refund_reverse, orders_accrue
 from loyalty.services.ledger import points_redeem
 from loyalty.services.lifecycle import points_release_due
 from tests.loyalty.ledger_helpers import (
@@ -98,7 +99,7 @@ def test_replaying_the_log_adds_nothing():
     customer = customer_make()
     order = order_make(customer, total="100")
     process(NOW)
-    LoyaltyCursor.objects.update(last_event_id=0)  # as if the cursor had been lost
+    event_log_cursor_reset(consumer=ACCRUAL_CONSUMER)  # as if the cursor had been lost
 
     process(NOW)
     orders_accrue(order_ids=[order.pk], now=NOW)
@@ -109,17 +110,20 @@ def test_replaying_the_log_adds_nothing():
     assert_consistent(account)
 
 
-def test_cursor_waits_for_events_younger_than_the_settle_time():
+def test_cursor_reads_only_the_types_the_accrual_acts_on_and_moves_past_the_rest():
     programme_setup()
     customer = customer_make()
     order = order_make(customer, total="100", event=False)
+    Event.objects.create(customer=customer, type="page_view", properties={}, occurred_at=NOW)
     Event.objects.create(
         customer=customer, type="order_placed", properties={"order_id": order.pk}, occurred_at=NOW
     )
-    result = events_process(now=Event.objects.get().received_at)
-    assert result.events == 0
-    result = events_process(now=Event.objects.get().received_at + timedelta(seconds=5))
-    assert result.events == 1
+    Event.objects.create(customer=customer, type="page_view", properties={}, occurred_at=NOW)
+
+    first, second = events_process(now=NOW), events_process(now=NOW)
+
+    assert (first.events, second.events) == (1, 0)
+    assert account_of(customer).pending == 100
 
 
 def test_partial_refund_reverses_exactly_what_the_refunded_line_earned():
