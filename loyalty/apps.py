@@ -7,6 +7,9 @@ class LoyaltyConfig(AppConfig):
     verbose_name = _("Loyalty")
 
     def ready(self):
+        from loyalty.event_types import register as event_types_register
+
+        event_types_register()
         from crm.services.customers import merge_handler_register
         from loyalty.services.members import members_merge
         from loyalty.services.merge import customer_merge_fold

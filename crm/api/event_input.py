@@ -13,6 +13,7 @@ from datetime import datetime
 from django.utils.translation import gettext as _
 
 from crm.api.fields import parse_moment, text_problem
+from crm.event_types import EventPropertiesInvalid, event_properties_check
 from crm.models import Channel
 from crm.services.events import CustomerRef, EventInput
 
@@ -99,6 +100,10 @@ def _event(raw, *, now: datetime) -> EventInput:
     properties = raw.get("properties", {})
     if not isinstance(properties, dict):
         raise _Invalid("properties", _("Expected a JSON object."))
+    try:
+        event_properties_check(event_type, properties)
+    except EventPropertiesInvalid as exc:
+        raise _Invalid(f"properties.{exc.field}", str(exc.message))
     if "customer" not in raw:
         raise _Invalid("customer", _("This field is required."))
     return EventInput(

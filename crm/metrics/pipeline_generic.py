@@ -16,8 +16,9 @@ from django.db.models.functions import TruncDate
 from crm.clock import business_date_of, business_time_zone
 from crm.metrics import lifecycle, rfm
 from crm.metrics.compute import BuyerColumns, PipelineOutput, WarmStart, compute_scores
-from crm.models import Customer, Event, Order
+from crm.models import Customer, Order
 from crm.models_metrics import LIFECYCLE_STAGE_CHANGED, CustomerMetrics, LifecycleStage
+from crm.services.event_log import NewEvent, events_append
 
 EPOCH = date(1970, 1, 1)
 CENT = Decimal("0.01")
@@ -102,7 +103,7 @@ def run(
         )
     }
     rows: list[CustomerMetrics] = []
-    new_events: list[Event] = []
+    new_events: list[NewEvent] = []
     occurred_at = min(cutoff, now)
     for cid, created_at, erased_at in Customer.objects.values_list("id", "created_at", "erased_at").iterator(
         chunk_size=BATCH
@@ -156,15 +157,14 @@ def run(
             and (old_as_of is None or old_as_of <= as_of)
         ):
             new_events.append(
-                Event(
-                    customer_id=cid,
+                NewEvent(
                     type=LIFECYCLE_STAGE_CHANGED,
-                    properties={"from": old_stage, "to": stage, "as_of": as_of.isoformat()},
+                    customer_id=cid,
                     occurred_at=occurred_at,
-                    received_at=now,
+                    properties={"from": old_stage, "to": stage, "as_of": as_of.isoformat()},
                 )
             )
-    Event.objects.bulk_create(new_events, batch_size=BATCH)
+    events_append(events=new_events, now=now, batch_size=BATCH)
     CustomerMetrics.objects.bulk_create(
         rows,
         batch_size=BATCH,

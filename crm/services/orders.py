@@ -30,11 +30,11 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from crm.clock import EARLIEST_DATE, is_before_earliest
+from crm.event_types import ORDER_PLACED, ORDER_REFUNDED
 from crm.models import (
     Channel,
     Customer,
     CustomerIdentity,
-    Event,
     IdentityKind,
     Order,
     OrderLine,
@@ -43,6 +43,7 @@ from crm.models import (
     Refund,
 )
 from crm.services import orders_postgres
+from crm.services.event_log import NewEvent, events_append
 
 logger = logging.getLogger(__name__)
 
@@ -977,20 +978,20 @@ def _insert_orders_generic(items: list[_Item], *, now: datetime) -> dict[str, in
         ],
         batch_size=2000,
     )
-    events = []
-    for i in mine:
-        for kind in ("order_placed", "order_refunded") if i.refunded else ("order_placed",):
-            events.append(
-                Event(
-                    customer_id=i.customer_id,
-                    type=kind,
-                    properties=_order_event_properties(i),
-                    occurred_at=i.placed_at,
-                    channel=i.channel,
-                    received_at=now,
-                )
+    events_append(
+        events=[
+            NewEvent(
+                type=kind,
+                customer_id=i.customer_id,
+                occurred_at=i.placed_at,
+                properties=_order_event_properties(i),
+                channel=i.channel,
             )
-    Event.objects.bulk_create(events, batch_size=2000)
+            for i in mine
+            for kind in ((ORDER_PLACED, ORDER_REFUNDED) if i.refunded else (ORDER_PLACED,))
+        ],
+        now=now,
+    )
     return inserted
 
 
@@ -1177,20 +1178,24 @@ def _refund_locked(
         fingerprint=fingerprint,
         created_at=now,
     )
-    Event.objects.create(
-        customer_id=order.customer_id,
-        type="order_refunded",
-        properties={
-            "order_external_id": order.external_id,
-            "refund_external_id": refund_external_id,
-            "amount": str(amount),
-            "currency": order.currency,
-            "refunded_amount": str(order.refunded_amount),
-            "status": order.status,
-        },
-        occurred_at=refunded_at,
-        channel=order.channel,
-        received_at=now,
+    events_append(
+        events=[
+            NewEvent(
+                type=ORDER_REFUNDED,
+                customer_id=order.customer_id,
+                occurred_at=refunded_at,
+                properties={
+                    "order_external_id": order.external_id,
+                    "refund_external_id": refund_external_id,
+                    "amount": str(amount),
+                    "currency": order.currency,
+                    "refunded_amount": str(order.refunded_amount),
+                    "status": order.status,
+                },
+                channel=order.channel,
+            )
+        ],
+        now=now,
     )
     refund.replayed = False
     return refund

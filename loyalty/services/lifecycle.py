@@ -16,14 +16,13 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from crm.models import Event
+from crm.services.event_log import NewEvent, events_append
+from loyalty.event_types import POINTS_EXPIRING
 from loyalty.models import EntryKind, LedgerEntry, LoyaltyAccount, PointLot
 from loyalty.services.ledger import balances_save, owed_settle
 from loyalty.services.programme import programme_get
 
 logger = logging.getLogger(__name__)
-
-POINTS_EXPIRING = "points_expiring"
 
 
 def _lock_accounts(candidate_ids: list[int]) -> list[int]:
@@ -215,23 +214,23 @@ def expiring_notices_emit(*, now: datetime | None = None, batch_size: int = 2000
             customers = dict(
                 LoyaltyAccount.objects.filter(pk__in=list(per_account)).values_list("pk", "customer_id")
             )
-            Event.objects.bulk_create(
-                [
-                    Event(
-                        customer_id=customers.get(account_id),
+            events_append(
+                events=[
+                    NewEvent(
                         type=POINTS_EXPIRING,
+                        customer_id=customers.get(account_id),
+                        occurred_at=now,
                         properties={
                             "account_id": account_id,
                             "points": item["points"],
                             "expires_at": item["expires_at"].isoformat(),
                         },
-                        occurred_at=now,
-                        received_at=now,
                         external_id=f"loyalty:points_expiring:{account_id}:{item['first_lot']}",
                     )
                     for account_id, item in per_account.items()
                 ],
-                ignore_conflicts=True,
+                now=now,
+                skip_existing=True,
                 batch_size=5000,
             )
             written += len(per_account)
@@ -326,22 +325,22 @@ def _notices_portable(now: datetime, horizon: datetime) -> int:
         customers = dict(
             LoyaltyAccount.objects.filter(pk__in=list(per_account)).values_list("pk", "customer_id")
         )
-        Event.objects.bulk_create(
-            [
-                Event(
-                    customer_id=customers.get(account_id),
+        events_append(
+            events=[
+                NewEvent(
                     type=POINTS_EXPIRING,
+                    customer_id=customers.get(account_id),
+                    occurred_at=now,
                     properties={
                         "account_id": account_id,
                         "points": item["points"],
                         "expires_at": item["expires_at"].isoformat(),
                     },
-                    occurred_at=now,
-                    received_at=now,
                     external_id=f"loyalty:points_expiring:{account_id}:{item['first_lot']}",
                 )
                 for account_id, item in per_account.items()
             ],
-            ignore_conflicts=True,
+            now=now,
+            skip_existing=True,
         )
     return len(per_account)

@@ -22,14 +22,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from crm.db import server_binding_cursor
-from crm.models import Event
+from crm.services.event_log import NewEvent, events_append
+from loyalty.event_types import TIER_CHANGED
 from loyalty.models import LoyaltyAccount, Tier, TierChange
 from loyalty.selectors import qualifying_values
 from loyalty.services.programme import RuleSet, add_months, ruleset_load
 
 logger = logging.getLogger(__name__)
-
-TIER_CHANGED = "tier_changed"
 
 
 def _rank(tier: Tier | None) -> int:
@@ -81,19 +80,21 @@ def _changes_save(changes: list[TierChange], customers: dict[int, int | None], n
     if not changes:
         return
     saved = TierChange.objects.bulk_create(changes)
-    events = [
-        Event(
-            customer_id=customers.get(change.account_id),
-            type=TIER_CHANGED,
-            properties=_event_properties(change),
-            occurred_at=now,
-            received_at=now,
-            external_id=f"loyalty:tier_changed:{change.pk}",
-        )
-        for change in saved
-        if change.from_tier_id != change.to_tier_id
-    ]
-    Event.objects.bulk_create(events, ignore_conflicts=True)
+    events_append(
+        events=[
+            NewEvent(
+                type=TIER_CHANGED,
+                customer_id=customers.get(change.account_id),
+                occurred_at=now,
+                properties=_event_properties(change),
+                external_id=f"loyalty:tier_changed:{change.pk}",
+            )
+            for change in saved
+            if change.from_tier_id != change.to_tier_id
+        ],
+        now=now,
+        skip_existing=True,
+    )
 
 
 # The tier fields of the moved accounts, their TierChange rows and the tier_changed events of real moves,

@@ -346,3 +346,20 @@ def test_identifiers_linking_an_erased_customer_are_refused_for_that_event_only(
     assert "erased" in errors_of(response)[0]["message"]
     assert list(Event.objects.values_list("external_id", flat=True)) == ["fine"]
     assert Customer.objects.filter(pk__in=[erased.pk, other.pk]).count() == 2
+
+
+@pytest.mark.django_db
+def test_properties_of_a_catalogued_type_that_do_not_fit_its_schema_are_refused_naming_the_property(
+    api, ingest_path
+):
+    CustomerFactory(external_id="C-1")
+    response = post(
+        api,
+        event(type="add_to_cart", properties={"sku": "WIPES-80", "quantity": "two"}),
+        event(type="add_to_cart", properties={"sku": "WIPES-80", "quantity": 2, "campaign": "双十一"}),
+        event(type="coupon_viewed", properties={"quantity": "any shape: a brand's own type"}),
+    )
+    assert response.status_code == 207
+    assert [(e["index"], e["field"]) for e in errors_of(response)] == [(0, "properties.quantity")]
+    assert errors_of(response)[0]["message"] == "Expected an integer."
+    assert Event.objects.count() == 2

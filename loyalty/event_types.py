@@ -1,0 +1,41 @@
+"""The behaviour-event types loyalty writes to crm's log, added to crm's catalogue from
+LoyaltyConfig.ready() (crm never names them)."""
+
+from django.utils.translation import gettext_lazy as _
+
+from crm.event_types import EventType, PropertySpec, event_type_register
+
+TIER_CHANGED = "tier_changed"
+POINTS_EXPIRING = "points_expiring"
+
+_S, _I = PropertySpec("string"), PropertySpec("integer")
+
+
+def register() -> None:
+    event_type_register(
+        EventType(
+            TIER_CHANGED,
+            _("Tier changed"),
+            {
+                "account_id": PropertySpec("integer", required=True),
+                "from_tier": _S,
+                "to_tier": _S,
+                "direction": _S,
+                "reason": _S,
+                "qualifying_value": PropertySpec("decimal"),
+            },
+            source="system",
+        )
+    )
+    event_type_register(
+        EventType(
+            POINTS_EXPIRING,
+            _("Points about to expire"),
+            {
+                "account_id": PropertySpec("integer", required=True),
+                "points": PropertySpec("integer", required=True),
+                "expires_at": PropertySpec("datetime", required=True),
+            },
+            source="system",
+        )
+    )
