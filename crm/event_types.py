@@ -23,6 +23,7 @@ from typing import Any
 
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 TYPE_CODE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -159,24 +160,24 @@ LIFECYCLE_STAGE_CHANGED = "lifecycle_stage_changed"
 _S, _I, _D = PropertySpec("string"), PropertySpec("integer"), PropertySpec("decimal")
 
 for _type in (
-    EventType(PAGE_VIEW, _("Page viewed"), {"url": _S, "title": _S, "referrer": _S}),
-    EventType(PRODUCT_VIEW, _("Product viewed"), {"sku": _S, "product_id": _I, "price": _D}),
-    EventType(SEARCH, _("Searched"), {"query": _S}),
+    EventType(PAGE_VIEW, pgettext_lazy("event type", "Page viewed"), {"url": _S, "title": _S, "referrer": _S}),
+    EventType(PRODUCT_VIEW, pgettext_lazy("event type", "Product viewed"), {"sku": _S, "product_id": _I, "price": _D}),
+    EventType(SEARCH, pgettext_lazy("event type", "Searched"), {"query": _S}),
     EventType(
         ADD_TO_CART,
-        _("Added to cart"),
+        pgettext_lazy("event type", "Added to cart"),
         {"sku": _S, "product_id": _I, "quantity": _I, "price": _D, "currency": _S},
     ),
-    EventType(CHECKOUT_STARTED, _("Checkout started"), {"cart_value": _D, "currency": _S, "items": _I}),
+    EventType(CHECKOUT_STARTED, pgettext_lazy("event type", "Checkout started"), {"cart_value": _D, "currency": _S, "items": _I}),
     EventType(
         ORDER_PLACED,
-        _("Order placed"),
+        pgettext_lazy("event type", "Order placed"),
         {"order_id": _I, "order_external_id": _S, "total": _D, "currency": _S, "channel": _S},
         source="system",
     ),
     EventType(
         ORDER_REFUNDED,
-        _("Order refunded"),
+        pgettext_lazy("event type", "Order refunded"),
         {
             "order_id": _I,
             "order_external_id": _S,
@@ -190,11 +191,11 @@ for _type in (
         },
         source="system",
     ),
-    EventType(MESSAGE_CLICKED, _("Message clicked"), {"message_id": _S, "url": _S, "campaign": _S}),
-    EventType(SIGNUP, _("Signed up"), {"source": _S}),
+    EventType(MESSAGE_CLICKED, pgettext_lazy("event type", "Message clicked"), {"message_id": _S, "url": _S, "campaign": _S}),
+    EventType(SIGNUP, pgettext_lazy("event type", "Signed up"), {"source": _S}),
     EventType(
         LIFECYCLE_STAGE_CHANGED,
-        _("Lifecycle stage changed"),
+        pgettext_lazy("event type", "Lifecycle stage changed"),
         {
             "from": _S,
             "to": PropertySpec("string", required=True),

@@ -1,7 +1,7 @@
 """The behaviour-event types loyalty writes to crm's log, added to crm's catalogue from
 LoyaltyConfig.ready() (crm never names them)."""
 
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from crm.event_types import EventType, PropertySpec, event_type_register
 
@@ -15,7 +15,7 @@ def register() -> None:
     event_type_register(
         EventType(
             TIER_CHANGED,
-            _("Tier changed"),
+            pgettext_lazy("event type", "Tier changed"),
             {
                 "account_id": PropertySpec("integer", required=True),
                 "from_tier": _S,
@@ -30,7 +30,7 @@ def register() -> None:
     event_type_register(
         EventType(
             POINTS_EXPIRING,
-            _("Points about to expire"),
+            pgettext_lazy("event type", "Points about to expire"),
             {
                 "account_id": PropertySpec("integer", required=True),
                 "points": PropertySpec("integer", required=True),
