@@ -149,6 +149,9 @@ def _kind_problem(kind: str, value: Any) -> str | Promise | None:
 PAGE_VIEW = "page_view"
 PRODUCT_VIEW = "product_view"
 SEARCH = "search"
+APP_OPEN = "app_open"
+WECHAT_ARTICLE_READ = "wechat_article_read"
+COUPON_CLAIMED = "coupon_claimed"
 ADD_TO_CART = "add_to_cart"
 CHECKOUT_STARTED = "checkout_started"
 ORDER_PLACED = "order_placed"
@@ -160,15 +163,32 @@ LIFECYCLE_STAGE_CHANGED = "lifecycle_stage_changed"
 _S, _I, _D = PropertySpec("string"), PropertySpec("integer"), PropertySpec("decimal")
 
 for _type in (
-    EventType(PAGE_VIEW, pgettext_lazy("event type", "Page viewed"), {"url": _S, "title": _S, "referrer": _S}),
-    EventType(PRODUCT_VIEW, pgettext_lazy("event type", "Product viewed"), {"sku": _S, "product_id": _I, "price": _D}),
+    EventType(
+        PAGE_VIEW, pgettext_lazy("event type", "Page viewed"), {"url": _S, "title": _S, "referrer": _S}
+    ),
+    EventType(
+        PRODUCT_VIEW,
+        pgettext_lazy("event type", "Product viewed"),
+        {"sku": _S, "product_id": _I, "price": _D},
+    ),
     EventType(SEARCH, pgettext_lazy("event type", "Searched"), {"query": _S}),
+    EventType(APP_OPEN, pgettext_lazy("event type", "App opened")),
+    EventType(
+        WECHAT_ARTICLE_READ,
+        pgettext_lazy("event type", "WeChat article read"),
+        {"title": _S, "article_id": _S, "url": _S},
+    ),
+    EventType(COUPON_CLAIMED, pgettext_lazy("event type", "Coupon claimed"), {"coupon": _S, "code": _S}),
     EventType(
         ADD_TO_CART,
         pgettext_lazy("event type", "Added to cart"),
         {"sku": _S, "product_id": _I, "quantity": _I, "price": _D, "currency": _S},
     ),
-    EventType(CHECKOUT_STARTED, pgettext_lazy("event type", "Checkout started"), {"cart_value": _D, "currency": _S, "items": _I}),
+    EventType(
+        CHECKOUT_STARTED,
+        pgettext_lazy("event type", "Checkout started"),
+        {"cart_value": _D, "currency": _S, "items": _I},
+    ),
     EventType(
         ORDER_PLACED,
         pgettext_lazy("event type", "Order placed"),
@@ -191,7 +211,11 @@ for _type in (
         },
         source="system",
     ),
-    EventType(MESSAGE_CLICKED, pgettext_lazy("event type", "Message clicked"), {"message_id": _S, "url": _S, "campaign": _S}),
+    EventType(
+        MESSAGE_CLICKED,
+        pgettext_lazy("event type", "Message clicked"),
+        {"message_id": _S, "url": _S, "campaign": _S},
+    ),
     EventType(SIGNUP, pgettext_lazy("event type", "Signed up"), {"source": _S}),
     EventType(
         LIFECYCLE_STAGE_CHANGED,
