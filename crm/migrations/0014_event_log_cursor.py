@@ -4,7 +4,7 @@ order, and `EventLogCursor`, one row per consumer (crm.services.event_log).
 On PostgreSQL the column is added with the constant default 0 first, which is a catalogue change only
 (no rewrite of a table of millions of events), and only then given its real default: the events already
 stored all read as transaction 0, in id order, before everything written afterwards, which is what a
-consumer moved from an id cursor onto this one needs (loyalty 0006 carries its position over as (0, id)).
+consumer moved from an id cursor onto this one needs (loyalty 0007 carries its position over as (0, id)).
 Adding the column with the volatile default at once would rewrite the table and stamp every old event
 with this migration's transaction. The index is built CONCURRENTLY, so writers are not blocked; hence
 `atomic = False`."""

@@ -305,7 +305,7 @@ def test_a_consumer_appending_in_its_own_transaction_reads_those_events_later_an
 @pytest.mark.django_db(transaction=True)
 def test_moving_loyalty_onto_the_log_cursor_keeps_its_position():
     executor = MigrationExecutor(connection)
-    before = [("crm", "0013_one_index_per_lookup_column"), ("loyalty", "0005_field_verbose_names")]
+    before = [("crm", "0013_one_index_per_lookup_column"), ("loyalty", "0006_bulk_adjustment_progress")]
     latest = executor.loader.graph.leaf_nodes()
     executor.migrate(before)
     try:

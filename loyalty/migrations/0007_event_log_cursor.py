@@ -45,7 +45,7 @@ def _carry_position_back(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("crm", "0014_event_log_cursor"),
-        ("loyalty", "0005_field_verbose_names"),
+        ("loyalty", "0006_bulk_adjustment_progress"),
     ]
 
     operations = [
