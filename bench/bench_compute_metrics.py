@@ -197,7 +197,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from crm.models_metrics import MetricsRun
+    from crm.models.metrics import MetricsRun
 
     build(args.customers, args.events_per_customer)
     scale = counts()

@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from crm.admin import Customer360Panel, customer_360_panel_register
 from crm.metrics.selectors import customer_metrics_get, metrics_latest_run
 from crm.metrics.tasks import compute_metrics
-from crm.models_metrics import CustomerMetrics, LifecycleSettings, MetricsRun
+from crm.models.metrics import CustomerMetrics, LifecycleSettings, MetricsRun
 from crm.paginators import EstimatedCountPaginator
 
 RECOMPUTE = "_recompute_metrics"

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from crm.analytics.sqlbits import month_of, month_param, reporting_currency
 from crm.models import Customer, CustomerMetrics, LifecycleStage, MetricsRun
-from crm.models_metrics import LIFECYCLE_STAGE_CHANGED
+from crm.models.metrics import LIFECYCLE_STAGE_CHANGED
 
 MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
 

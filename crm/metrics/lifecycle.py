@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crm.metrics.rfm import mid_rank_positions
-from crm.models_metrics import LifecycleSettings, LifecycleStage, ValueTier
+from crm.models.metrics import LifecycleSettings, LifecycleStage, ValueTier
 
 STAGE_CODES: list[str] = [choice.value for choice in LifecycleStage]
 TIER_CODES: list[str] = [choice.value for choice in ValueTier]

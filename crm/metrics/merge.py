@@ -4,7 +4,7 @@ The merge service re-points every relation of the merged customer to the survivo
 one-to-one row would collide with the survivor's own. The merged customer's row is dropped instead; the
 survivor's is recomputed, with the moved orders, by the next computation."""
 
-from crm.models_metrics import CustomerMetrics
+from crm.models.metrics import CustomerMetrics
 
 
 def metrics_merge_handler(*, survivor, merged) -> dict:

@@ -17,7 +17,7 @@ from crm.clock import business_date_of, business_time_zone
 from crm.metrics import lifecycle, rfm
 from crm.metrics.compute import BuyerColumns, PipelineOutput, WarmStart, compute_scores
 from crm.models import Customer, Order
-from crm.models_metrics import LIFECYCLE_STAGE_CHANGED, CustomerMetrics, LifecycleStage
+from crm.models.metrics import LIFECYCLE_STAGE_CHANGED, CustomerMetrics, LifecycleStage
 from crm.services.event_log import NewEvent, events_append
 
 EPOCH = date(1970, 1, 1)

@@ -19,7 +19,7 @@ from crm.metrics import lifecycle, rfm
 from crm.metrics.compute import BuyerColumns, PipelineOutput, WarmStart, compute_scores
 from crm.metrics.pgcopy import copy_in, copy_out
 from crm.models import Customer, Event, Order
-from crm.models_metrics import LIFECYCLE_STAGE_CHANGED, CustomerMetrics
+from crm.models.metrics import LIFECYCLE_STAGE_CHANGED, CustomerMetrics
 
 EPOCH = date(1970, 1, 1)
 WORK_MEM = "256MB"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crm.models_metrics import RfmSegment
+from crm.models.metrics import RfmSegment
 
 
 def mid_rank_positions(values: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from django.db.models import Count, F, IntegerField, QuerySet, Value
 from django.db.models.functions import Cast, NullIf
 
 from crm.models import Customer
-from crm.models_metrics import CustomerMetrics, LifecycleStage, MetricsRun
+from crm.models.metrics import CustomerMetrics, LifecycleStage, MetricsRun
 
 # The export's columns, in order: the BG/NBD inputs and outputs first (the agreed interface), then the
 # rest of the row. `customer_external_id` is empty for customers without one.

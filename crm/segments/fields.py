@@ -1132,7 +1132,7 @@ def _order_conditions() -> list[ConditionType]:
     ]
 
 
-# The per-customer metrics (crm.models_metrics), one row per customer reached through a one-to-one
+# The per-customer metrics (crm.models.metrics), one row per customer reached through a one-to-one
 # relation. Each entry: (field name, label, kind, integer). A field the metrics model does not (yet) have
 # is skipped, so the registry follows that model as it grows.
 METRIC_FIELDS = [
@@ -1160,7 +1160,7 @@ METRIC_FIELDS = [
 
 
 def metrics_relation() -> tuple[Any, str] | None:
-    """(CustomerMetrics, its accessor from Customer) once crm.models_metrics defines it, else None."""
+    """(CustomerMetrics, its accessor from Customer) once crm.models.metrics defines it, else None."""
     try:
         model = apps.get_model("crm", "CustomerMetrics")
     except LookupError:

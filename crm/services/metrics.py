@@ -16,7 +16,7 @@ from crm.clock import business_day_end, business_today
 from crm.metrics import pipeline_generic, pipeline_postgres
 from crm.metrics.compute import WarmStart
 from crm.metrics.lifecycle import Thresholds
-from crm.models_metrics import CustomerMetrics, LifecycleSettings, MetricsRun
+from crm.models.metrics import CustomerMetrics, LifecycleSettings, MetricsRun
 
 logger = logging.getLogger(__name__)
 

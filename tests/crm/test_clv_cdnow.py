@@ -17,7 +17,7 @@ from scipy import integrate
 from scipy.special import betaln
 
 from crm.metrics import clv
-from crm.models_metrics import CustomerMetrics, MetricsRun
+from crm.models.metrics import CustomerMetrics, MetricsRun
 from tests.crm.metrics_helpers import CDNOW_CALIBRATION_END, cdnow_summary, load_cdnow_as_orders
 
 PUBLISHED_BGNBD = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}

@@ -133,7 +133,7 @@ def test_repeating_the_current_consent_records_nothing_new():
 
 
 def test_merge_moves_rows_of_hidden_relations_and_drops_only_true_duplicates():
-    from crm.models_segments import StaticList, StaticListMember
+    from crm.models.segments import StaticList, StaticListMember
 
     survivor, merged = CustomerFactory(), CustomerFactory()
     both = StaticList.objects.create(name="VIP 双11")

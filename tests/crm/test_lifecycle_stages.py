@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from crm.clock import business_time_zone
 from crm.models import Event
-from crm.models_metrics import CustomerMetrics, LifecycleSettings, MetricsRun
+from crm.models.metrics import CustomerMetrics, LifecycleSettings, MetricsRun
 from crm.services.metrics import metrics_compute
 from tests.crm.metrics_helpers import place_orders
 from tests.factories import CustomerFactory

@@ -23,7 +23,7 @@ from crm.metrics.selectors import (
 )
 from crm.metrics.tasks import METRICS_BEAT_SCHEDULE, compute_metrics
 from crm.models import Event
-from crm.models_metrics import CustomerMetrics, LifecycleSettings, MetricsRun
+from crm.models.metrics import CustomerMetrics, LifecycleSettings, MetricsRun
 from crm.services import metrics as metrics_service
 from crm.services.customers import customer_merge
 from crm.services.metrics import metrics_compute

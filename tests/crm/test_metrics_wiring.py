@@ -20,7 +20,7 @@ _PROBE = """
 import json, django
 django.setup()
 from django.contrib import admin
-from crm.models_metrics import CustomerMetrics, LifecycleSettings, MetricsRun
+from crm.models.metrics import CustomerMetrics, LifecycleSettings, MetricsRun
 from crm.services.customers import _merge_handlers
 from config.celery import app
 import crm.tasks

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crm.metrics import rfm
-from crm.models_metrics import CustomerMetrics, RfmSegment
+from crm.models.metrics import CustomerMetrics, RfmSegment
 from crm.services.metrics import metrics_compute
 from tests.crm.metrics_helpers import place_orders
 from tests.factories import CustomerFactory
