@@ -34,7 +34,7 @@ def mount_endpoints() -> None:
     from django.conf import settings
     from django.urls import clear_url_caches, include, path
 
-    import crm.admin_segments  # noqa: F401
+    import crm.admin.analytics  # noqa: F401
 
     module = types.ModuleType("bench_dashboard_urls")
     module.urlpatterns = [path("analytics/", include("crm.urls_analytics"))]

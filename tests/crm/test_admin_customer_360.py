@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from crm import admin as crm_admin
+from crm.admin import customer_360 as crm_admin
 from crm.models import (
     ConsentChannel,
     ConsentStatus,
@@ -23,6 +23,7 @@ from crm.models import (
     Refund,
     Tag,
 )
+from crm.selectors import customer_360 as c360_selectors
 from crm.services.consent import consent_set
 from tests.factories import CustomerFactory, EventFactory, OrderFactory
 
@@ -119,11 +120,11 @@ def test_360_page_shows_every_panel(admin_client):
 
 def test_orders_panel_is_capped_with_a_link_to_all_orders(admin_client):
     customer = CustomerFactory()
-    give_data(customer, size=crm_admin.ORDERS_SHOWN + 2)
+    give_data(customer, size=c360_selectors.ORDERS_SHOWN + 2)
     response = admin_client.get(url_of(customer))
     c360 = response.context["c360"]
-    assert len(c360["orders"]) == crm_admin.ORDERS_SHOWN
-    assert c360["orders_total"] == crm_admin.ORDERS_SHOWN + 2
+    assert len(c360["orders"]) == c360_selectors.ORDERS_SHOWN
+    assert c360["orders_total"] == c360_selectors.ORDERS_SHOWN + 2
     assert f"customer__id__exact={customer.pk}" in c360["orders_url"]
     assert admin_client.get(c360["orders_url"]).status_code == 200
     orders = [o.placed_at for o in c360["orders"]]
@@ -131,7 +132,7 @@ def test_orders_panel_is_capped_with_a_link_to_all_orders(admin_client):
 
 
 def test_timeline_pages_by_query_parameter_without_counting(admin_client, monkeypatch):
-    monkeypatch.setattr(crm_admin, "TIMELINE_PAGE_SIZE", 3)
+    monkeypatch.setattr(c360_selectors, "TIMELINE_PAGE_SIZE", 3)
     customer = CustomerFactory()
     now = timezone.now()
     for i in range(7):
@@ -277,13 +278,13 @@ def test_360_page_of_a_customer_without_audit_history(admin_client):
 
 def test_recent_changes_show_the_latest_diffs_only(admin_client):
     customer = CustomerFactory(city="c0")
-    for i in range(1, crm_admin.HISTORY_SHOWN + 3):
+    for i in range(1, c360_selectors.HISTORY_SHOWN + 3):
         customer.city = f"c{i}"
         customer.save()
     changes = admin_client.get(url_of(customer)).context["c360"]["changes"]
-    assert len(changes) == crm_admin.HISTORY_SHOWN
+    assert len(changes) == c360_selectors.HISTORY_SHOWN
     assert all(change["fields"] for change in changes)  # every change shown has its before/after
-    last = crm_admin.HISTORY_SHOWN + 2
+    last = c360_selectors.HISTORY_SHOWN + 2
     assert changes[0]["fields"][0]["old"] == f"c{last - 1}" and changes[0]["fields"][0]["new"] == f"c{last}"
 
 

@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from crm import paginators
-from crm.admin import customer_search_filter
+from crm.admin.search import customer_search_filter
 from crm.models import Customer, CustomerIdentity
 from crm.paginators import EstimatedCountPaginator
 from tests.factories import CustomerFactory

@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.contrib.auth.models import Permission, User
 from django.urls import include, path
 
-import crm.admin_segments  # noqa: F401 - registers the dashboard admin page
+import crm.admin.analytics  # noqa: F401 - registers the dashboard admin page
 from crm.analytics import compute
 from crm.analytics.attribution import attribution
 from crm.analytics.funnel import funnel

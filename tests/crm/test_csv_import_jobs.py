@@ -5,7 +5,7 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from crm import admin_imports
+from crm.admin import imports as admin_imports
 from crm.models import Customer, ImportJob, Order
 from crm.services.imports import import_job_run
 

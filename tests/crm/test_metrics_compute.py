@@ -10,7 +10,6 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-import crm.admin_metrics  # noqa: F401  (registers the metrics admin until crm/admin.py imports it)
 from crm.metrics import merge as metrics_merge
 from crm.metrics.selectors import (
     EXPORT_COLUMNS,

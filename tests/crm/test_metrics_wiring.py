@@ -1,7 +1,7 @@
 """The metrics are wired into the project: the worker knows the task, beat schedules it, the admin shows
 the models, and customer merges know about the one-to-one metrics row.
 
-These check the lines that live outside the metrics modules (crm/tasks.py, crm/admin.py, crm/apps.py,
+These check the lines that live outside the metrics modules (crm/tasks.py, crm/admin/__init__.py, crm/apps.py,
 config/settings.py); see docs/metrics.md "Wiring". Start-up wiring is checked in a fresh process: other
 tests import the metrics modules directly, which would hide a missing import here."""
 
@@ -42,7 +42,7 @@ def _fresh_process_state() -> dict:
 
 def test_start_up_registers_admin_merge_handler_and_task():
     state = _fresh_process_state()
-    assert state["admin"] == [True, True, True], "crm/admin.py must import crm.admin_metrics"
+    assert state["admin"] == [True, True, True], "crm/admin/__init__.py must import crm.admin.metrics"
     assert state["merge_handler"], "CrmConfig.ready must call crm.metrics.merge.register_merge_handler()"
     assert TASK_NAME in state["tasks"], "crm/tasks.py must import crm.metrics.tasks.compute_metrics"
 

@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
-import crm.admin_segments  # noqa: F401 - registers the segment admin (crm/admin.py imports it once wired)
+import crm.admin.segments
 from crm.models import (
     Consent,
     Customer,
@@ -366,7 +366,7 @@ def test_customer_action_adds_the_selected_customers_to_a_list(admin_user, rf, c
     request._messages = FallbackStorage(request)
     modeladmin = admin.ModelAdmin(Customer, admin.site)
     assert (
-        crm.admin_segments.add_to_static_list(
+        crm.admin.segments.add_to_static_list(
             modeladmin, request, Customer.objects.filter(pk__in=[people[0].pk, people[1].pk])
         )
         is None

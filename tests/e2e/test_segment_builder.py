@@ -9,7 +9,6 @@ from decimal import Decimal
 from django.utils import timezone
 from playwright.sync_api import expect
 
-import crm.admin_segments  # noqa: F401 - registers the segment admin (crm/admin.py imports it once wired)
 from crm.models import Segment
 from tests.factories import CustomerFactory, OrderFactory
 

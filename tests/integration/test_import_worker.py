@@ -7,7 +7,6 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-import crm.admin_imports  # noqa: F401 - registers the ImportJob admin (crm/admin.py imports it too)
 from crm.models import Customer, Event, ImportJob, Order
 
 CSV = (

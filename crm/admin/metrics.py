@@ -1,6 +1,6 @@
 """Admin of the customer intelligence: lifecycle thresholds (one editable row, with "recompute now"),
 the record of each computation with its fitted BG/NBD and Gamma-Gamma parameters, and the per-customer
-metrics, read-only. crm/admin.py imports this module so that these register with admin.site.
+metrics, read-only, and the 360 page's "Metrics" panel.
 
 Metrics are only ever written by `crm.services.metrics.metrics_compute`; nothing here edits them."""
 
@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from crm.admin import Customer360Panel, customer_360_panel_register
+from crm.admin.customer_360 import Customer360Panel, customer_360_panel_register
 from crm.metrics.selectors import customer_metrics_get, metrics_latest_run
 from crm.metrics.tasks import compute_metrics
 from crm.models.metrics import CustomerMetrics, LifecycleSettings, MetricsRun
@@ -275,7 +275,7 @@ class CustomerMetricsAdmin(_ReadOnly):
 
 
 class CustomerMetricsInline(admin.StackedInline):
-    """For the customer 360 page (crm/admin.py may add it to CustomerAdmin.inlines): the metrics row."""
+    """For the customer 360 page (CustomerAdmin, crm/admin/customers.py, may add it to its inlines): the metrics row."""
 
     model = CustomerMetrics
     can_delete = False

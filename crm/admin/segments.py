@@ -1,6 +1,5 @@
-"""Admin for segments (with the rule builder), static lists, snapshots, acquisition costs, product
-affinities and the analytics page. Thin: every read and write goes through crm.segments,
-crm.analytics and crm.recommendations."""
+"""Admin for segments (with the rule builder), static lists and snapshots. Thin: every read and write goes
+through crm.segments."""
 
 from __future__ import annotations
 
@@ -20,9 +19,6 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from crm.models import (
-    AcquisitionCost,
-    DashboardSummary,
-    ProductAffinity,
     Segment,
     SegmentSnapshot,
     StaticList,
@@ -366,76 +362,3 @@ def add_to_static_list(modeladmin, request, queryset):
 
 
 add_to_static_list.short_description = gettext_lazy("Add selected customers to a static list")
-
-
-@admin.register(AcquisitionCost)
-class AcquisitionCostAdmin(admin.ModelAdmin):
-    list_display = ["month", "channel", "cac", "currency", "note"]
-    list_editable = ["cac", "note"]
-    list_filter = ["channel", "currency"]
-    date_hierarchy = "month"
-    ordering = ["-month", "channel"]
-
-
-@admin.register(ProductAffinity)
-class ProductAffinityAdmin(admin.ModelAdmin):
-    list_display = ["product", "related_product", "customers", "score", "computed_at"]
-    list_select_related = ["product", "related_product"]
-    search_fields = ["product__sku", "product__name"]
-    ordering = ["product", "-score"]
-    show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-@admin.register(DashboardSummary)
-class DashboardAdmin(admin.ModelAdmin):
-    """The analytics page. Its admin entry ("Dashboards") opens the charts, not a list of summary rows."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_urls(self):
-        wrap = self.admin_site.admin_view
-        return [
-            path("refresh/", wrap(self.refresh_view), name="crm_dashboardsummary_refresh"),
-            *super().get_urls(),
-        ]
-
-    def changelist_view(self, request, extra_context=None):
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        from crm.analytics.views import dashboard_context
-
-        context = {
-            **self.admin_site.each_context(request),
-            **dashboard_context(request),
-            "title": _("Customer analytics"),
-            "opts": self.model._meta,
-            "can_refresh": request.user.has_perm("crm.change_dashboardsummary"),
-        }
-        return TemplateResponse(request, "admin/crm/analytics/dashboard.html", context)
-
-    def refresh_view(self, request):
-        """Queue a recomputation of the summaries (the nightly task, now)."""
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        if not request.user.has_perm("crm.change_dashboardsummary"):
-            raise PermissionDenied
-        from crm.analytics.tasks import analytics_refresh
-
-        transaction.on_commit(lambda: analytics_refresh.delay())
-        self.message_user(
-            request, _("The dashboards are being recomputed; reload the page in a few minutes.")
-        )
-        return redirect("admin:crm_dashboardsummary_changelist")

@@ -1,0 +1,15 @@
+"""Tags (which customers carry them is edited on the 360 page)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from crm.models import Tag
+
+
+@admin.register(Tag)
+class TagAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "description", "created_at")
+    list_filter = ("kind",)
+    search_fields = ("name",)
+    readonly_fields = ("created_at",)
