@@ -40,7 +40,8 @@ from crm.api.serializers import (
 )
 from crm.models import ApiKey, Customer, CustomerMerge
 from crm.services.events import customer_ingest, events_ingest, orders_with_customers_ingest
-from crm.services.orders import OrderConflict, OrderNotFound, RefundRejected, refund_apply
+from crm.services.orders import OrderConflict, OrderNotFound, RefundRejected
+from crm.services.refunds import refund_apply
 
 ERRORS = OpenApiResponse(
     ErrorsSerializer, description=gettext_lazy("Bad input: {errors: [{index?, field, message}]}")

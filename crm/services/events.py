@@ -24,17 +24,11 @@ from django.utils.translation import gettext as _
 from crm.clock import EARLIEST_DATE, is_before_earliest
 from crm.db import server_binding_cursor
 from crm.models import Channel, Customer, CustomerIdentity, CustomerTag, Event, IdentityKind, Tag
+from crm.services.bulk_sql import history_copy_rows, rows_where_in
 from crm.services.consent import consent_set
 from crm.services.customers import MergeRefused, UpsertResult, customer_upsert
 from crm.services.identities import normalise_identity
-from crm.services.orders import (
-    OrderInput,
-    OrdersIngestResult,
-    RowError,
-    history_copy_rows,
-    orders_ingest,
-    rows_where_in,
-)
+from crm.services.orders import OrderInput, OrdersIngestResult, RowError, orders_ingest
 from crm.services.tags import TagRefused, customer_tag_add
 
 logger = logging.getLogger(__name__)

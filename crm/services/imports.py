@@ -79,19 +79,10 @@ from crm.models import (
     ImportJob,
     OrderStatus,
 )
+from crm.services.bulk_sql import history_copy_rows, insert_new_rows, insert_rows, rows_where_in, update_rows
 from crm.services.customers import customer_upsert
 from crm.services.identities import normalise_identity
-from crm.services.orders import (
-    CENT,
-    PreparedOrders,
-    history_copy_rows,
-    insert_new_rows,
-    insert_rows,
-    orders_prepare_values,
-    orders_store,
-    rows_where_in,
-    update_rows,
-)
+from crm.services.orders import CENT, PreparedOrders, orders_prepare_values, orders_store
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,13 @@
-"""Orders and refunds, ingested in sets (API batches and CSV files share this one path).
+"""Orders, ingested in sets (API batches and CSV files share this one path). Refunds are
+crm.services.refunds; the set-based SQL both use, crm.services.bulk_sql.
 
 An order is idempotent on its external id. `Order.fingerprint` is a SHA-256 of a canonical form of what
 was ingested (everything but the customer, which is compared by resolved id so that a customer merged
 since, or named once by id and once by external id, still matches). A repeat with the same fingerprint
 and customer is "unchanged"; anything else under a known id is a conflict and is refused.
 
-Errors the API maps to responses (all carry `.field` and `.message`):
+Errors the API maps to responses (all carry `.field` and `.message`; the refund ones are raised by
+crm.services.refunds):
 
 - `RefundRejected` (400): the refund is not possible (over the remaining amount or quantities, bad
   input). `OrderNotFound` (404) is a `RefundRejected` for an unknown order external id.
@@ -18,14 +20,13 @@ Errors the API maps to responses (all carry `.field` and `.message`):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from django.db import IntegrityError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -40,9 +41,9 @@ from crm.models import (
     OrderLine,
     OrderStatus,
     Product,
-    Refund,
 )
-from crm.services import orders_postgres
+from crm.services import bulk_sql, orders_postgres
+from crm.services.bulk_sql import history_copy_rows, insert_new_rows, rows_where_in
 from crm.services.event_log import NewEvent, events_append
 
 logger = logging.getLogger(__name__)
@@ -495,7 +496,7 @@ def _prepare_all(prepared, now: datetime) -> PreparedOrders:
             result.unchanged.append(item.external_id)  # the same order twice in one batch
         else:
             result.errors.append(_conflict(item))
-    copy_text = orders_postgres.render_copy(items) if items and _use_copy() else None
+    copy_text = orders_postgres.render_copy(items) if items and bulk_sql.use_copy() else None
     return PreparedOrders(items=items, result=result, now=now, copy_text=copy_text)
 
 
@@ -506,7 +507,7 @@ def orders_store(
     result = prepared.result
     if prepared.items:
         with transaction.atomic():
-            if _use_copy():
+            if bulk_sql.use_copy():
                 _ingest_items_copy(
                     prepared.items, result, now=prepared.now, source=source, copy_text=prepared.copy_text
                 )
@@ -750,186 +751,6 @@ def _products_attach(items: list[_Item], *, now: datetime) -> int:
     return created
 
 
-def _use_copy() -> bool:
-    return connection.vendor == "postgresql"
-
-
-# --- Set-based SQL (also used by the CSV import) ---------------------------------------------------
-#
-# Lists of thousands of keys go to PostgreSQL as one array parameter (`= ANY(%s)`) and rows as COPY: with
-# psycopg's client-side binding, a query with thousands of %s placeholders spends longer being split and
-# quoted in Python than running. SQLite (`make run`) gets the plain ORM and multi-row INSERTs.
-
-
-def rows_where_in(model, key: str, values: list, fields: list[str]) -> list[tuple]:
-    """`SELECT fields FROM model WHERE key IN values`, as tuples."""
-    if not values:
-        return []
-    if not _use_copy():
-        rows: list[tuple] = []
-        for start in range(0, len(values), 20_000):  # under SQLite's parameter limit
-            rows.extend(
-                model._default_manager.filter(**{f"{key}__in": values[start : start + 20_000]}).values_list(
-                    *fields
-                )
-            )
-        return rows
-    meta = model._meta
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(meta.get_field(f).column) for f in fields)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {quote(meta.get_field(key).column)} = ANY(%s)",
-            [list(values)],
-        )
-        return cursor.fetchall()
-
-
-def _row_values(columns, objs) -> list[tuple]:
-    """Column values of unsaved instances as bulk_create would write them (defaults, auto_now)."""
-    plan = [
-        (c, c.attname, bool(getattr(c, "auto_now", False)), c.get_internal_type() == "JSONField")
-        for c in columns
-    ]
-    out = []
-    for obj in objs:
-        values = []
-        for column, attname, auto_now, is_json in plan:
-            value = column.pre_save(obj, True) if auto_now else getattr(obj, attname)
-            if is_json and value is not None:
-                value = json.dumps(value, ensure_ascii=False)
-            values.append(value)
-        out.append(tuple(values))
-    return out
-
-
-def insert_new_rows(model, objs: list, *, conflict: list[str], returning: list[str]) -> list[tuple]:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING for unsaved instances, every concrete column written as
-    bulk_create would. Only the rows this statement inserted come back, which tells a race's winner from
-    its loser. Rows go in sorted by the conflict key, so two writers lock keys in the same order.
-    PostgreSQL: COPY into a temporary table, then INSERT ... SELECT. SQLite (>= 3.35): multi-row VALUES."""
-    if not objs:
-        return []
-    with transaction.atomic(savepoint=False):  # the staging table lives until the end of the transaction
-        return _insert_new_rows(model, objs, conflict=conflict, returning=returning)
-
-
-def _insert_new_rows(model, objs: list, *, conflict: list[str], returning: list[str]) -> list[tuple]:
-    meta = model._meta
-    quote = connection.ops.quote_name
-    columns = [f for f in meta.concrete_fields if not f.primary_key]
-    column_sql = ", ".join(quote(c.column) for c in columns)
-    conflict_sql = ", ".join(quote(meta.get_field(f).column) for f in conflict)
-    returning_sql = ", ".join(quote(meta.get_field(f).column) for f in returning)
-    out: list[tuple] = []
-    with connection.cursor() as cursor:
-        if _use_copy():
-            staging = quote(f"crm_ingest_{meta.db_table}")
-            cursor.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DROP AS "
-                f"SELECT {column_sql} FROM {quote(meta.db_table)} WITH NO DATA; TRUNCATE {staging}"
-            )
-            with cursor.cursor.copy(f"COPY {staging} ({column_sql}) FROM STDIN") as copy:
-                for row in _row_values(columns, objs):
-                    copy.write_row(row)
-            cursor.execute(
-                f"INSERT INTO {quote(meta.db_table)} ({column_sql}) SELECT {column_sql} FROM {staging} "
-                f"ORDER BY {conflict_sql} ON CONFLICT ({conflict_sql}) DO NOTHING RETURNING {returning_sql}"
-            )
-            return cursor.fetchall()
-        placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        per_statement = max(1, 30_000 // len(columns))  # SQLite allows 32,766 parameters per statement
-        for start in range(0, len(objs), per_statement):
-            chunk = objs[start : start + per_statement]
-            params = [c.get_db_prep_save(c.pre_save(obj, True), connection) for obj in chunk for c in columns]
-            cursor.execute(
-                f"INSERT INTO {quote(meta.db_table)} ({column_sql}) VALUES {', '.join([placeholder] * len(chunk))} "
-                f"ON CONFLICT ({conflict_sql}) DO NOTHING RETURNING {returning_sql}",
-                params,
-            )
-            out.extend(cursor.fetchall())
-    return out
-
-
-def insert_rows(model, objs: list) -> None:
-    """Plain bulk insert for rows that cannot conflict (append-only history): COPY on PostgreSQL."""
-    if not objs:
-        return
-    if not _use_copy():
-        model._default_manager.bulk_create(objs, batch_size=2000)
-        return
-    meta = model._meta
-    quote = connection.ops.quote_name
-    columns = [f for f in meta.concrete_fields if not f.primary_key]
-    with connection.cursor() as cursor:
-        with cursor.cursor.copy(
-            f"COPY {quote(meta.db_table)} ({', '.join(quote(c.column) for c in columns)}) FROM STDIN"
-        ) as copy:
-            for row in _row_values(columns, objs):
-                copy.write_row(row)
-
-
-def update_rows(model, objs: list, fields: list[str]) -> None:
-    """bulk_update without its CASE WHEN per row: on PostgreSQL one UPDATE ... FROM unnest(arrays)."""
-    if not objs or not fields:
-        return
-    if not _use_copy():
-        model._default_manager.bulk_update(objs, fields, batch_size=1000)
-        return
-    meta = model._meta
-    quote = connection.ops.quote_name
-    columns = [meta.get_field(f) for f in fields]
-    arrays = [f"%s::{meta.pk.db_type(connection)}[]"] + [f"%s::{c.db_type(connection)}[]" for c in columns]
-    names = ["pk", *(f"v{n}" for n in range(len(columns)))]
-    assignments = ", ".join(f"{quote(c.column)} = v.v{n}" for n, c in enumerate(columns))
-    params = [[obj.pk for obj in objs]] + [[getattr(obj, c.attname) for obj in objs] for c in columns]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {quote(meta.db_table)} AS t SET {assignments} "
-            f"FROM unnest({', '.join(arrays)}) AS v({', '.join(names)}) WHERE t.{quote(meta.pk.column)} = v.pk",
-            params,
-        )
-
-
-def history_copy_rows(model, pks: list[int], *, reason: str, when: datetime, kind: str = "+") -> None:
-    """Write django-simple-history rows for rows just inserted (or updated: kind "~") in one
-    INSERT ... SELECT from the table itself, instead of building a historical instance per row."""
-    if not pks:
-        return
-    history = model.history.model
-    meta = model._meta
-    quote = connection.ops.quote_name
-    targets, sources, params = [], [], []
-    for f in history._meta.concrete_fields:
-        if f.name == "history_id":
-            continue
-        targets.append(quote(f.column))
-        if f.name == "history_date":
-            sources.append("%s")
-            params.append(f.get_db_prep_save(when, connection))
-        elif f.name == "history_change_reason":
-            sources.append("%s")
-            params.append(reason[:100])
-        elif f.name == "history_type":
-            sources.append("%s")
-            params.append(kind)
-        elif f.name == "history_user":
-            sources.append("NULL")
-        else:
-            sources.append(quote(meta.get_field(f.name).column))
-    base = (
-        f"INSERT INTO {quote(history._meta.db_table)} ({', '.join(targets)}) "
-        f"SELECT {', '.join(sources)} FROM {quote(meta.db_table)} WHERE {quote(meta.pk.column)}"
-    )
-    with connection.cursor() as cursor:
-        if _use_copy():
-            cursor.execute(f"{base} = ANY(%s)", [*params, list(pks)])
-        else:
-            for start in range(0, len(pks), 20_000):
-                chunk = pks[start : start + 20_000]
-                cursor.execute(f"{base} IN ({', '.join(['%s'] * len(chunk))})", [*params, *chunk])
-
-
 def _order_event_properties(item: _Item) -> dict:
     return {
         "order_external_id": item.external_id,
@@ -993,209 +814,3 @@ def _insert_orders_generic(items: list[_Item], *, now: datetime) -> dict[str, in
         now=now,
     )
     return inserted
-
-
-# --- Refunds --------------------------------------------------------------------------------------
-
-
-def refund_fingerprint(
-    *,
-    order_external_id: str,
-    amount: Decimal | str,
-    refunded_at: datetime | str,
-    reason: str,
-    lines: Iterable[tuple],
-) -> str:
-    """The fingerprint `refund_apply` stores; lines as asked: (line_no or None, sku or "", quantity)."""
-    when = refunded_at if isinstance(refunded_at, str) else _utc_iso(refunded_at)
-    return _fingerprint((order_external_id, str(amount), when, reason, tuple(tuple(line) for line in lines)))
-
-
-def _refund_lines(lines: Iterable[dict]) -> list[dict]:
-    normalised = []
-    for n, line in enumerate(lines):
-        if not isinstance(line, dict):
-            raise RefundRejected(f"lines[{n}]", _("Each refunded line must be an object."))
-        quantity = line.get("quantity")
-        if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
-            raise RefundRejected(
-                f"lines[{n}].quantity", _("The quantity must be a whole number of at least 1.")
-            )
-        line_no, sku = line.get("line_no"), (line.get("sku") or "").strip()
-        if line_no is None and not sku:
-            raise RefundRejected(f"lines[{n}]", _("Name the line by line_no or sku."))
-        if line_no is not None and (not isinstance(line_no, int) or isinstance(line_no, bool)):
-            raise RefundRejected(f"lines[{n}].line_no", _("line_no must be a whole number."))
-        normalised.append({"line_no": line_no, "sku": sku, "quantity": quantity})
-    return normalised
-
-
-def _replay(refund: Refund, fingerprint: str) -> Refund:
-    if refund.fingerprint != fingerprint:
-        raise RefundConflict(
-            "refund_external_id",
-            _("Refund %(id)s was already applied with different content; a refund id cannot be reused.")
-            % {"id": refund.external_id},
-        )
-    refund.replayed = True
-    return refund
-
-
-def refund_apply(
-    *,
-    order_external_id: str,
-    refund_external_id: str,
-    amount: Decimal,
-    refunded_at: datetime,
-    reason: str = "",
-    lines: Sequence[dict] = (),
-    now: datetime | None = None,
-) -> Refund:
-    """Refund part or all of an order: `amount` of money and, optionally, quantities of its lines
-    (`{"line_no": 2, "quantity": 1}` or `{"sku": "...", "quantity": 1}`).
-
-    Idempotent on `refund_external_id`: the same id with the same payload returns the first refund (with
-    `.replayed = True`); with a different payload it raises `RefundConflict`. Raises `OrderNotFound` or
-    `RefundRejected` (over the remaining amount or quantity, bad input). Moves the order from paid to
-    partially_refunded to refunded and writes an `order_refunded` event."""
-    now = now or timezone.now()
-    refund_external_id = (refund_external_id or "").strip()
-    order_external_id = (order_external_id or "").strip()
-    if not refund_external_id or len(refund_external_id) > 100:
-        raise RefundRejected("refund_external_id", _("The refund id must be 1 to 100 characters."))
-    amount, problem = _money(amount, allow_zero=False)
-    if problem:
-        raise RefundRejected("amount", problem)
-    if not isinstance(refunded_at, datetime) or timezone.is_naive(refunded_at):
-        raise RefundRejected("refunded_at", _("The refund time must be a date and time with a time zone."))
-    if refunded_at > now + CLOCK_SKEW:
-        raise RefundRejected("refunded_at", _("The refund time is in the future."))
-    reason = (reason or "").strip()
-    if len(reason) > 300:
-        raise RefundRejected("reason", _("Longer than %(limit)d characters.") % {"limit": 300})
-    wanted_lines = _refund_lines(lines)
-    fingerprint = refund_fingerprint(
-        order_external_id=order_external_id,
-        amount=amount,
-        refunded_at=refunded_at,
-        reason=reason,
-        lines=[(ln["line_no"], ln["sku"], ln["quantity"]) for ln in wanted_lines],
-    )
-
-    existing = Refund.objects.filter(external_id=refund_external_id).first()
-    if existing is not None:
-        return _replay(existing, fingerprint)
-    try:
-        with transaction.atomic():
-            return _refund_locked(
-                order_external_id=order_external_id,
-                refund_external_id=refund_external_id,
-                amount=amount,
-                refunded_at=refunded_at,
-                reason=reason,
-                wanted_lines=wanted_lines,
-                fingerprint=fingerprint,
-                now=now,
-            )
-    except IntegrityError:
-        # The same refund id raced in for another order (different row lock): the unique key caught it.
-        existing = Refund.objects.filter(external_id=refund_external_id).first()
-        if existing is None:
-            raise
-        return _replay(existing, fingerprint)
-
-
-def _refund_locked(
-    *, order_external_id, refund_external_id, amount, refunded_at, reason, wanted_lines, fingerprint, now
-) -> Refund:
-    order = Order.objects.select_for_update().filter(external_id=order_external_id).first()
-    if order is None:
-        raise OrderNotFound("order_external_id", _("No order with id %(id)s.") % {"id": order_external_id})
-    # A twin request may have committed while we waited for the lock.
-    existing = Refund.objects.filter(external_id=refund_external_id).first()
-    if existing is not None:
-        return _replay(existing, fingerprint)
-    if refunded_at < order.placed_at:
-        raise RefundRejected("refunded_at", _("The refund time is before the order was placed."))
-    remaining = order.total - order.refunded_amount
-    if amount > remaining:
-        raise RefundRejected(
-            "amount",
-            _(
-                "Refund of %(amount)s exceeds what remains refundable on order %(id)s (%(remaining)s %(currency)s)."
-            )
-            % {"amount": amount, "id": order.external_id, "remaining": remaining, "currency": order.currency},
-        )
-
-    applied: list[dict] = []
-    if wanted_lines:
-        order_lines = list(OrderLine.objects.select_for_update().filter(order=order).order_by("pk"))
-        by_no = {ln.line_no: ln for ln in order_lines}
-        for n, wanted in enumerate(wanted_lines):
-            quantity = wanted["quantity"]
-            if wanted["line_no"] is not None:
-                line = by_no.get(wanted["line_no"])
-                if line is None or (wanted["sku"] and line.sku != wanted["sku"]):
-                    raise RefundRejected(
-                        f"lines[{n}].line_no", _("Order %(id)s has no such line.") % {"id": order.external_id}
-                    )
-                candidates = [line]
-            else:
-                candidates = [ln for ln in order_lines if ln.sku == wanted["sku"]]
-                if not candidates:
-                    raise RefundRejected(
-                        f"lines[{n}].sku",
-                        _("Order %(id)s has no line with SKU %(sku)s.")
-                        % {"id": order.external_id, "sku": wanted["sku"]},
-                    )
-            left = sum(ln.quantity - ln.refunded_quantity for ln in candidates)
-            if quantity > left:
-                raise RefundRejected(
-                    f"lines[{n}].quantity",
-                    _("Refund of %(quantity)d exceeds the %(left)d not yet refunded on that line.")
-                    % {"quantity": quantity, "left": left},
-                )
-            for line in candidates:
-                take = min(quantity, line.quantity - line.refunded_quantity)
-                if take:
-                    line.refunded_quantity += take
-                    quantity -= take
-                    applied.append({"line_no": line.line_no, "sku": line.sku, "quantity": take})
-        OrderLine.objects.bulk_update(order_lines, ["refunded_quantity"])
-
-    order.refunded_amount += amount
-    order.status = (
-        OrderStatus.REFUNDED if order.refunded_amount == order.total else OrderStatus.PARTIALLY_REFUNDED
-    )
-    order.save(update_fields=["refunded_amount", "status"])
-    refund = Refund.objects.create(
-        order=order,
-        external_id=refund_external_id,
-        amount=amount,
-        refunded_at=refunded_at,
-        reason=reason,
-        lines=applied,
-        fingerprint=fingerprint,
-        created_at=now,
-    )
-    events_append(
-        events=[
-            NewEvent(
-                type=ORDER_REFUNDED,
-                customer_id=order.customer_id,
-                occurred_at=refunded_at,
-                properties={
-                    "order_external_id": order.external_id,
-                    "refund_external_id": refund_external_id,
-                    "amount": str(amount),
-                    "currency": order.currency,
-                    "refunded_amount": str(order.refunded_amount),
-                    "status": order.status,
-                },
-                channel=order.channel,
-            )
-        ],
-        now=now,
-    )
-    refund.replayed = False
-    return refund

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from crm.models import Customer, CustomerIdentity, Event, Order, OrderLine, Product
-from crm.services import orders as orders_service
+from crm.services import bulk_sql
 from crm.services.orders import OrderInput, OrderLineInput, orders_ingest
 from tests.factories import CustomerFactory, ProductFactory
 from tests.moments import FromNow, resolved
@@ -39,7 +39,7 @@ def order(external_id="TM-1", **overrides) -> OrderInput:
 def write_path(request, monkeypatch):
     """Run a test through the PostgreSQL COPY path and through the portable path SQLite uses."""
     if request.param == "generic":
-        monkeypatch.setattr(orders_service, "_use_copy", lambda: False)
+        monkeypatch.setattr(bulk_sql, "use_copy", lambda: False)
     return request.param
 
 

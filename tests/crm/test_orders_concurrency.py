@@ -9,8 +9,9 @@ import pytest
 from django.db import connection
 
 from crm.models import Customer, Event, Order, OrderLine, Product, Refund
-from crm.services import orders as orders_service
-from crm.services.orders import OrderInput, OrderLineInput, RefundRejected, orders_ingest, refund_apply
+from crm.services import bulk_sql
+from crm.services.orders import OrderInput, OrderLineInput, RefundRejected, orders_ingest
+from crm.services.refunds import refund_apply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,7 +60,7 @@ def batch(prefix, total="199.00"):
 @pytest.fixture(params=["copy", "generic"])
 def write_path(request, monkeypatch):
     if request.param == "generic":
-        monkeypatch.setattr(orders_service, "_use_copy", lambda: False)
+        monkeypatch.setattr(bulk_sql, "use_copy", lambda: False)
     return request.param
 
 

@@ -12,8 +12,8 @@ from crm.services.orders import (
     RefundConflict,
     RefundRejected,
     orders_ingest,
-    refund_apply,
 )
+from crm.services.refunds import refund_apply
 
 pytestmark = pytest.mark.django_db
 

@@ -21,7 +21,8 @@ from crm.models import (
     Product,
     Refund,
 )
-from crm.services.orders import OrderInput, OrderLineInput, order_fingerprint, orders_ingest, refund_apply
+from crm.services.orders import OrderInput, OrderLineInput, order_fingerprint, orders_ingest
+from crm.services.refunds import refund_apply
 
 pytestmark = pytest.mark.django_db
 

@@ -42,7 +42,8 @@ from django.utils.translation import gettext as _
 
 from crm.db import foreign_key_triggers_off_sql
 from crm.models import AcquisitionCost, Customer, Product, Tag
-from crm.services.orders import _fingerprint, refund_fingerprint
+from crm.services.orders import _fingerprint
+from crm.services.refunds import refund_fingerprint
 
 MARKER = "DEMO-"
 BLOCK = 100_000  # customers generated and written together
