@@ -1,4 +1,4 @@
-"""Benchmark: order CSV import (`manage.py import_orders`, crm/services/imports.py) on PostgreSQL.
+"""Benchmark: order CSV import (`manage.py import_orders`, crm/services/imports/orders.py) on PostgreSQL.
 
 Generates an order CSV of N rows (orders of 1 to 3 lines, so about 1.6 rows per order; one customer per
 2.5 orders), then times, from empty order tables each repetition:

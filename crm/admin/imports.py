@@ -2,7 +2,7 @@
 worker runs: status, rows processed of the total, counts and the rejected lines.
 
 The upload only stores the file and queues `crm.tasks.import_job_run` once the job row is committed; the
-import itself (crm/services/imports.py) runs in the worker.
+import itself (crm/services/imports/) runs in the worker.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ from django.core.management import CommandError, call_command
 from crm.models import Customer, Event, Order, OrderLine, Product
 from crm.services import imports
 from crm.services.imports import ImportFileError, orders_import
+from crm.services.imports import orders as order_imports
+from crm.services.imports import report as import_report
 from tests.factories import CustomerFactory
 
 pytestmark = pytest.mark.django_db
@@ -278,7 +280,7 @@ def test_line_numbers_count_physical_lines_of_quoted_multiline_cells(tmp_path):
 
 
 def test_error_list_is_capped_but_every_rejected_row_is_counted(tmp_path, monkeypatch):
-    monkeypatch.setattr(imports, "MAX_ERRORS_KEPT", 3)
+    monkeypatch.setattr(import_report, "MAX_ERRORS_KEPT", 3)
     rows = "".join(f"C-1,TM-{n},bad,1.00,CNY,tmall,A,1\n" for n in range(10))
     report = orders_import(source=csv_file(tmp_path, HEADER + rows))
     assert len(report.errors) == 3 and report.error_count == 10
@@ -390,21 +392,21 @@ def test_the_reader_thread_shortens_the_gil_switch_interval_only_while_it_runs()
             raise ValueError("bad batch")
         yield 2
 
-    outer = imports._in_thread(producer())
+    outer = order_imports._in_thread(producer())
     assert next(outer) == 1
-    assert list(imports._in_thread(producer())) == [1, 2]  # a second one, nested
-    short = pytest.approx(imports._GIL_HANDOFF_INTERVAL)  # Python stores it in microseconds
+    assert list(order_imports._in_thread(producer())) == [1, 2]  # a second one, nested
+    short = pytest.approx(order_imports._GIL_HANDOFF_INTERVAL)  # Python stores it in microseconds
     assert sys.getswitchinterval() == short  # the outer one still runs
     assert list(outer) == [2]
     assert sys.getswitchinterval() == before
     with pytest.raises(ValueError):
-        list(imports._in_thread(producer(fail=True)))
+        list(order_imports._in_thread(producer(fail=True)))
     assert sys.getswitchinterval() == before
     assert seen == [short] * 3
 
     results = []
     threads = [
-        threading.Thread(target=lambda: results.append(list(imports._in_thread(producer()))))
+        threading.Thread(target=lambda: results.append(list(order_imports._in_thread(producer()))))
         for _ in range(4)
     ]
     for thread in threads:

@@ -1,4 +1,4 @@
-"""`manage.py import_customers FILE [--dry-run]`: import a customer CSV (columns in crm/services/imports.py).
+"""`manage.py import_customers FILE [--dry-run]`: import a customer CSV (columns in docs/csv-import.md).
 
 Prints progress after each batch and a summary with the rejected lines. Exits 1 if any row was rejected
 (the good rows are kept), and also on a whole-file problem (encoding, missing column), having written

@@ -1,4 +1,4 @@
-"""`manage.py import_orders FILE [--dry-run]`: import an order CSV (columns in crm/services/imports.py).
+"""`manage.py import_orders FILE [--dry-run]`: import an order CSV (columns in docs/csv-import.md).
 
 Same output and exit status as import_customers: progress per batch, a summary, the rejected lines, and a
 non-zero exit if any row was rejected (the good rows are kept).

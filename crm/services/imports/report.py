@@ -1,0 +1,122 @@
+"""What an import reports (created, updated, unchanged, rejected rows by line), and how it runs its
+batches: one transaction each, or all in one rolled-back transaction for a dry run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from crm.models import (
+    ImportJob,
+)
+
+BATCH_ROWS = 5000
+MAX_ERRORS_KEPT = 1000  # the report and the ImportJob keep this many error entries; error_count counts all
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be imported (encoding, missing column, empty): raised before any row is
+    written. Also raised for a line that is not valid CSV (an unclosed quote) found mid-file: batches
+    before it are kept, as with any interrupted import, and a corrected file can be imported again."""
+
+
+@dataclass
+class ImportRowError:
+    line: int
+    field: str
+    message: str
+
+    def as_dict(self) -> dict:
+        return {"line": self.line, "field": self.field, "message": self.message}
+
+
+@dataclass
+class ImportReport:
+    kind: str
+    dry_run: bool = False
+    encoding: str = "utf-8"
+    notes: list[str] = field(default_factory=list)
+    total_rows: int = 0  # an estimate (line count) until the end, then exact
+    processed_rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    error_count: int = 0  # rejected rows
+    errors: list[ImportRowError] = field(default_factory=list)  # the first MAX_ERRORS_KEPT entries
+    customers_created: int = 0
+    products_created: int = 0
+
+    def add_error(self, line: int, field_name: str, message: str) -> None:
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(ImportRowError(line, field_name, message))
+
+    def summary(self) -> str:
+        counts = {
+            "rows": self.processed_rows,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "errors": self.error_count,
+        }
+        if self.kind == ImportJob.Kind.ORDERS:
+            text = _(
+                "Rows read: %(rows)d. Orders created: %(created)d, updated: %(updated)d, unchanged: "
+                "%(unchanged)d. Rows rejected: %(errors)d."
+            )
+        else:
+            text = _(
+                "Rows read: %(rows)d. Customers created: %(created)d, updated: %(updated)d, unchanged: "
+                "%(unchanged)d. Rows rejected: %(errors)d."
+            )
+        parts = [(_("Dry run, nothing was written.") + " " if self.dry_run else "") + text % counts]
+        if self.kind == ImportJob.Kind.ORDERS and (self.customers_created or self.products_created):
+            parts.append(
+                _(
+                    "New customers created for unknown customer ids: %(customers)d; new products: %(products)d."
+                )
+                % {"customers": self.customers_created, "products": self.products_created}
+            )
+        if self.error_count > len(self.errors):
+            parts.append(
+                _("Only the first %(kept)d errors are listed.") % {"kept": len(self.errors)},
+            )
+        parts.extend(self.notes)
+        return " ".join(parts)
+
+
+Progress = Callable[[ImportReport], None]
+
+
+class _DryRun:
+    """A whole import in one transaction that is rolled back when the import ends."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._atomic = transaction.atomic() if enabled else None
+
+    def __enter__(self):
+        if self._atomic:
+            self._atomic.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._atomic:
+            transaction.set_rollback(True)
+            return self._atomic.__exit__(exc_type, exc, tb)
+        return False
+
+
+def _run_batches(report: ImportReport, batches, handle, progress: Progress | None) -> ImportReport:
+    """`handle` each batch (it returns the number of rows it covered) and report progress after each."""
+    with _DryRun(report.dry_run):
+        for batch in batches:
+            report.processed_rows += handle(batch)
+            report.total_rows = max(report.total_rows, report.processed_rows)
+            if progress:
+                progress(report)
+    report.total_rows = report.processed_rows
+    report.errors.sort(key=lambda e: e.line)
+    return report
