@@ -1,7 +1,7 @@
 """Rule JSON -> one queryset of customers.
 
 The tree of groups becomes one `Q` on `crm_customer`; each condition type compiles itself (see
-`fields.py` and `sql.py` for the SQL shapes). The result is a single SELECT with EXISTS / IN sub-selects:
+the condition families in `fields/` and `sql.py` for the SQL shapes). The result is a single SELECT with EXISTS / IN sub-selects:
 nothing is evaluated per customer in Python, and callers can count it, page it, stream it or feed it to
 `INSERT ... SELECT`. Per-customer aggregates and OR groups of sub-selects below an AND are deferred
 (`sql.deferred_q`): PostgreSQL then runs them only for the customers the cheaper conditions leave. One

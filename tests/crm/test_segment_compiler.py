@@ -3,7 +3,7 @@
 A small, deliberately irregular data set (empty and NULL values, refunds, partial refunds, events without a
 customer, string values where numbers are expected, customers without metrics, erased customers) is
 built once per test. `reference_ids` evaluates a rule customer by customer in Python, written from the
-semantics documented in crm/segments/fields.py and sharing no code with the compiler. Hypothesis
+semantics documented in crm/segments/fields/__init__.py and sharing no code with the compiler. Hypothesis
 generates random valid rule trees over every condition type, nested AND/OR groups included, and the
 compiled query must return exactly the reference's customers.
 """
