@@ -19,6 +19,7 @@ from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
+from crm.admin.base import ReadOnlyAdmin
 from loyalty.models import (
     BulkAdjustmentBatch,
     BulkAdjustmentLine,
@@ -37,20 +38,6 @@ from loyalty.selectors import account_history, account_lots, account_summary, ac
 from loyalty.services import bulk_adjust
 from loyalty.services.backtest import backtest_run
 from loyalty.services.ledger import LoyaltyError, manual_adjustment_create
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """The ledger is written by services only: staff look, never edit."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 # --- Programme configuration, with a backtest before saving ---------------------------------------
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from crm.admin.base import ReadOnlyAdmin
 from loyalty.models.rewards import (
     Coupon,
     CouponBatch,
@@ -34,17 +35,6 @@ from loyalty.services.members import email_normalise, member_token_revoke
 
 # One admin request generates at most this many codes (about a few seconds of COPY); more, in several goes.
 ADMIN_MAX_CODES = 200_000
-
-
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Reward)
@@ -177,7 +167,7 @@ class CouponProgrammeAdmin(admin.ModelAdmin):
 
 
 @admin.register(CouponBatch)
-class CouponBatchAdmin(_ReadOnly):
+class CouponBatchAdmin(ReadOnlyAdmin):
     list_display = ("id", "programme", "quantity", "created_by", "created_at")
     list_select_related = ("programme", "created_by")
     list_filter = ("programme",)
@@ -240,7 +230,7 @@ class CouponAdmin(admin.ModelAdmin):
 
 
 @admin.register(CouponRedemption)
-class CouponRedemptionAdmin(_ReadOnly):
+class CouponRedemptionAdmin(ReadOnlyAdmin):
     list_display = (
         "coupon",
         "order_reference",
@@ -258,7 +248,7 @@ class CouponRedemptionAdmin(_ReadOnly):
 
 
 @admin.register(RewardRedemption)
-class RewardRedemptionAdmin(_ReadOnly):
+class RewardRedemptionAdmin(ReadOnlyAdmin):
     list_display = ("id", "reward", "customer", "points", "coupon", "created_at")
     list_select_related = ("reward", "customer", "coupon")
     list_filter = ("reward",)
@@ -267,14 +257,14 @@ class RewardRedemptionAdmin(_ReadOnly):
 
 
 @admin.register(ReferralCode)
-class ReferralCodeAdmin(_ReadOnly):
+class ReferralCodeAdmin(ReadOnlyAdmin):
     list_display = ("code", "customer", "created_at")
     list_select_related = ("customer",)
     search_fields = ("=code",)
 
 
 @admin.register(Referral)
-class ReferralAdmin(_ReadOnly):
+class ReferralAdmin(ReadOnlyAdmin):
     list_display = ("referrer", "referee", "code", "created_at")
     list_select_related = ("referrer", "referee")
     search_fields = ("=code",)
@@ -310,7 +300,7 @@ class MemberLoginAdmin(admin.ModelAdmin):
 
 
 @admin.register(MemberApiToken)
-class MemberApiTokenAdmin(_ReadOnly):
+class MemberApiTokenAdmin(ReadOnlyAdmin):
     list_display = ("prefix", "customer", "name", "created_at", "last_used_at", "revoked_at")
     list_select_related = ("customer",)
     search_fields = ("=prefix",)

@@ -78,7 +78,8 @@ class LargeTableAdmin(admin.ModelAdmin):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Append-only or derived records: staff may look, never add, edit or delete."""
+    """Append-only or derived records (logs, ledgers, computed rows): staff may look, never add, edit or
+    delete. The one read-only base for every app's admin (loyalty's ledger and rewards use it too)."""
 
     def has_add_permission(self, request, obj=None):
         return False

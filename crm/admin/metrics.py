@@ -15,6 +15,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from crm.admin.base import ReadOnlyAdmin
 from crm.admin.customer_360 import Customer360Panel, customer_360_panel_register
 from crm.metrics.selectors import customer_metrics_get, metrics_latest_run
 from crm.metrics.tasks import compute_metrics
@@ -102,19 +103,8 @@ class LifecycleSettingsAdmin(admin.ModelAdmin):
         return super().response_change(request, obj)
 
 
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(MetricsRun)
-class MetricsRunAdmin(_ReadOnly):
+class MetricsRunAdmin(ReadOnlyAdmin):
     list_display = [
         "as_of",
         "status",
@@ -220,7 +210,7 @@ class MetricsRunAdmin(_ReadOnly):
 
 
 @admin.register(CustomerMetrics)
-class CustomerMetricsAdmin(_ReadOnly):
+class CustomerMetricsAdmin(ReadOnlyAdmin):
     """A million rows: never counted in full, filters on indexed columns, search by exact external id."""
 
     paginator = EstimatedCountPaginator
