@@ -130,14 +130,44 @@ def tier_progress(*, ruleset, tier: Tier | None, value: Decimal) -> TierProgress
     )
 
 
+def account_summary_build(
+    *,
+    account: LoyaltyAccount,
+    now: datetime,
+    ruleset,
+    qualifying_value: Decimal,
+    expiring_soon: int | None,
+    next_expiry_at: datetime | None,
+    next_available_at: datetime | None,
+) -> AccountSummary:
+    """The one place an AccountSummary is put together: from the account row and the figures read about
+    it, whichever way they were read (`account_summary` below, or the member API's one-statement query in
+    loyalty.services.members)."""
+    tier = ruleset.tier_by_id(account.tier_id) or (
+        Tier.objects.filter(pk=account.tier_id).first() if account.tier_id else None
+    )
+    return AccountSummary(
+        account_id=account.pk,
+        available=account.available,
+        pending=account.pending,
+        owed=account.owed,
+        tier=tier,
+        tier_since=account.tier_since,
+        tier_review_at=account.tier_review_at,
+        downgrade_at=account.downgrade_at,
+        progress=tier_progress(ruleset=ruleset, tier=tier, value=qualifying_value),
+        expiring_soon=int(expiring_soon or 0),
+        expiring_soon_until=now + timedelta(days=EXPIRING_SOON_DAYS),
+        next_expiry_at=next_expiry_at,
+        next_available_at=next_available_at,
+    )
+
+
 def account_summary(*, account: LoyaltyAccount, now: datetime, ruleset=None) -> AccountSummary:
     """Balances, tier and progress to the next tier, and points expiring in the next 30 days."""
     from loyalty.services.programme import ruleset_load
 
     ruleset = ruleset or ruleset_load()
-    tier = ruleset.tier_by_id(account.tier_id) or (
-        Tier.objects.filter(pk=account.tier_id).first() if account.tier_id else None
-    )
     value = qualifying_values(
         account_ids=[account.pk],
         since=ruleset.window_start(now),
@@ -153,18 +183,12 @@ def account_summary(*, account: LoyaltyAccount, now: datetime, ruleset=None) -> 
         next_expiry=Min("expires_at"),
         next_available=Min("available_at", filter=Q(state=PointLot.State.PENDING)),
     )
-    return AccountSummary(
-        account_id=account.pk,
-        available=account.available,
-        pending=account.pending,
-        owed=account.owed,
-        tier=tier,
-        tier_since=account.tier_since,
-        tier_review_at=account.tier_review_at,
-        downgrade_at=account.downgrade_at,
-        progress=tier_progress(ruleset=ruleset, tier=tier, value=value),
-        expiring_soon=expiring["points"] or 0,
-        expiring_soon_until=until,
+    return account_summary_build(
+        account=account,
+        now=now,
+        ruleset=ruleset,
+        qualifying_value=value,
+        expiring_soon=expiring["points"],
         next_expiry_at=dates["next_expiry"],
         next_available_at=dates["next_available"],
     )

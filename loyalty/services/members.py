@@ -32,7 +32,7 @@ from django.utils.translation import gettext_lazy as _
 from crm.db import fetchone_checking_connection, server_binding_cursor
 from crm.models import Customer, Order
 from crm.services.customers import customer_upsert
-from loyalty.models import LedgerEntry, LoyaltyAccount, PointLot, Tier
+from loyalty.models import LedgerEntry, LoyaltyAccount, PointLot
 from loyalty.models.rewards import (
     MemberApiToken,
     MemberLogin,
@@ -40,7 +40,12 @@ from loyalty.models.rewards import (
     Referral,
     ReferralCode,
 )
-from loyalty.selectors import EXPIRING_SOON_DAYS, AccountSummary, account_summary, tier_progress
+from loyalty.selectors import (
+    EXPIRING_SOON_DAYS,
+    AccountSummary,
+    account_summary,
+    account_summary_build,
+)
 from loyalty.services.ledger import account_for_customer
 from loyalty.services.programme import ruleset_load
 
@@ -571,23 +576,12 @@ def _summary_params(*, ruleset, now: datetime) -> dict:
 
 def _summary_from_row(*, account: LoyaltyAccount, now: datetime, ruleset, row) -> AccountSummary:
     qualifying, expiring, next_expiry, next_available = row
-    tier = ruleset.tier_by_id(account.tier_id) or (
-        Tier.objects.filter(pk=account.tier_id).first() if account.tier_id else None
-    )
-    return AccountSummary(
-        account_id=account.pk,
-        available=account.available,
-        pending=account.pending,
-        owed=account.owed,
-        tier=tier,
-        tier_since=account.tier_since,
-        tier_review_at=account.tier_review_at,
-        downgrade_at=account.downgrade_at,
-        progress=tier_progress(
-            ruleset=ruleset, tier=tier, value=Decimal(qualifying or 0).quantize(Decimal("0.01"))
-        ),
-        expiring_soon=int(expiring or 0),
-        expiring_soon_until=now + timedelta(days=EXPIRING_SOON_DAYS),
+    return account_summary_build(
+        account=account,
+        now=now,
+        ruleset=ruleset,
+        qualifying_value=Decimal(qualifying or 0).quantize(Decimal("0.01")),
+        expiring_soon=expiring,
         next_expiry_at=next_expiry,
         next_available_at=next_available,
     )
