@@ -19,15 +19,23 @@ from simple_history.admin import SimpleHistoryAdmin
 from crm.admin.base import LargeTableAdmin
 from crm.admin.customer_360 import customer_360_context
 from crm.admin.forms import (
-    CUSTOMER_ACQUISITION_FIELDS,
-    CUSTOMER_PROFILE_FIELDS,
     ConsentSetForm,
     CustomerAdminForm,
     EraseForm,
     MergeForm,
 )
 from crm.admin.search import customer_search_filter
-from crm.models import ConsentChannel, ConsentStatus, Customer, CustomerMerge, Event, Order, Tag
+from crm.models import (
+    PROFILE_ACQUISITION_FIELDS,
+    PROFILE_PERSONAL_FIELDS,
+    ConsentChannel,
+    ConsentStatus,
+    Customer,
+    CustomerMerge,
+    Event,
+    Order,
+    Tag,
+)
 from crm.selectors.customer_360 import field_label
 from crm.services.consent import consent_set
 from crm.services.customers import MergeRefused, customer_identities_sync, customer_merge
@@ -72,8 +80,8 @@ class CustomerAdmin(LargeTableAdmin, SimpleHistoryAdmin):
     )
     readonly_fields = ("external_id", "created_at", "updated_at", "erased_at")
     fieldsets = (
-        (None, {"fields": CUSTOMER_PROFILE_FIELDS}),
-        (_("Acquisition"), {"fields": CUSTOMER_ACQUISITION_FIELDS}),
+        (None, {"fields": PROFILE_PERSONAL_FIELDS}),
+        (_("Acquisition"), {"fields": PROFILE_ACQUISITION_FIELDS}),
         (_("Record"), {"fields": ("external_id", "created_at", "updated_at", "erased_at")}),
     )
     actions = ("merge_selected", "export_selected", "erase_selected")

@@ -7,20 +7,15 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from crm.models import ConsentChannel, ConsentStatus, Customer
+from crm.models import PROFILE_FIELDS, ConsentChannel, ConsentStatus, Customer
 from crm.services.customers import identity_owner_id
 from crm.services.identities import normalise_phone
-
-CUSTOMER_PROFILE_FIELDS = ("name", "email", "phone", "birthday", "gender", "city", "region", "time_zone")
-
-
-CUSTOMER_ACQUISITION_FIELDS = ("acquisition_channel", "utm_source", "utm_medium", "utm_campaign")
 
 
 class CustomerAdminForm(forms.ModelForm):
     class Meta:
         model = Customer
-        fields = (*CUSTOMER_PROFILE_FIELDS, *CUSTOMER_ACQUISITION_FIELDS)
+        fields = PROFILE_FIELDS
 
     def clean_email(self):
         email = (self.cleaned_data.get("email") or "").strip().lower()

@@ -62,6 +62,14 @@ def default_time_zone() -> str:
     return settings.DEFAULT_CUSTOMER_TIME_ZONE
 
 
+# The profile every writer may set (API upsert, CSV import, admin form, a merge filling gaps): what the
+# person told us about themselves, then how they were acquired. One list, so a new profile field is added
+# once.
+PROFILE_PERSONAL_FIELDS = ("name", "email", "phone", "birthday", "gender", "city", "region", "time_zone")
+PROFILE_ACQUISITION_FIELDS = ("acquisition_channel", "utm_source", "utm_medium", "utm_campaign")
+PROFILE_FIELDS = (*PROFILE_PERSONAL_FIELDS, *PROFILE_ACQUISITION_FIELDS)
+
+
 class Customer(models.Model):
     class Gender(models.TextChoices):
         UNKNOWN = "", _("Unknown")

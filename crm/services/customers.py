@@ -14,6 +14,7 @@ from django.forms.models import model_to_dict
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from crm.models import PROFILE_FIELDS as PROFILE_FIELDS  # what an upsert may set; the API refuses the rest
 from crm.models import (
     Consent,
     Customer,
@@ -24,22 +25,6 @@ from crm.models import (
 from crm.services.identities import normalise_identity
 
 logger = logging.getLogger(__name__)
-
-# Profile fields an upsert may set. Anything else is refused by the API serializers before it gets here.
-PROFILE_FIELDS = (
-    "name",
-    "email",
-    "phone",
-    "birthday",
-    "gender",
-    "city",
-    "region",
-    "time_zone",
-    "acquisition_channel",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-)
 
 
 # Apps to the right of crm that hold rows which cannot simply be re-pointed at the survivor (one loyalty

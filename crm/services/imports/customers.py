@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 
 from crm.clock import business_today
 from crm.models import (
+    PROFILE_FIELDS,
     Channel,
     Consent,
     ConsentChange,
@@ -42,20 +43,7 @@ from crm.services.imports.source import _cell_getter, _open_csv, _Source, _too_m
 logger = logging.getLogger(__name__)
 
 
-PROFILE_COLUMNS = (
-    "name",
-    "email",
-    "phone",
-    "birthday",
-    "gender",
-    "city",
-    "region",
-    "time_zone",
-    "acquisition_channel",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-)
+PROFILE_COLUMNS = PROFILE_FIELDS  # a CSV column per profile field, named as the field
 IDENTITY_COLUMNS = (
     IdentityKind.WECHAT_OPENID,
     IdentityKind.WECHAT_UNIONID,
