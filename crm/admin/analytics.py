@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext as _
 
+from crm.analytics.services import analytics_refresh_queue
 from crm.models import AcquisitionCost, DashboardSummary
 
 
@@ -64,9 +64,7 @@ class DashboardAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         if not request.user.has_perm("crm.change_dashboardsummary"):
             raise PermissionDenied
-        from crm.analytics.tasks import analytics_refresh
-
-        transaction.on_commit(lambda: analytics_refresh.delay())
+        analytics_refresh_queue()
         self.message_user(
             request, _("The dashboards are being recomputed; reload the page in a few minutes.")
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -17,7 +16,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from crm.models import ImportJob
-from crm.tasks import import_job_run
+from crm.services.imports.jobs import import_job_submit, import_jobs_requeue
 
 MAX_UPLOAD_BYTES = 500 * 1024 * 1024
 REFRESH_SECONDS = 3
@@ -44,11 +43,6 @@ class ImportUploadForm(forms.ModelForm):
                 _("The file is larger than 500 MB; split it or use the import command.")
             )
         return upload
-
-
-def _queue(job: ImportJob) -> None:
-    # After commit: the worker must find the job row (and the stored file) when the task arrives.
-    transaction.on_commit(lambda: import_job_run.delay(job.pk))
 
 
 @admin.register(ImportJob)
@@ -126,13 +120,9 @@ class ImportJobAdmin(admin.ModelAdmin):
         return False  # a job is a record of what happened: view it, run it again, or delete it
 
     def save_model(self, request, obj, form, change):
-        if not change:
-            obj.original_name = form.cleaned_data["file"].name[:255]
-            obj.created_by = request.user
-            obj.status = ImportJob.Status.QUEUED
-        super().save_model(request, obj, form, change)
-        if not change:
-            _queue(obj)
+        if change:
+            return super().save_model(request, obj, form, change)
+        import_job_submit(job=obj, created_by=request.user)
 
     def response_add(self, request, obj, post_url_continue=None):
         self.message_user(
@@ -181,10 +171,7 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Run the selected imports again"), permissions=["add"])
     def run_again(self, request, queryset):
-        jobs = list(queryset.exclude(status=ImportJob.Status.RUNNING))
-        for job in jobs:
-            ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.QUEUED, finished_at=None)
-            _queue(job)
+        jobs = import_jobs_requeue(jobs=list(queryset))
         self.message_user(
             request,
             ngettext("%(count)d import queued again.", "%(count)d imports queued again.", len(jobs))

@@ -7,7 +7,6 @@ Metrics are only ever written by `crm.services.metrics.metrics_compute`; nothing
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.template import Template
 from django.urls import reverse
@@ -18,9 +17,9 @@ from django.utils.translation import gettext_lazy as _
 from crm.admin.base import ReadOnlyAdmin
 from crm.admin.customer_360 import Customer360Panel, customer_360_panel_register
 from crm.metrics.selectors import customer_metrics_get, metrics_latest_run
-from crm.metrics.tasks import compute_metrics
 from crm.models.metrics import CustomerMetrics, LifecycleSettings, MetricsRun
 from crm.paginators import EstimatedCountPaginator
+from crm.services.metrics import lifecycle_settings_save
 
 RECOMPUTE = "_recompute_metrics"
 
@@ -87,12 +86,13 @@ class LifecycleSettingsAdmin(admin.ModelAdmin):
             gettext("Save and recompute all metrics now"),
         )
 
+    def save_model(self, request, obj, form, change):
+        lifecycle_settings_save(settings=obj, recompute=RECOMPUTE in request.POST)
+
     def response_change(self, request, obj):
         if RECOMPUTE in request.POST:
             if not self.has_change_permission(request, obj):
                 return super().response_change(request, obj)
-            # Queued once the new thresholds are committed, so the worker reads them.
-            transaction.on_commit(lambda: compute_metrics.delay())
             self.message_user(
                 request,
                 gettext("The metrics of every customer are being recomputed; the result appears under "

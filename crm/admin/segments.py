@@ -29,7 +29,6 @@ from crm.segments.forms import AddToStaticListForm, SegmentForm, SnapshotForm, S
 from crm.segments.selectors import (
     PreviewTooSlow,
     customers_csv_rows,
-    segment_count,
     segment_customers,
     segment_preview,
     snapshot_customers,
@@ -37,7 +36,7 @@ from crm.segments.selectors import (
 )
 from crm.segments.services import (
     UploadRejected,
-    segment_count_record,
+    segment_save,
     segment_snapshot_create,
     static_list_add,
     static_list_upload,
@@ -90,18 +89,7 @@ class SegmentAdmin(admin.ModelAdmin):
         ]
 
     def save_model(self, request, obj, form, change):
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
-        # The members column of the list: counted once on save (one query).
-        transaction.on_commit(lambda: self._record_count(obj))
-
-    @staticmethod
-    def _record_count(segment: Segment) -> None:
-        try:
-            segment_count_record(segment=segment, count=segment_count(segment=segment))
-        except RuleInvalid:
-            pass  # a tag or list the rule names was deleted meanwhile; the page will say so next time
+        segment_save(segment=obj, created_by=None if change else request.user)
 
     def preview_view(self, request):
         """The builder's live count: POST {"rule": {...}} -> {"count", "sample"} or {"errors"}."""

@@ -20,6 +20,7 @@ from crm.analytics import compute
 from crm.analytics.attribution import attribution
 from crm.analytics.funnel import funnel
 from crm.models import DashboardSummary
+from crm.task_queue import task_queue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ def attribution_key(month: str, lookback: int) -> str:
 def attribution_month(month: str, lookback: int) -> dict:
     start, end = month_bounds(month)
     return attribution(start=start, end=end, lookback_days=lookback)
+
+
+def analytics_refresh_queue() -> None:
+    """Queue a recomputation of every summary (the nightly task, now) for the worker, after the
+    current transaction commits."""
+    task_queue_on_commit("crm.analytics.refresh")
 
 
 def analytics_refresh(*, full: bool = False, now: datetime | None = None) -> dict[str, int]:

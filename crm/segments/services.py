@@ -28,7 +28,8 @@ from crm.models import (
     StaticList,
     StaticListMember,
 )
-from crm.segments.selectors import segment_customers
+from crm.segments.fields import RuleInvalid
+from crm.segments.selectors import segment_count, segment_customers
 from crm.segments.sql import segment_query_settings
 from crm.services.identities import normalise_identity
 
@@ -76,6 +77,23 @@ def _snapshot_member_table() -> str:
     from crm.models import SegmentSnapshotMember
 
     return connection.ops.quote_name(SegmentSnapshotMember._meta.db_table)
+
+
+def segment_save(*, segment: Segment, created_by=None) -> Segment:
+    """Save a segment (a new one records who made it) and, once committed, its member count for the
+    list's "members" column (one query)."""
+    if segment._state.adding and created_by is not None:
+        segment.created_by = created_by
+    segment.save()
+    transaction.on_commit(lambda: _segment_count_refresh(segment))
+    return segment
+
+
+def _segment_count_refresh(segment: Segment) -> None:
+    try:
+        segment_count_record(segment=segment, count=segment_count(segment=segment))
+    except RuleInvalid:
+        pass  # a tag or list the rule names was deleted meanwhile; the page will say so next time
 
 
 def segment_count_record(*, segment: Segment, count: int, now: datetime | None = None) -> None:

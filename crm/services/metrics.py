@@ -16,7 +16,9 @@ from crm.clock import business_day_end, business_today
 from crm.metrics import pipeline_generic, pipeline_postgres
 from crm.metrics.compute import WarmStart
 from crm.metrics.lifecycle import Thresholds
+from crm.metrics.schedule import TASK_NAME as METRICS_TASK
 from crm.models.metrics import CustomerMetrics, LifecycleSettings, MetricsRun
+from crm.task_queue import task_queue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -144,3 +146,11 @@ def metrics_compute(
         },
     )
     return run
+
+
+def lifecycle_settings_save(*, settings: LifecycleSettings, recompute: bool = False) -> None:
+    """Save the lifecycle thresholds; with `recompute`, queue a computation of every customer's metrics
+    once they are committed, so the worker reads the new thresholds."""
+    settings.save()
+    if recompute:
+        task_queue_on_commit(METRICS_TASK)

@@ -309,6 +309,28 @@ def test_dashboard_page_links_every_endpoint(analyst):
     assert "vendor/chart.js/chart.umd.min.js" in html and "crm/analytics/dashboard.js" in html
 
 
+@pytest.mark.urls(__name__)
+def test_refresh_button_queues_the_recomputation_after_commit_and_needs_the_change_permission(
+    analyst, monkeypatch, django_capture_on_commit_callbacks
+):
+    from crm.analytics.tasks import analytics_refresh as refresh_task
+
+    queued = []
+    monkeypatch.setattr(refresh_task, "delay", lambda *a, **k: queued.append((a, k)))
+    url = "/admin/crm/dashboardsummary/refresh/"
+    assert analyst.post(url).status_code == 403  # viewing the dashboards is not enough
+    User.objects.get(username="analyst").user_permissions.add(
+        Permission.objects.get(codename="change_dashboardsummary")
+    )
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = analyst.post(url)
+
+    assert response.status_code == 302 and response.url == "/admin/crm/dashboardsummary/"
+    assert len(callbacks) == 1 and queued == [((), {})]
+    assert analyst.get(url).status_code == 405
+
+
 @pytest.mark.django_db
 def test_refresh_writes_every_summary_and_no_event():
     before = Event.objects.count()

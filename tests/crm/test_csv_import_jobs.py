@@ -5,7 +5,7 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from crm.admin import imports as admin_imports
+from crm import tasks as crm_tasks
 from crm.models import Customer, ImportJob, Order
 from crm.services.imports import import_job_run
 
@@ -75,7 +75,7 @@ def test_admin_upload_stores_the_file_and_queues_the_task_after_commit(
     admin_client, admin_user, monkeypatch, django_capture_on_commit_callbacks
 ):
     queued = []
-    monkeypatch.setattr(admin_imports.import_job_run, "delay", lambda job_id: queued.append(job_id))
+    monkeypatch.setattr(crm_tasks.import_job_run, "delay", lambda job_id: queued.append(job_id))
     upload = SimpleUploadedFile("订单.csv", ORDERS.encode(), content_type="text/csv")
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:

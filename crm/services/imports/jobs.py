@@ -15,6 +15,7 @@ from crm.models import (
 from crm.services.imports.customers import customers_import
 from crm.services.imports.orders import orders_import
 from crm.services.imports.report import ImportFileError, ImportReport
+from crm.task_queue import task_queue_on_commit
 
 IMPORTERS = {ImportJob.Kind.ORDERS: orders_import, ImportJob.Kind.CUSTOMERS: customers_import}
 
@@ -103,3 +104,26 @@ def import_job_run(*, job_id: int) -> ImportJob:
         progress.close()
     job.refresh_from_db()
     return job
+
+
+IMPORT_JOB_TASK = "crm.tasks.import_job_run"
+
+
+def import_job_submit(*, job: ImportJob, created_by) -> ImportJob:
+    """Store a new upload's job (the unsaved row the admin form built, with its file) and queue its run
+    once committed: the worker must find the job row and the stored file when the task arrives."""
+    job.original_name = job.file.name[:255]
+    job.created_by = created_by
+    job.status = ImportJob.Status.QUEUED
+    job.save()
+    task_queue_on_commit(IMPORT_JOB_TASK, job.pk)
+    return job
+
+
+def import_jobs_requeue(*, jobs) -> list[ImportJob]:
+    """Queue the jobs again (a job that is running is left alone); returns those queued."""
+    queued = [job for job in jobs if job.status != ImportJob.Status.RUNNING]
+    for job in queued:
+        ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.QUEUED, finished_at=None)
+        task_queue_on_commit(IMPORT_JOB_TASK, job.pk)
+    return queued

@@ -1,0 +1,13 @@
+"""Queueing Celery work from a service, once the transaction that wrote what the task reads commits."""
+
+from __future__ import annotations
+
+from celery import current_app
+from django.db import transaction
+
+
+def task_queue_on_commit(name: str, *args) -> None:
+    """Queue the task registered as `name` after the current transaction commits (at once outside one), so
+    the worker finds the rows the service wrote. Looked up by name in the Celery app: each tasks module
+    imports the services it calls, so a service importing it back would make an import cycle."""
+    transaction.on_commit(lambda: current_app.tasks[name].delay(*args))
