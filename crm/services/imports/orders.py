@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import queue
 import re
-import sys
 import threading
 import zoneinfo
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -171,42 +169,13 @@ def orders_import(
         return _run_batches(report, _in_thread(batches()), store, progress)
 
 
-# While the reader thread parses, the consumer's every return from the database (each result, each chunk of a
-# COPY) must win the GIL back from it, which by default takes up to a 5 ms switch interval: about 1 s of a
-# 200,000-row import went to such waits. A waiting thread asks for the GIL after the interval, so a short one
-# costs the reader nothing while nobody waits. Process-wide (Python has no other knob), so it is set for as
-# long as a reader runs and restored by the last one to finish.
-_GIL_HANDOFF_INTERVAL = 0.0001
-_gil_handoff_lock = threading.Lock()
-_gil_handoff_users = 0
-_gil_handoff_saved = 0.005
-
-
-@contextmanager
-def _quick_gil_handoff():
-    global _gil_handoff_users, _gil_handoff_saved
-    with _gil_handoff_lock:
-        if _gil_handoff_users == 0:
-            _gil_handoff_saved = sys.getswitchinterval()
-            sys.setswitchinterval(min(_gil_handoff_saved, _GIL_HANDOFF_INTERVAL))
-        _gil_handoff_users += 1
-    try:
-        yield
-    finally:
-        with _gil_handoff_lock:
-            _gil_handoff_users -= 1
-            if _gil_handoff_users == 0:
-                sys.setswitchinterval(_gil_handoff_saved)
-
-
 def _in_thread(produce: Iterator, depth: int = 2) -> Iterator:
     """Run the generator `produce` in a thread, `depth` items ahead of the consumer; its exceptions are
-    raised here. Closing this iterator (the consumer stopped or failed) stops and joins the thread."""
-    with _quick_gil_handoff():
-        yield from _in_thread_run(produce, depth)
+    raised here. Closing this iterator (the consumer stopped or failed) stops and joins the thread.
 
-
-def _in_thread_run(produce: Iterator, depth: int) -> Iterator:
+    It leaves the interpreter's GIL switch interval alone: that setting is process-wide, and in a Celery
+    worker it would change every other thread's scheduling too. Only the import_orders command, which owns
+    its process, shortens it (see crm/management/commands/import_orders.py)."""
     handoff: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     language = translation.get_language()
