@@ -67,8 +67,9 @@ class LargeTableAdmin(admin.ModelAdmin):
 
     @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
     def action_checkbox(self, obj):
-        # The same markup as Django's, without rendering a form widget template per row: on a 50-row
-        # page that template was a fifth of the page's CPU time.
+        # The same markup as Django's, without rendering a form widget template per row: that template,
+        # once per row, was a large part of a list page's CPU time (see BENCHMARKS.md, customer admin
+        # list and search).
         return format_html(
             '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
             admin.helpers.ACTION_CHECKBOX_NAME,

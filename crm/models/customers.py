@@ -101,7 +101,8 @@ class Customer(models.Model):
 
     # The history is read by customer id only (the 360 page, the audit). Its copies of the lookup indexes
     # (external id, email, phone: two each on PostgreSQL; created_at) cost every customer write seven
-    # index inserts for nothing: a third of a first order import's database time went to indexes.
+    # index inserts for nothing, a large part of a first order import's database time (see BENCHMARKS.md,
+    # order CSV import).
     history = HistoricalRecords(
         excluded_fields=["updated_at"], no_db_index=["external_id", "email", "phone", "created_at"]
     )

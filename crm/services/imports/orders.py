@@ -31,9 +31,10 @@ from crm.services.imports.report import (
 from crm.services.imports.source import _open_csv, _Source, detect_encoding
 from crm.services.orders import CENT, PreparedOrders, orders_prepare_values, orders_store
 
-# Orders: a batch costs PostgreSQL a fixed handful of round trips whatever its size, and each round trip can
-# wait up to a GIL switch interval (5 ms) for the reader thread to let go, which at 5,000 rows added about
-# 15 % to a first import. A batch of 20,000 rows holds its locks (new customers, orders) about 2 s.
+# Orders: a batch costs PostgreSQL a fixed handful of round trips whatever its size, and after each one the
+# writing thread may wait a GIL switch interval for the reader thread to let go, so larger batches cost
+# less per row; what bounds them is how long a batch holds its locks (new customers, orders). See
+# BENCHMARKS.md (order CSV import).
 ORDER_BATCH_ROWS = 20_000
 
 
