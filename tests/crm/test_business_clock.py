@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import translation
 
 from crm.clock import business_date_of, business_day_end, business_day_start, business_today, moment_display
-from crm.models_metrics import CustomerMetrics
+from crm.models.metrics import CustomerMetrics
 from crm.services.metrics import metrics_compute
 from tests.factories import CustomerFactory, OrderFactory
 
