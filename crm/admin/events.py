@@ -7,7 +7,8 @@ from django.db import connection
 from django.utils.translation import gettext_lazy as _
 
 from crm.admin.base import CustomerColumnsMixin, LargeTableAdmin, ReadOnlyAdmin, pretty_json
-from crm.models import Event
+from crm.event_types import event_type_label
+from crm.models import Event, EventLogCursor
 
 
 class EventTypeFilter(admin.SimpleListFilter):
@@ -38,7 +39,7 @@ class EventTypeFilter(admin.SimpleListFilter):
             types = list(
                 Event.objects.order_by("type").values_list("type", flat=True).distinct()[: self.max_types]
             )
-        return [(t, t) for t in types]
+        return [(t, event_type_label(t)) for t in types]
 
     def queryset(self, request, queryset):
         return queryset.filter(type=self.value()) if self.value() else queryset
@@ -46,12 +47,12 @@ class EventTypeFilter(admin.SimpleListFilter):
 
 @admin.register(Event)
 class EventAdmin(CustomerColumnsMixin, ReadOnlyAdmin, LargeTableAdmin):
-    list_display = ("id", "type", "customer_display", "channel", "occurred_at", "received_at")
+    list_display = ("id", "type_display", "customer_display", "channel", "occurred_at", "received_at")
     list_filter = (EventTypeFilter, "channel")
     sortable_by = ()
     ordering = ("-id",)
     fields = (
-        "type",
+        "type_display",
         "customer_detail",
         "channel",
         "occurred_at",
@@ -61,6 +62,20 @@ class EventAdmin(CustomerColumnsMixin, ReadOnlyAdmin, LargeTableAdmin):
     )
     readonly_fields = fields
 
+    @admin.display(description=_("type"))
+    def type_display(self, obj):
+        # The catalogue's label (translated) beside the code; a brand's own type shows as its code.
+        label = str(event_type_label(obj.type))
+        return obj.type if label == obj.type else f"{label} ({obj.type})"
+
     @admin.display(description=_("properties"))
     def properties_display(self, obj):
         return pretty_json(obj.properties)
+
+
+@admin.register(EventLogCursor)
+class EventLogCursorAdmin(ReadOnlyAdmin):
+    """Where each consumer of the log (loyalty's accrual, later the delivery pipeline and journeys) is."""
+
+    list_display = ("consumer", "events_read", "last_event_id", "last_xact_id", "updated_at")
+    ordering = ("consumer",)

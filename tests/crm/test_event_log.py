@@ -332,3 +332,22 @@ def test_moving_loyalty_onto_the_log_cursor_keeps_its_position():
         assert [e.properties.get("url") for e in unread[2:]] == ["/after-migration"]
     finally:
         MigrationExecutor(connection).migrate(latest)
+
+
+# --- The admin ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_event_admin_names_catalogued_types_and_lists_the_consumers_cursors(admin_client):
+    now = timezone.now()
+    events_append(events=[NewEvent("add_to_cart", None, now, properties={"sku": "WIPES-80"})], now=now)
+    Event.objects.create(type="coupon_viewed", occurred_at=now)  # a brand's own type
+    EventLogCursor.objects.create(consumer="loyalty.accrual", last_event_id=1, events_read=1)
+
+    events = admin_client.get("/admin/crm/event/").content.decode()
+    chinese = admin_client.get("/admin/crm/event/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    cursors = admin_client.get("/admin/crm/eventlogcursor/")
+
+    assert "Added to cart (add_to_cart)" in events and "coupon_viewed" in events
+    assert "加入购物车 (add_to_cart)" in chinese
+    assert cursors.status_code == 200 and "loyalty.accrual" in cursors.content.decode()

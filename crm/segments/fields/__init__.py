@@ -89,7 +89,6 @@ from crm.segments.fields.base import (  # noqa: F401
 )
 from crm.segments.fields.consent import ConsentCondition  # noqa: F401
 from crm.segments.fields.events import (  # noqa: F401
-    KNOWN_EVENT_TYPES,
     EventCondition,
     PropertyFilter,
     parse_property_text,

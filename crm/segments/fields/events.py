@@ -11,6 +11,7 @@ from django.db.models.lookups import Exact, IContains, In, IsNull
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from crm.event_types import event_types
 from crm.segments import sql
 from crm.segments.fields.base import (
     EVENT_TYPE_RE,
@@ -36,18 +37,6 @@ class PropertyFilter:
     key: str
     operator: str
     value: Any
-
-
-KNOWN_EVENT_TYPES = (
-    "page_view",
-    "product_view",
-    "add_to_cart",
-    "checkout_started",
-    "order_placed",
-    "order_refunded",
-    "message_clicked",
-    "lifecycle_stage_changed",
-)
 
 
 class EventCondition(ConditionType):
@@ -139,7 +128,7 @@ class EventCondition(ConditionType):
                 "label": str(_("event")),
                 "type": "text",
                 "required": True,
-                "suggestions": list(KNOWN_EVENT_TYPES),
+                "suggestions": [t.code for t in event_types()],  # crm.event_types, every app's
             },
             _window_param_schema(),
             {
