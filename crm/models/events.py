@@ -1,4 +1,4 @@
-"""The behaviour-event log: the spine other apps read by cursor."""
+"""The behaviour-event log, the spine other apps read, and the cursors its consumers read it by."""
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -10,7 +10,7 @@ from crm.models.customers import Channel, Customer
 
 
 class Event(models.Model):
-    """Append-only behaviour log. The spine other apps (journeys, loyalty) read by cursor (crm.services.event_log).
+    """Append-only behaviour log, the spine other apps read (crm.services.event_log.event_log_read).
 
     `customer` is cleared when a customer is erased: the behaviour stays for aggregate statistics but
     no longer points at a person."""
