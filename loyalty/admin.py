@@ -223,7 +223,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         "points",
         "pending_delta",
         "owed_delta",
-        "reason",
+        "reason_shown",
         "reference",
         "occurred_at",
         "created_by",
@@ -233,6 +233,10 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     list_select_related = ("account", "created_by")
     raw_id_fields = ("account", "order", "order_line", "lot", "rule")
     show_full_result_count = False
+
+    @admin.display(description=_("reason"), ordering="reason")
+    def reason_shown(self, obj):
+        return obj.reason_display  # a job's reason code in the reader's language
 
 
 @admin.register(PointLot)
@@ -518,3 +522,5 @@ class BulkAdjustmentBatchAdmin(SimpleHistoryAdmin):
 # The rewards engineer's admin (rewards catalogue, coupons, members) registers itself on import.
 if importlib.util.find_spec("loyalty.admin_rewards") is not None:
     from loyalty import admin_rewards  # noqa: F401, E402
+
+from loyalty import admin_customer_360  # noqa: F401, E402  (fills the customer 360's points panel)

@@ -6,13 +6,14 @@ size of the account (pinned in tests/loyalty/test_ledger_selectors.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection
 from django.db.models import BigIntegerField, Case, F, Min, Q, QuerySet, Sum, Value, When
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
+from django.utils import timezone
 
 from crm.db import server_binding_cursor
 from crm.models import Order
@@ -213,3 +214,50 @@ def account_tier_history(*, account: LoyaltyAccount):
 
 def account_of_customer(*, customer) -> LoyaltyAccount | None:
     return LoyaltyAccount.objects.filter(customer_id=customer.pk).select_related("tier").first()
+
+
+EXPIRY_DATES_SHOWN = 5
+RECENT_ENTRIES_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class ExpiringPoints:
+    points: int
+    last_day: date  # the last day the points can be spent, in the business time zone
+    expires_at: datetime
+
+
+def lot_last_day(expires_at: datetime) -> date:
+    """The last day, in the business time zone, on which points expiring at `expires_at` can be spent.
+    `expires_at` is the first instant they are gone (midnight opening the next year for the end-of-year
+    policy), so the day before that instant is the one a person reads: 2026-12-31, not 2027-01-01."""
+    return timezone.localtime(expires_at - timedelta(microseconds=1), timezone.get_default_timezone()).date()
+
+
+def customer_points_overview(*, customer_id: int, now: datetime) -> dict | None:
+    """What the customer 360 shows of a member: balances, tier and progress, the next expiry dates with
+    their points, and the latest ledger entries; None for a customer without a loyalty account. A fixed
+    number of queries."""
+    account = LoyaltyAccount.objects.filter(customer_id=customer_id).select_related("tier").first()
+    if account is None:
+        return None
+    summary = account_summary(account=account, now=now)
+    expiring = (
+        PointLot.objects.filter(account_id=account.pk, remaining__gt=0, expires_at__isnull=False)
+        .values("expires_at")
+        .annotate(points=Sum("remaining"))
+        .order_by("expires_at")[:EXPIRY_DATES_SHOWN]
+    )
+    return {
+        "account": account,
+        "summary": summary,
+        "expiring": [
+            ExpiringPoints(
+                points=int(row["points"]),
+                last_day=lot_last_day(row["expires_at"]),
+                expires_at=row["expires_at"],
+            )
+            for row in expiring
+        ],
+        "entries": list(account_history(account=account)[:RECENT_ENTRIES_SHOWN]),
+    }

@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from crm.admin.forms import ConsentSetForm
 from crm.models import Customer
 from crm.selectors.customer_360 import customer_360
+from crm.selectors.event_summaries import event_summaries
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,16 @@ CUSTOMER_360_SLOTS = {
     "metrics": _("Metrics"),
 }
 
+# What an empty slot says: which module fills it and with what, so nobody takes it for missing data.
+CUSTOMER_360_PLACEHOLDERS = {
+    "points": _("Filled in by the Loyalty module: balance, tier and ledger."),
+    "messages": _(
+        "Filled in by the Campaigns module: the messages sent to this customer and how they responded."
+    ),
+    "journeys": _("Filled in by the Journeys module: the automated journeys this customer is in."),
+    "metrics": _("Filled in by the customer metrics: lifecycle stage, RFM and predicted value."),
+}
+
 
 _customer_360_panels: dict[str, Customer360Panel] = {}
 
@@ -55,11 +66,11 @@ def _page_number(value) -> int:
         return 1
 
 
-def _properties_summary(properties, limit: int = 120) -> str:
+def _properties_json(properties) -> str:
+    """The raw properties, shown on demand under the readable line."""
     if not properties:
         return ""
-    text = json.dumps(properties, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return json.dumps(properties, ensure_ascii=False, indent=1, sort_keys=True, default=str)
 
 
 def customer_360_context(request, customer: Customer, *, model_admin) -> dict:
@@ -78,6 +89,7 @@ def customer_360_context(request, customer: Customer, *, model_admin) -> dict:
             "key": key,
             "title": panel.title if panel else title,
             "panel": panel,
+            "placeholder": CUSTOMER_360_PLACEHOLDERS[key],
             "panel_context": panel.context(request, customer) if panel and panel.context else {},
         }
     return {
@@ -88,7 +100,10 @@ def customer_360_context(request, customer: Customer, *, model_admin) -> dict:
         "can_add_tags": can_edit_tags,
         "can_remove_tags": not customer.is_erased and user.has_perm("crm.delete_customertag"),
         "orders_url": reverse("admin:crm_order_changelist") + f"?customer__id__exact={customer.pk}",
-        "events": [{"event": e, "props": _properties_summary(e.properties)} for e in data["events"]],
+        "events": [
+            {"event": e, "summary": summary, "json": _properties_json(e.properties)}
+            for e, summary in zip(data["events"], event_summaries(events=data["events"]), strict=True)
+        ],
         "events_url": reverse("admin:crm_event_changelist") + f"?customer__id__exact={customer.pk}",
         "can_export": model_admin.has_export_permission(request),
         "can_erase": not customer.is_erased and model_admin.has_erase_permission(request),

@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from crm.admin.base import ReadOnlyAdmin
 from crm.admin.customer_360 import Customer360Panel, customer_360_panel_register
+from crm.metrics.notes import run_message_text
 from crm.metrics.selectors import customer_metrics_get, metrics_latest_run
 from crm.models.metrics import CustomerMetrics, LifecycleSettings, MetricsRun
 from crm.paginators import EstimatedCountPaginator
@@ -139,7 +140,7 @@ class MetricsRunAdmin(ReadOnlyAdmin):
                     "buyers",
                     "repeat_buyers",
                     "stage_changes",
-                    "message",
+                    "message_text",
                     "timings",
                 ]
             },
@@ -167,6 +168,12 @@ class MetricsRunAdmin(ReadOnlyAdmin):
             {"fields": ["gg_p", "gg_q", "gg_gamma", "gg_log_likelihood", "gg_converged"]},
         ),
     ]
+
+    readonly_fields = ["message_text"]
+
+    @admin.display(description=_("message"))
+    def message_text(self, obj):
+        return run_message_text(obj.message)  # stored as codes, put into words in the reader's language
 
     @admin.display(description="r")
     def r(self, obj):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from crm.metrics import clv, lifecycle, rfm
+from crm.metrics.notes import note
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class ComputeResult:
     gamma_gamma: clv.GammaGammaParams | None
     fallback_cycle_days: float
     repeat_buyers: int
-    notes: list[str] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)  # crm.metrics.notes codes
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def compute_scores(
     warm_start: WarmStart | None = None,
 ) -> ComputeResult:
     n = len(cols)
-    notes: list[str] = []
+    notes: list[dict] = []
     x = (cols.purchase_days - 1).astype(float)
     t_x = (cols.last_day - cols.first_day).astype(float)
     T = (as_of_day - cols.first_day).astype(float)
@@ -125,7 +126,7 @@ def compute_scores(
         warm_start = warm_start or WarmStart()
         bg = clv.bgnbd_fit(xu, txu, Tu, counts, initial=warm_start.bgnbd)
         if not bg.converged:
-            notes.append("BG/NBD fit did not report convergence")
+            notes.append(note("bgnbd_not_converged"))
         pa_u = clv.bgnbd_p_alive(bg, xu, txu, Tu)
         p_alive = pa_u[inverse]
         exp_u = clv.bgnbd_expected_purchases(bg, EXPECTED_PURCHASES_DAYS, xu, txu, Tu)
@@ -135,15 +136,20 @@ def compute_scores(
         next_days = np.where(wait_u <= MAX_NEXT_PURCHASE_DAYS, np.ceil(wait_u), np.nan)[inverse]
         gg = clv.gamma_gamma_fit(x, m, initial=warm_start.gamma_gamma)
         if not gg.converged:
-            notes.append("Gamma-Gamma fit did not report convergence")
+            notes.append(note("gg_not_converged"))
         if gg.q > 1.0:
             clv_value = year_u[inverse] * clv.gamma_gamma_expected_spend(gg, x, m)
         else:
-            notes.append(f"Gamma-Gamma q = {gg.q:.3f} ≤ 1: mean spend is unbounded, no value predicted")
+            notes.append(note("gg_unbounded", q=f"{gg.q:.3f}"))
     else:
         notes.append(
-            f"too few customers to fit ({n} buyers, {repeat_buyers} repeat; need "
-            f"{MIN_BUYERS_FOR_FIT} and {MIN_REPEAT_BUYERS_FOR_FIT}): no predictions"
+            note(
+                "too_few",
+                buyers=int(n),
+                repeat=int(repeat_buyers),
+                min_buyers=MIN_BUYERS_FOR_FIT,
+                min_repeat=MIN_REPEAT_BUYERS_FOR_FIT,
+            )
         )
     # Without a fit the overdue purchase cycle alone makes the churn risk.
     churn = lifecycle.churn_risk(

@@ -6,6 +6,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
+from crm.consent_sources import consent_source_text
 from crm.models.customers import Customer
 
 
@@ -57,6 +58,11 @@ class Consent(models.Model):
     def __str__(self) -> str:
         return f"{self.channel}: {self.get_status_display()}"
 
+    @property
+    def source_display(self) -> str:
+        """The source in the reader's language (a code translated, a person's words as typed)."""
+        return consent_source_text(self.source)
+
 
 class ConsentChange(models.Model):
     """Append-only history of consent: every opt-in and opt-out, when, from where and by whom."""
@@ -87,3 +93,8 @@ class ConsentChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel}: {self.previous_status or '-'} → {self.status}"
+
+    @property
+    def source_display(self) -> str:
+        """The source in the reader's language (a code translated, a person's words as typed)."""
+        return consent_source_text(self.source)

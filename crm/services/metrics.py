@@ -16,6 +16,7 @@ from crm.clock import business_day_end, business_today
 from crm.metrics import pipeline_generic, pipeline_postgres
 from crm.metrics.compute import WarmStart
 from crm.metrics.lifecycle import Thresholds
+from crm.metrics.notes import note, notes_store
 from crm.metrics.schedule import TASK_NAME as METRICS_TASK
 from crm.models.metrics import CustomerMetrics, LifecycleSettings, MetricsRun
 from crm.task_queue import task_queue_on_commit
@@ -110,9 +111,9 @@ def metrics_compute(
             run.timings = output.timings
             notes = list(result.notes)
             if baseline:
-                notes.append("first computation: baseline, no stage-change events")
-            notes.append(f"cycle of one-time buyers: {result.fallback_cycle_days:.1f} days")
-            run.message = "; ".join(notes)
+                notes.append(note("baseline"))
+            notes.append(note("fallback_cycle", days=f"{result.fallback_cycle_days:.1f}"))
+            run.message = notes_store(notes)
             if result.bgnbd is not None:
                 bg = result.bgnbd
                 run.bgnbd_r, run.bgnbd_alpha, run.bgnbd_a, run.bgnbd_b = bg.r, bg.alpha, bg.a, bg.b
@@ -127,7 +128,7 @@ def metrics_compute(
     except Exception as exc:
         MetricsRun.objects.filter(pk=run.pk).update(
             status=MetricsRun.Status.FAILED,
-            message=f"{type(exc).__name__}: {exc}"[:2000],
+            message=notes_store([note("failed", error=f"{type(exc).__name__}: {exc}"[:2000])]),
             duration_seconds=round(time.monotonic() - started, 3),
         )
         logger.exception("metrics computation failed", extra={"as_of": as_of.isoformat()})

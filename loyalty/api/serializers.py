@@ -72,7 +72,7 @@ def entry_json(entry) -> dict:
         "kind_display": str(entry.get_kind_display()),
         "points": entry.points,
         "pending": entry.pending_delta,
-        "reason": entry.reason,
+        "reason": entry.reason_display,
         "reference": entry.reference,
         "order": entry.order.external_id if entry.order_id else None,
         "occurred_at": _dt(entry.occurred_at),

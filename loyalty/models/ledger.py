@@ -19,6 +19,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 from simple_history.models import HistoricalRecords
 
 # --- Programme configuration ------------------------------------------------------------------------
@@ -98,7 +99,7 @@ class ProgrammeSettings(models.Model):
 
 
 class Tier(models.Model):
-    code = models.SlugField(_("code"), max_length=32, unique=True)
+    code = models.SlugField(pgettext_lazy("tier", "code"), max_length=32, unique=True)
     name = models.CharField(_("name"), max_length=64)
     rank = models.PositiveSmallIntegerField(
         _("rank"), unique=True, help_text=_("0 is the entry tier; higher ranks are better tiers.")
@@ -439,6 +440,13 @@ class LedgerEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValidationError(_("Ledger entries are append-only and cannot be deleted."))
+
+    @property
+    def reason_display(self) -> str:
+        """The reason in the reader's language (a job's code translated; a staff member's words as typed)."""
+        from loyalty.ledger_reasons import reason_text
+
+        return reason_text(self.reason, kind=self.kind)
 
 
 class PointLot(models.Model):

@@ -18,11 +18,11 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from crm.db import server_binding_cursor
 from crm.models import Order
 from crm.services.event_log import LoggedEvent, event_log_read
+from loyalty.ledger_reasons import reason_code
 from loyalty.models import (
     EarnRule,
     EntryKind,
@@ -444,7 +444,6 @@ def orders_accrue(
             )
         writer = EarnWriter(now, done)
         caps = CapBook(ruleset, now)
-        order_reason = _("Order %(order)s")  # translated once per batch, not once per line
         for order in sorted(orders.values(), key=lambda o: (o.placed_at, o.id)):
             account = accounts[by_customer[order.customer_id]]
             if account.status != LoyaltyAccount.Status.ACTIVE and account.merged_into_id:
@@ -478,7 +477,7 @@ def orders_accrue(
                         earned_at=order.placed_at,
                         available_at=available_at,
                         expires_at=expires_at,
-                        reason=order_reason % {"order": order.external_id},
+                        reason=reason_code("order", order.external_id),
                         reference=order.external_id,
                         order_id=order.id,
                         order_line_id=earning.line.id,
@@ -582,7 +581,7 @@ def _order_bonuses(*, ruleset, orders, by_customer, accounts, writer, caps, now)
                 account=account,
                 rule=rule,
                 key=f"bonus:first_order:{order.customer_id}:rule:{rule.pk}",
-                reason=_("First order bonus"),
+                reason=reason_code("first_order"),
                 reference=order.external_id,
                 earned_at=order.placed_at,
                 available_at=available_at,
@@ -600,7 +599,7 @@ def _order_bonuses(*, ruleset, orders, by_customer, accounts, writer, caps, now)
                 account=account,
                 rule=rule,
                 key=f"bonus:referral:{referral.pk}:referee:rule:{rule.pk}",
-                reason=_("Referral bonus (you were referred)"),
+                reason=reason_code("referee"),
                 reference=order.external_id,
                 earned_at=order.placed_at,
                 available_at=available_at,
@@ -616,7 +615,7 @@ def _order_bonuses(*, ruleset, orders, by_customer, accounts, writer, caps, now)
                 account=referrer_account,
                 rule=rule,
                 key=f"bonus:referral:{referral.pk}:referrer:rule:{rule.pk}",
-                reason=_("Referral bonus (a friend you referred ordered)"),
+                reason=reason_code("referrer"),
                 reference=order.external_id,
                 earned_at=order.placed_at,
                 available_at=available_at,
@@ -755,7 +754,7 @@ def order_refund_reverse(*, order_id: int, now: datetime | None = None) -> list[
                 owed_delta=owed,
                 idempotency_key=key,
                 payload_hash=fingerprint,
-                reason=_("Refund of order %(order)s") % {"order": order.external_id},
+                reason=reason_code("refund", order.external_id),
                 reference=earn_key,
                 order_id=order.id,
                 order_line_id=line_id,
@@ -909,7 +908,7 @@ def birthday_bonuses_award(*, now: datetime | None = None, limit: int = 5000) ->
                 "customer_id": customer_id,
                 "rule": rule,
                 "key": f"bonus:birthday:{customer_id}:{year}",
-                "reason": _("Birthday points"),
+                "reason": reason_code("birthday"),
                 "reference": str(year),
                 "extra_points": gift,
             }
@@ -995,7 +994,7 @@ def events_process(*, now: datetime | None = None, batch_size: int = 1000) -> Pr
                         "customer_id": event.customer_id,
                         "rule": rule,
                         "key": _bonus_key(rule, event),
-                        "reason": str(rule.name),
+                        "reason": reason_code("rule", str(rule.name)),
                         "reference": event.type,
                         "source_event_id": event.id,
                     }

@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from crm.db import server_binding_cursor
+from loyalty.ledger_reasons import reason_code
 from loyalty.models import (
     EntryKind,
     LedgerEntry,
@@ -313,7 +314,7 @@ def owed_settle(*, account: LoyaltyAccount, now: datetime, trigger_key: str) -> 
         owed_delta=-amount,
         idempotency_key=key,
         payload_hash=fingerprint,
-        reason=str(_("Owed points settled from new points")),
+        reason=reason_code("settled"),
         occurred_at=now,
         created_at=now,
     )

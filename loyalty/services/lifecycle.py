@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from crm.services.event_log import NewEvent, events_append
 from loyalty.event_types import POINTS_EXPIRING
+from loyalty.ledger_reasons import reason_code
 from loyalty.models import EntryKind, LedgerEntry, LoyaltyAccount, PointLot
 from loyalty.services.ledger import balances_save, owed_settle
 from loyalty.services.programme import programme_get
@@ -49,7 +49,7 @@ def points_release_due(*, now: datetime | None = None, batch_accounts: int = 500
     now = now or timezone.now()
     if connection.vendor != "postgresql":
         return _release_portable(now)
-    reason = _("Points now available")
+    reason = reason_code("released")
     released = 0
     while True:
         with transaction.atomic():
@@ -105,7 +105,7 @@ def points_expire_due(*, now: datetime | None = None, batch_accounts: int = 2000
     now = now or timezone.now()
     if connection.vendor != "postgresql":
         return _expire_portable(now)
-    reason = _("Points expired")
+    reason = reason_code("expired")
     expired = 0
     run = 0
     last_id = 0
@@ -256,7 +256,7 @@ def _release_portable(now: datetime) -> int:
                         points=lot.remaining,
                         pending_delta=-lot.remaining,
                         idempotency_key=f"release:lot:{lot.pk}",
-                        reason=str(_("Points now available")),
+                        reason=reason_code("released"),
                         reference=lot.earn_entry.reference,
                         order_id=lot.earn_entry.order_id,
                         order_line_id=lot.earn_entry.order_line_id,
@@ -288,7 +288,7 @@ def _expire_portable(now: datetime) -> int:
                 kind=EntryKind.EXPIRE,
                 points=-points,
                 idempotency_key=f"expire:{account_id}:{int(now.timestamp() * 1_000_000)}:portable",
-                reason=str(_("Points expired")),
+                reason=reason_code("expired"),
                 parts={"lots": len(lots)},
                 occurred_at=now,
                 created_at=now,

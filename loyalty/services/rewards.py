@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from crm.models import Customer
+from loyalty.ledger_reasons import reason_code
 from loyalty.models import LoyaltyAccount, Tier
 from loyalty.models.rewards import Reward, RewardRedemption
 from loyalty.services.coupons import coupon_issue
@@ -199,7 +200,7 @@ def reward_redeem(
             account=locked,
             points=reward.points_price,
             idempotency_key=key,
-            reason=f"Reward: {reward.name}",
+            reason=reason_code("reward", reward.name),
             reference=f"reward:{reward.pk}",
             now=now,
         )

@@ -79,8 +79,9 @@ def count_queries(client, url):
 
 # The customer row, then one query per panel: timeline, orders (with lines and refunds: three), consents,
 # tags, tag choices, identifiers, consent history, order count, merges, privacy requests, and the audit
-# history of the customer, its identifiers and its tags.
-QUERIES_OF_THE_360_PAGE = 16
+# history of the customer, its identifiers and its tags; the product names of the timeline's SKUs, and
+# loyalty's points panel (here a customer without an account: one query).
+QUERIES_OF_THE_360_PAGE = 18
 
 
 def test_360_page_query_count_does_not_grow_with_the_customers_data(
@@ -108,11 +109,17 @@ def test_360_page_shows_every_panel(admin_client):
     for anchor in ("identities", "consents", "tags", "orders", "timeline", "history", "merges", "privacy"):
         assert f'id="{anchor}"' in html, anchor
     for slot in ("points", "messages", "journeys", "metrics"):
-        assert f'id="panel-{slot}"' in html and "c360-placeholder" in html
+        assert f'id="panel-{slot}"' in html
+    # Messages and journeys are places their apps will fill, and say so; points and metrics are filled.
+    assert (
+        html.count("c360-card c360-placeholder") == 2
+        and "Campaigns module" in html
+        and "Journeys module" in html
+    )
     assert "王芳" in html and "+8613800138000" in html
     order = customer.orders.order_by("-placed_at").first()
     assert order.external_id in html and "婴儿湿巾" in html
-    assert "add_to_cart" in html
+    assert "Added to cart" in html and "add_to_cart" not in html.replace('title="add_to_cart"', "")
     assert "−20.00" in html  # the refund under its order
     assert "dev-" in html  # identifiers
     assert "城市2" in html and "城市1" in html  # the history diff: old → new city

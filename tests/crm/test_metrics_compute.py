@@ -9,8 +9,10 @@ from decimal import Decimal
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils import translation
 
 from crm.metrics import merge as metrics_merge
+from crm.metrics.notes import run_message_text
 from crm.metrics.selectors import (
     EXPORT_COLUMNS,
     customer_metrics_get,
@@ -89,7 +91,10 @@ def test_too_few_customers_get_metrics_without_predictions():
     assert metrics.p_alive is None and metrics.predicted_clv_365d is None
     assert metrics.lifecycle_stage == "active" and metrics.r_score is not None
     assert metrics.churn_risk == 0.0  # 10 days since, a 30-day cycle: on schedule, and no model to doubt it
-    assert run.bgnbd_r is None and "too few customers to fit" in run.message
+    assert run.bgnbd_r is None and '"code": "too_few"' in run.message  # a code, put into words when shown
+    assert "Too few customers to fit" in run_message_text(run.message)
+    with translation.override("zh-hans"):
+        assert "Too few" not in run_message_text(run.message)
 
 
 def test_churn_risk_grows_as_a_customer_becomes_overdue():

@@ -4,6 +4,7 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
+from crm.metrics.notes import run_message_text
 from crm.services.metrics import metrics_compute
 
 
@@ -56,5 +57,5 @@ class Command(BaseCommand):
                 f"LL={run.gg_log_likelihood:.2f}"
             )
         if run.message:
-            out.write(run.message)
+            out.write(run_message_text(run.message))
         out.write("timings (s): " + ", ".join(f"{k} {v}" for k, v in run.timings.items()))

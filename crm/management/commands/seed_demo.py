@@ -904,7 +904,7 @@ class _Block:
                 "channel": c_channel,
                 "status": c_status,
                 "changed_at": changed_ts,
-                "source": ["demo sign-up"] * len(c_channel),
+                "source": ["signup"] * len(c_channel),
             },
             counts,
         )
@@ -918,7 +918,7 @@ class _Block:
                 "status": h_status,
                 "previous_status": h_previous,
                 "occurred_at": h_ts,
-                "source": ["demo sign-up"] * len(h_channel),
+                "source": ["signup"] * len(h_channel),
                 "changed_by_id": [NULL] * len(h_channel),
                 "recorded_at": h_ts,
             },
