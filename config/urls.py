@@ -13,6 +13,10 @@ urlpatterns = [
     path("member/", include("loyalty.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="api-schema", template_name="api_docs/redoc.html"),
+        name="api-redoc",
+    ),
     path("admin/", admin.site.urls),
 ]
