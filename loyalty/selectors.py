@@ -5,18 +5,21 @@ size of the account (pinned in tests/loyalty/test_ledger_selectors.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection
 from django.db.models import BigIntegerField, Case, F, Min, Q, QuerySet, Sum, Value, When
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
+from django.utils import timezone
 
+from crm.clock import business_time_zone
 from crm.db import server_binding_cursor
-from crm.models import Order
-from loyalty.models import LedgerEntry, LoyaltyAccount, PointLot, Tier
+from crm.models import Order, OrderLine
+from loyalty.models import EarnRule, LedgerEntry, LoyaltyAccount, PointLot, Tier
+from loyalty.models.rewards import RewardRedemption
 
 EXPIRING_SOON_DAYS = 30
 
@@ -201,6 +204,183 @@ def account_history(*, account: LoyaltyAccount) -> QuerySet[LedgerEntry]:
         .select_related("order", "order_line", "rule")
         .order_by("-id")
     )
+
+
+# --- The member's history and expiring points (member portal) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class ExpiringPoints:
+    """Points of the account that expire at one instant, soon."""
+
+    points: int
+    expires_at: datetime  # the first instant they are gone
+    # The last business day on which they can be spent, when they expire at the end of a day (a business
+    # midnight: end-of-year expiry): "valid until 31 Dec 2026", not the 1 Jan 2027 the instant falls on.
+    # None when they expire during a day (rolling expiry): then the time is what the member needs.
+    last_day: date | None
+
+
+def account_expiring_points(
+    *, account: LoyaltyAccount, now: datetime, days: int = EXPIRING_SOON_DAYS
+) -> list[ExpiringPoints]:
+    """The available points that expire within `days` of `now`, one item per expiry instant, soonest
+    first (one query, on the FIFO index)."""
+    rows = (
+        PointLot.objects.filter(
+            account_id=account.pk,
+            state=PointLot.State.AVAILABLE,
+            remaining__gt=0,
+            expires_at__gt=now,
+            expires_at__lte=now + timedelta(days=days),
+        )
+        .values("expires_at")
+        .annotate(points=Sum("remaining"))
+        .order_by("expires_at")
+        .values_list("expires_at", "points")
+    )
+    found = []
+    for expires_at, points in rows:
+        local = expires_at.astimezone(business_time_zone())
+        at_midnight = (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0)
+        found.append(
+            ExpiringPoints(
+                points=int(points),
+                expires_at=expires_at,
+                last_day=(local - timedelta(days=1)).date() if at_midnight else None,
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One line of the member's points history: all the entries one event wrote (the lines of an order
+    earned together, their release, one refund of it), or a single entry."""
+
+    last_entry_id: int
+    kind: str
+    occurred_at: datetime
+    points: int  # change of the available balance
+    pending_delta: int
+    owed_delta: int
+    balance: int  # available points after this row
+    order_id: int | None
+    order_external_id: str = ""
+    products: list[str] = field(default_factory=list)
+    reward_name: str = ""
+    redemption_id: int | None = None
+    rule_name: str = ""
+    reason: str = ""  # what staff wrote on a manual adjustment
+
+
+# The entries an event wrote for the lines of one order share kind, order and time: they form one row.
+# Entries without an order line (bonuses, adjustments, redemptions, expiry) are rows of their own. The
+# balance after each row is the running sum of `points` in id order: entries of one account are appended
+# in that order, and the sum of all of them is the account's available balance.
+_HISTORY_GROUPS = """
+    SELECT MAX(id) AS last_id, kind, order_id, MIN(occurred_at) AS occurred_at,
+           SUM(points) AS points, SUM(pending_delta) AS pending_delta, SUM(owed_delta) AS owed_delta,
+           MAX(rule_id) AS rule_id, MAX(reason) AS reason, COUNT(order_line_id) AS lines
+      FROM {entries}
+     WHERE account_id = %s
+     GROUP BY kind, order_id, occurred_at, CASE WHEN order_line_id IS NULL THEN id END
+"""
+
+
+class AccountHistory:
+    """The account's history rows, newest first, as a sequence Django's Paginator can page: `count()` is
+    one query, a slice is three (rows with their running balance; product names of their orders; rewards
+    of their redemptions), whatever the page size."""
+
+    def __init__(self, *, account: LoyaltyAccount):
+        self.account = account
+        self._groups = _HISTORY_GROUPS.format(entries=LedgerEntry._meta.db_table)
+
+    def count(self) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM ({self._groups}) g", [self.account.pk])
+            return cursor.fetchone()[0]
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice) or key.step is not None:
+            raise TypeError("AccountHistory takes a slice, as the Paginator asks")
+        start = key.start or 0
+        limit = max((key.stop if key.stop is not None else start + 1000) - start, 0)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""SELECT last_id, kind, order_id, occurred_at, points, pending_delta, owed_delta, rule_id,
+                           reason, lines, SUM(points) OVER (ORDER BY last_id) AS balance
+                      FROM ({self._groups}) g
+                     ORDER BY last_id DESC LIMIT %s OFFSET %s""",
+                [self.account.pk, limit, start],
+            )
+            rows = cursor.fetchall()
+        return self._rows(rows)
+
+    def _rows(self, rows) -> list[HistoryRow]:
+        order_ids = {r[2] for r in rows if r[2] is not None}
+        orders = dict(Order.objects.filter(pk__in=order_ids).values_list("pk", "external_id"))
+        products: dict[int, list[str]] = {}
+        for order_id, name, sku, quantity in (
+            OrderLine.objects.filter(order_id__in=order_ids)
+            .order_by("order_id", "line_no")
+            .values_list("order_id", "name", "sku", "quantity")
+        ):
+            label = name or sku
+            products.setdefault(order_id, []).append(f"{label} ×{quantity}" if quantity > 1 else label)
+        redemptions = {
+            entry_id: (pk, name)
+            for entry_id, pk, name in RewardRedemption.objects.filter(
+                ledger_entry_id__in=[r[0] for r in rows if r[1] == "redeem"]
+            ).values_list("ledger_entry_id", "pk", "reward__name")
+        }
+        rules = dict(
+            EarnRule.objects.filter(pk__in={r[7] for r in rows if r[7] and not r[9]}).values_list(
+                "pk", "name"
+            )
+        )
+        found = []
+        for (
+            last_id,
+            kind,
+            order_id,
+            occurred_at,
+            points,
+            pending,
+            owed,
+            rule_id,
+            reason,
+            lines,
+            balance,
+        ) in rows:
+            redemption = redemptions.get(last_id)
+            if isinstance(occurred_at, str):  # SQLite returns raw SQL results as text
+                occurred_at = datetime.fromisoformat(occurred_at)
+            if timezone.is_naive(occurred_at):
+                occurred_at = occurred_at.replace(tzinfo=UTC)
+            found.append(
+                HistoryRow(
+                    last_entry_id=last_id,
+                    kind=kind,
+                    occurred_at=occurred_at,
+                    points=int(points),
+                    pending_delta=int(pending),
+                    owed_delta=int(owed),
+                    balance=int(balance),
+                    order_id=order_id,
+                    order_external_id=orders.get(order_id, ""),
+                    products=products.get(order_id, []) if lines else [],
+                    reward_name=redemption[1] if redemption else "",
+                    redemption_id=redemption[0] if redemption else None,
+                    rule_name="" if lines else rules.get(rule_id, ""),
+                    reason=reason if kind in ("adjust", "transfer_in", "transfer_out") else "",
+                )
+            )
+        return found
 
 
 def account_lots(*, account: LoyaltyAccount) -> QuerySet[PointLot]:
