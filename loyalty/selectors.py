@@ -275,9 +275,10 @@ class HistoryRow:
 
 
 # The entries an event wrote for the lines of one order share kind, order and time: they form one row.
-# Entries without an order line (bonuses, adjustments, redemptions, expiry) are rows of their own. The
-# balance after each row is the running sum of `points` in id order: entries of one account are appended
-# in that order, and the sum of all of them is the account's available balance.
+# Entries without an order line (bonuses, adjustments, redemptions, expiry) are rows of their own. Rows
+# go by when they happened (an order's points by when it was placed, even when they were accrued later,
+# as after an import of past orders), ties by the order they were written; the balance after each row is
+# the running sum of `points` in that order, and after the last row it is the account's available balance.
 _HISTORY_GROUPS = """
     SELECT MAX(id) AS last_id, kind, order_id, MIN(occurred_at) AS occurred_at,
            SUM(points) AS points, SUM(pending_delta) AS pending_delta, SUM(owed_delta) AS owed_delta,
@@ -313,9 +314,9 @@ class AccountHistory:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""SELECT last_id, kind, order_id, occurred_at, points, pending_delta, owed_delta, rule_id,
-                           reason, lines, SUM(points) OVER (ORDER BY last_id) AS balance
+                           reason, lines, SUM(points) OVER (ORDER BY occurred_at, last_id) AS balance
                       FROM ({self._groups}) g
-                     ORDER BY last_id DESC LIMIT %s OFFSET %s""",
+                     ORDER BY occurred_at DESC, last_id DESC LIMIT %s OFFSET %s""",
                 [self.account.pk, limit, start],
             )
             rows = cursor.fetchall()
