@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from crm.clock import business_time_zone
 from crm.db import server_binding_cursor
-from crm.models import Order, OrderLine
+from crm.models import Order
 from loyalty.models import EarnRule, LedgerEntry, LoyaltyAccount, PointLot, Tier
 from loyalty.models.rewards import RewardRedemption
 
@@ -291,8 +291,8 @@ _HISTORY_GROUPS = """
 
 class AccountHistory:
     """The account's history rows, newest first, as a sequence Django's Paginator can page: `count()` is
-    one query, a slice is three (rows with their running balance; product names of their orders; rewards
-    of their redemptions), whatever the page size."""
+    one query, a slice at most four (rows with their running balance; the lines of their orders; rewards
+    of their redemptions; names of their bonus rules), whatever the page size."""
 
     def __init__(self, *, account: LoyaltyAccount):
         self.account = account
@@ -323,27 +323,46 @@ class AccountHistory:
         return self._rows(rows)
 
     def _rows(self, rows) -> list[HistoryRow]:
-        order_ids = {r[2] for r in rows if r[2] is not None}
-        orders = dict(Order.objects.filter(pk__in=order_ids).values_list("pk", "external_id"))
-        products: dict[int, list[str]] = {}
-        for order_id, name, sku, quantity in (
-            OrderLine.objects.filter(order_id__in=order_ids)
-            .order_by("order_id", "line_no")
-            .values_list("order_id", "name", "sku", "quantity")
-        ):
-            label = name or sku
-            products.setdefault(order_id, []).append(f"{label} ×{quantity}" if quantity > 1 else label)
+        rows = [(*r[:3], _aware(r[3]), *r[4:]) for r in rows]
+        # A row made of order lines names its order and the products of its own lines (a refund of one
+        # line names that line, not the whole order): read from the entries of the page's orders.
+        order_ids = {r[2] for r in rows if r[2] is not None and r[9]}
+        orders: dict[int, str] = {}
+        products: dict[tuple, list[str]] = {}
+        if order_ids:
+            for kind, order_id, occurred_at, external_id, name, sku, quantity in (
+                LedgerEntry.objects.filter(
+                    account_id=self.account.pk, order_id__in=order_ids, order_line__isnull=False
+                )
+                .order_by("order_line__line_no", "id")
+                .values_list(
+                    "kind",
+                    "order_id",
+                    "occurred_at",
+                    "order__external_id",
+                    "order_line__name",
+                    "order_line__sku",
+                    "order_line__quantity",
+                )
+            ):
+                orders[order_id] = external_id
+                label = name or sku
+                if kind != "reverse" and quantity > 1:
+                    label = f"{label} ×{quantity}"
+                products.setdefault((kind, order_id, occurred_at), []).append(label)
+        redeem_ids = [r[0] for r in rows if r[1] == "redeem"]
         redemptions = {
             entry_id: (pk, name)
-            for entry_id, pk, name in RewardRedemption.objects.filter(
-                ledger_entry_id__in=[r[0] for r in rows if r[1] == "redeem"]
-            ).values_list("ledger_entry_id", "pk", "reward__name")
-        }
-        rules = dict(
-            EarnRule.objects.filter(pk__in={r[7] for r in rows if r[7] and not r[9]}).values_list(
-                "pk", "name"
+            for entry_id, pk, name in (
+                RewardRedemption.objects.filter(ledger_entry_id__in=redeem_ids).values_list(
+                    "ledger_entry_id", "pk", "reward__name"
+                )
+                if redeem_ids
+                else []
             )
-        )
+        }
+        rule_ids = {r[7] for r in rows if r[7] and not r[9]}
+        rules = dict(EarnRule.objects.filter(pk__in=rule_ids).values_list("pk", "name")) if rule_ids else {}
         found = []
         for (
             last_id,
@@ -359,10 +378,6 @@ class AccountHistory:
             balance,
         ) in rows:
             redemption = redemptions.get(last_id)
-            if isinstance(occurred_at, str):  # SQLite returns raw SQL results as text
-                occurred_at = datetime.fromisoformat(occurred_at)
-            if timezone.is_naive(occurred_at):
-                occurred_at = occurred_at.replace(tzinfo=UTC)
             found.append(
                 HistoryRow(
                     last_entry_id=last_id,
@@ -374,7 +389,7 @@ class AccountHistory:
                     balance=int(balance),
                     order_id=order_id,
                     order_external_id=orders.get(order_id, ""),
-                    products=products.get(order_id, []) if lines else [],
+                    products=products.get((kind, order_id, occurred_at), []) if lines else [],
                     reward_name=redemption[1] if redemption else "",
                     redemption_id=redemption[0] if redemption else None,
                     rule_name="" if lines else rules.get(rule_id, ""),
@@ -382,6 +397,13 @@ class AccountHistory:
                 )
             )
         return found
+
+
+def _aware(moment) -> datetime:
+    """A time read by raw SQL as an aware datetime (SQLite hands back text, naive, in UTC)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if timezone.is_naive(moment) else moment
 
 
 def account_lots(*, account: LoyaltyAccount) -> QuerySet[PointLot]:

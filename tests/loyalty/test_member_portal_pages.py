@@ -10,12 +10,13 @@ from django.utils import timezone
 
 from crm.clock import business_day_start, business_today
 from crm.models import OrderLine
-from loyalty.models import PointLot
+from loyalty.models import EarnRule, PointLot
 from loyalty.models.rewards import RewardRedemption
+from loyalty.selectors import AccountHistory
 from loyalty.services.coupons import code_display
 from loyalty.services.ledger import account_for_customer, points_adjust
 from loyalty.services.rewards import reward_redeem
-from tests.loyalty.ledger_helpers import order_make, process, programme_setup
+from tests.loyalty.ledger_helpers import order_make, process, programme_setup, refund_make
 from tests.loyalty.test_member_support import (
     MEMBER_URLS,
     PASSWORD,
@@ -103,6 +104,48 @@ def test_history_rows_page_by_row_not_by_entry_and_keep_their_balance_on_later_p
     assert "test grant" in grant and "Balance 351" in grant
     assert "Order TM-1002" in later_order and "Balance 350" in later_order
     assert "Order TM-1001" in earlier_order and "Balance 300" in earlier_order
+
+
+def test_a_bonus_and_a_partial_refund_are_rows_of_their_own_naming_what_they_are(client):
+    now = timezone.now()
+    programme_setup(return_window_days=0)
+    EarnRule.objects.create(
+        name="首单奖励 First-order bonus", kind="event", event="first_order", bonus_points=50
+    )
+    login = member_make()
+    first, _second = _orders_of(login, now)
+    refund_make(first, lines={2: 1}, at=now - timedelta(days=1))  # one sheet mask of two
+    process(now)
+    _sign_in(client, login)
+
+    rows = _rows(client.get("/member/history/", HTTP_ACCEPT_LANGUAGE="en").content.decode())
+
+    refund = next(r for r in rows if r.startswith("Refund of order TM-1001"))
+    assert "面膜 Sheet mask" in refund and "保湿面霜" not in refund and "-50" in refund
+    bonus = next(r for r in rows if r.startswith("首单奖励 First-order bonus"))
+    assert "+50" in bonus and "保湿面霜" not in bonus
+    order = next(r for r in rows if r.startswith("Order TM-1001"))
+    assert "+300" in order
+    assert "Balance 350" in rows[0]  # 300 + 50 + 50 - 50
+
+
+def test_a_page_of_history_costs_a_fixed_number_of_queries(django_assert_num_queries):
+    now = timezone.now()
+    programme_setup(return_window_days=0)
+    EarnRule.objects.create(name="First-order bonus", kind="event", event="first_order", bonus_points=50)
+    login = member_make(points=1000)
+    _orders_of(login, now)
+    for n in range(3):
+        reward_redeem(
+            customer=login.customer, reward_id=reward_make(points_price=10).pk, idempotency_key=f"r{n}"
+        )
+    history = AccountHistory(account=account_for_customer(customer=login.customer))
+
+    # The rows with their balance; the lines of their orders; the rewards redeemed; the bonus rules.
+    with django_assert_num_queries(4):
+        rows = history[0:20]
+
+    assert len(rows) == 7 and {r.kind for r in rows} == {"earn", "redeem", "adjust"}
 
 
 def test_points_expiring_at_a_business_midnight_show_the_last_day_they_can_be_used(client):
