@@ -14,8 +14,9 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from crm.clock import business_day_start, business_today
 from crm.models import OrderLine
-from loyalty.models import LoyaltyAccount
+from loyalty.models import LoyaltyAccount, PointLot
 from loyalty.models.rewards import RewardRedemption
 from loyalty.services.coupons import code_display
 from tests.conftest import PAGE_TIMEOUT_MS
@@ -103,6 +104,11 @@ def _member_with_history():
     )
     OrderLine.objects.filter(order=second).update(name="润唇膏 Lip balm")
     process(now)
+    # The opening 900 points expire at a business midnight ten days on: usable until the day before.
+    last_day = business_today(now) + timedelta(days=10)
+    PointLot.objects.filter(account__customer=login.customer, points=900).update(
+        expires_at=business_day_start(last_day + timedelta(days=1))
+    )
     reward = reward_make(name="满100减20券 ¥20 voucher", points_price=500, stock=10)
     return login, reward
 
@@ -147,6 +153,15 @@ def test_on_a_phone_the_member_sees_tiers_history_and_confirms_a_redemption(
     try:
         _sign_in(page, login)
         expect(page.locator("html")).to_have_attribute("lang", language)
+        last_day = business_today(timezone.now()) + timedelta(days=10)
+        date = (
+            f"{last_day.day} {last_day:%b} {last_day.year}"
+            if language == "en"
+            else f"{last_day.year}年{last_day.month}月{last_day.day}日"
+        )
+        expect(page.locator("#expiring-points")).to_contain_text(date)
+        _fits(page)
+        page.screenshot(path=shots / f"portal-home-phone-{language}.png", full_page=True)
 
         # Tiers: every tier, the member's marked, the way to the next.
         page.goto("/member/tiers/")
