@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from django.contrib import admin
 from django.urls import reverse
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
 from crm.roles import ADMINISTRATOR
@@ -121,7 +122,7 @@ def _model_entry(request, entry: NavEntry) -> dict | None:
     if model is None or not request.user.has_perm(f"{app_label}.view_{model_name}"):
         return None
     return {
-        "title": entry.title or model._meta.verbose_name_plural.capitalize(),
+        "title": entry.title or capfirst(model._meta.verbose_name_plural),
         "icon": entry.icon,
         "link": reverse(f"admin:{app_label}_{model_name}_changelist"),
     }
