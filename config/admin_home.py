@@ -11,7 +11,9 @@ from urllib.parse import urlencode
 
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from crm.models.metrics import LifecycleStage
 from crm.selectors.home import HOME_WINDOW_DAYS, customer_home_figures
@@ -29,6 +31,11 @@ class Figure:
     kind: str = "count"  # count, money, percent, points
     detail: str = ""
     change: float | None = None  # against the previous window, as a fraction
+
+
+def grouped(number) -> str:
+    """A whole number in the active language's grouping (¥56,871 in both languages, config/formats)."""
+    return number_format(number, 0, force_grouping=True)
 
 
 def _changelist(model: str, **params) -> str:
@@ -54,7 +61,7 @@ def home_context(*, now) -> dict:
     headline = [
         Figure(_("Customers"), crm.customers, _changelist("crm_customer", erased="no")),
         Figure(
-            _("Members"),
+            pgettext_lazy("loyalty programme", "Members"),
             loyalty.members,
             _changelist("loyalty_loyaltyaccount", status__exact=LoyaltyAccount.Status.ACTIVE),
         ),
@@ -71,14 +78,14 @@ def home_context(*, now) -> dict:
             kind="money",
             change=_change(crm.gmv, crm.previous_gmv),
             detail=_("previous %(days)s days: %(sign)s%(value)s")
-            % {**days, "sign": sign, "value": f"{crm.previous_gmv:,.0f}"},
+            % {**days, "sign": sign, "value": grouped(crm.previous_gmv)},
         ),
         Figure(
             _("Orders (%(days)s days)") % days,
             crm.orders,
             _changelist("crm_order", **window),
             change=_change(crm.orders, crm.previous_orders),
-            detail=_("previous %(days)s days: %(value)s") % {**days, "value": f"{crm.previous_orders:,}"},
+            detail=_("previous %(days)s days: %(value)s") % {**days, "value": grouped(crm.previous_orders)},
         ),
         Figure(
             _("Repeat-purchase rate"),
@@ -86,7 +93,7 @@ def home_context(*, now) -> dict:
             _changelist("crm_customer", purchases="repeat"),
             kind="percent",
             detail=_("%(repeat)s of %(buyers)s buyers ordered twice or more")
-            % {"repeat": f"{crm.repeat_buyers:,}", "buyers": f"{crm.buyers:,}"},
+            % {"repeat": grouped(crm.repeat_buyers), "buyers": grouped(crm.buyers)},
         ),
         Figure(
             _("Sleeping high-value customers"),
@@ -100,7 +107,7 @@ def home_context(*, now) -> dict:
             _changelist("loyalty_loyaltyaccount", status__exact=LoyaltyAccount.Status.ACTIVE, o="-4"),
             kind="money",
             detail=_("%(points)s points outstanding (%(pending)s pending)")
-            % {"points": f"{loyalty.outstanding_points:,}", "pending": f"{loyalty.pending_points:,}"},
+            % {"points": grouped(loyalty.outstanding_points), "pending": grouped(loyalty.pending_points)},
         ),
         Figure(
             _("Redemption rate"),
@@ -108,7 +115,7 @@ def home_context(*, now) -> dict:
             _changelist("loyalty_ledgerentry", kind__exact=EntryKind.REDEEM),
             kind="percent",
             detail=_("%(redeemed)s of %(issued)s points issued were redeemed")
-            % {"redeemed": f"{loyalty.redeemed_points:,}", "issued": f"{loyalty.issued_points:,}"},
+            % {"redeemed": grouped(loyalty.redeemed_points), "issued": grouped(loyalty.issued_points)},
         ),
     ]
     stages = [

@@ -15,6 +15,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from crm.roles import ADMINISTRATOR
 
@@ -91,21 +92,26 @@ SYSTEM = (
     NavEntry("axes.accessfailurelog", "no_accounts"),
 )
 
-# (title, entries, placeholder shown while the group has no entries, administrators only)
+# (title, entries, (home page slot, placeholder) shown while the group has no entries, administrators only)
 GROUPS = (
-    (_("Customers"), CUSTOMERS, None, False),
-    (_("Analytics"), ANALYTICS, None, False),
-    (_("Loyalty"), LOYALTY, None, False),
-    (_("Campaigns"), CAMPAIGNS, _("Arrives with the campaigns app"), False),
-    (_("Journeys"), JOURNEYS, _("Arrives with the journeys app"), False),
-    (_("Settings"), SETTINGS, None, False),
-    (_("System"), SYSTEM, None, True),
+    (pgettext_lazy("admin navigation", "Customers"), CUSTOMERS, None, False),
+    (pgettext_lazy("admin navigation", "Analytics"), ANALYTICS, None, False),
+    (pgettext_lazy("admin navigation", "Loyalty"), LOYALTY, None, False),
+    (
+        pgettext_lazy("admin navigation", "Campaigns"),
+        CAMPAIGNS,
+        ("campaigns", _("Arrives with the campaigns app")),
+        False,
+    ),
+    (
+        pgettext_lazy("admin navigation", "Journeys"),
+        JOURNEYS,
+        ("journeys", _("Arrives with the journeys app")),
+        False,
+    ),
+    (pgettext_lazy("admin navigation", "Settings"), SETTINGS, None, False),
+    (pgettext_lazy("admin navigation", "System"), SYSTEM, None, True),
 )
-
-
-def entries_slot(title) -> str:
-    """The home page's anchor for a placeholder group ("campaigns", "journeys")."""
-    return {str(_("Campaigns")): "campaigns", str(_("Journeys")): "journeys"}.get(str(title), "")
 
 
 def is_administrator(user) -> bool:
@@ -141,9 +147,9 @@ def sidebar_navigation(request) -> list[dict]:
             # The group's place, labelled, until its app lands; it leads to the home page's slot for it.
             items = [
                 {
-                    "title": placeholder,
+                    "title": placeholder[1],
                     "icon": "hourglass_empty",
-                    "link": reverse("admin:index") + f"#slot-{entries_slot(title)}",
+                    "link": reverse("admin:index") + f"#slot-{placeholder[0]}",
                     "active": False,
                 }
             ]

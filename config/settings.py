@@ -144,6 +144,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Django's auth login is the staff admin's (members sign in through the portal's own views): unfold's login
+# form posts no "next" field, so without this a plain /admin/login/ would land on /accounts/profile/, a 404.
+LOGIN_REDIRECT_URL = "/admin/"
 # Login throttling on the admin: five failures lock that user name from that address for 15 minutes.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 0.25  # hours

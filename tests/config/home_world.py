@@ -31,7 +31,7 @@ def home_world_build(*, now) -> HomeWorld:
     browser = CustomerFactory(name="刘洋 Browser")
     erased = CustomerFactory(name="Erased", erased_at=now)
     OrderFactory(customer=regular, total=Decimal("100.00"), placed_at=now - timedelta(days=1))
-    OrderFactory(customer=regular, total=Decimal("200.50"), placed_at=now - timedelta(days=10))
+    OrderFactory(customer=regular, total=Decimal("200.00"), placed_at=now - timedelta(days=10))
     OrderFactory(customer=lapsing, total=Decimal("50.00"), placed_at=now - timedelta(days=40))
     OrderFactory(customer=sleeper, total=Decimal("999.00"), placed_at=now - timedelta(days=400))
     EventFactory(customer=browser, type="page_view", occurred_at=now - timedelta(days=3))
@@ -44,9 +44,7 @@ def home_world_build(*, now) -> HomeWorld:
             customer=customer, as_of=today, computed_at=now, stage_since=today, **values
         )
 
-    metrics(
-        regular, order_count=2, lifecycle_stage="active", value_tier="medium", total_value=Decimal("300.50")
-    )
+    metrics(regular, order_count=2, lifecycle_stage="active", value_tier="medium", total_value=Decimal("300"))
     metrics(lapsing, order_count=1, lifecycle_stage="at_risk", value_tier="low", total_value=Decimal("50"))
     metrics(
         sleeper,
@@ -80,7 +78,7 @@ EXPECTED = {
     "customers": 4,  # the erased one is not counted
     "members": 2,  # the merged account is folded into another
     "active_customers": 2,  # regular (orders) and browser (page view); sleeper's view is 45 days old
-    "gmv": Decimal("300.50"),
+    "gmv": Decimal("300.00"),
     "orders": 2,
     "previous_gmv": Decimal("50.00"),
     "previous_orders": 1,
