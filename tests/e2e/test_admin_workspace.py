@@ -161,3 +161,22 @@ def test_sidebar_is_grouped_by_task_and_internals_are_for_administrators(browser
         page.screenshot(path=f"/tmp/e2e_workspace_nav_administrator_{language}.png")
     finally:
         context.close()
+
+
+def test_the_360_page_saves_the_profile_with_its_own_button(browser, live_server):
+    """unfold's sticky Save bar is hidden on the 360 page; the folded profile form keeps a Save of its own."""
+    from tests.factories import CustomerFactory
+
+    customer = CustomerFactory(name="王芳", city="上海")
+    context, page = _session(browser, live_server, _staff(None), language="en", viewport=DESKTOP)
+    try:
+        page.goto(f"/admin/crm/customer/{customer.pk}/change/")
+        expect(page.locator("#submit-row, .submit-row")).to_have_count(0)
+        page.locator("#profile summary").click()
+        page.fill("#id_city", "杭州")
+        with page.expect_navigation():
+            page.locator("#profile .c360-profile-save button").click()
+        customer.refresh_from_db()
+        assert customer.city == "杭州"
+    finally:
+        context.close()
