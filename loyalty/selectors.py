@@ -245,6 +245,8 @@ def loyalty_home_figures() -> LoyaltyHomeFigures:
     """Three queries: the programme settings, the accounts' balances, the ledger's issued and redeemed
     totals (a sum over the ledger, set-based; a sweep of the table, fine for a page opened a few times a
     day)."""
+    # Imported here: loyalty.services imports this module (members, tiers), so a module-level import
+    # would be circular.
     from loyalty.services.programme import programme_get
 
     programme = programme_get()
