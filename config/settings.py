@@ -43,6 +43,10 @@ else:
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
+    # The admin theme (config/admin_site.py): before django.contrib.admin so that its templates win.
+    "unfold",
+    "unfold.contrib.filters",
+    "unfold.contrib.simple_history",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -141,6 +145,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Django's auth login is the staff admin's (members sign in through the portal's own views): unfold's login
+# form posts no "next" field, so without this a plain /admin/login/ would land on /accounts/profile/, a 404.
+LOGIN_REDIRECT_URL = "/admin/"
 # Login throttling on the admin: five failures lock that user name from that address for 15 minutes.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 0.25  # hours
@@ -189,6 +196,31 @@ STORAGES = {
     },
 }
 MEDIA_ROOT = VAR_DIR / "media"
+
+# --- Admin (django-unfold) -------------------------------------------------------------------------
+# The brand the staff admin wears: its name in the header and the browser tab, its logo (a URL, or a path
+# under static/). "View site" leads to the member portal, the site members see.
+BRAND_NAME = env.str("BRAND_NAME", default="Marketing operations")
+BRAND_LOGO = env.str("BRAND_LOGO", default="brand/logo.svg")
+UNFOLD = {
+    "SITE_TITLE": BRAND_NAME,
+    "SITE_HEADER": BRAND_NAME,
+    "SITE_SUBHEADER": _("Marketing workspace"),
+    "SITE_URL": "/member/",
+    "SITE_ICON": "config.admin_branding.brand_logo_url",
+    "SITE_FAVICONS": [
+        {"rel": "icon", "type": "image/svg+xml", "href": "config.admin_branding.brand_logo_url"}
+    ],
+    "SHOW_LANGUAGES": True,
+    "SHOW_VIEW_ON_SITE": True,
+    "DASHBOARD_CALLBACK": "config.admin_home.dashboard_callback",
+    "STYLES": ["config.admin_branding.workspace_css_url"],
+    "SIDEBAR": {
+        "show_search": True,
+        "show_all_applications": "config.admin_navigation.show_all_applications",
+        "navigation": "config.admin_navigation.sidebar_navigation",
+    },
+}
 
 # --- Celery ---------------------------------------------------------------------------------------
 # CELERY_BROKER_DIR lets a test run its own worker on a private broker folder.

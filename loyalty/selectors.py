@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import BigIntegerField, Case, F, Min, Q, QuerySet, Sum, Value, When
+from django.db.models import BigIntegerField, Case, Count, F, Min, Q, QuerySet, Sum, Value, When
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
@@ -18,7 +18,7 @@ from django.utils import timezone
 from crm.clock import business_time_zone
 from crm.db import server_binding_cursor
 from crm.models import Order
-from loyalty.models import EarnRule, LedgerEntry, LoyaltyAccount, PointLot, Tier
+from loyalty.models import EarnRule, EntryKind, LedgerEntry, LoyaltyAccount, PointLot, Tier
 from loyalty.models.rewards import RewardRedemption
 
 EXPIRING_SOON_DAYS = 30
@@ -416,3 +416,57 @@ def account_tier_history(*, account: LoyaltyAccount):
 
 def account_of_customer(*, customer) -> LoyaltyAccount | None:
     return LoyaltyAccount.objects.filter(customer_id=customer.pk).select_related("tier").first()
+
+
+@dataclass(frozen=True)
+class LoyaltyHomeFigures:
+    """The programme's figures on the admin home page (config/admin_home.py)."""
+
+    members: int  # active accounts (a merged account is folded into another)
+    outstanding_points: int  # available to spend now: the points liability
+    pending_points: int  # earned, still inside the return window
+    point_value: Decimal
+    currency: str
+    issued_points: int  # made available over the programme's life: earned, released, added by hand
+    redeemed_points: int
+
+    @property
+    def liability_value(self) -> Decimal:
+        return (self.outstanding_points * self.point_value).quantize(Decimal("0.01"))
+
+    @property
+    def redemption_rate(self) -> float | None:
+        return self.redeemed_points / self.issued_points if self.issued_points else None
+
+
+# The entries that put points in members' hands (available), for the redemption rate's denominator.
+# Transfers move points between members and issue none; reversals take back what an earn gave.
+_ISSUING_KINDS = (EntryKind.EARN, EntryKind.RELEASE, EntryKind.ADJUST)
+
+
+def loyalty_home_figures() -> LoyaltyHomeFigures:
+    """Three queries: the programme settings, the accounts' balances, the ledger's issued and redeemed
+    totals (a sum over the ledger, set-based; a sweep of the table, fine for a page opened a few times a
+    day)."""
+    # Imported here: loyalty.services imports this module (members, tiers), so a module-level import
+    # would be circular.
+    from loyalty.services.programme import programme_get
+
+    programme = programme_get()
+    accounts = LoyaltyAccount.objects.filter(status=LoyaltyAccount.Status.ACTIVE).aggregate(
+        members=Count("pk"), available=Sum("available"), pending=Sum("pending")
+    )
+    ledger = LedgerEntry.objects.aggregate(
+        issued=Sum("points", filter=Q(kind__in=_ISSUING_KINDS, points__gt=0)),
+        reversed=Sum("points", filter=Q(kind=EntryKind.REVERSE, points__lt=0)),
+        redeemed=Sum("points", filter=Q(kind=EntryKind.REDEEM)),
+    )
+    return LoyaltyHomeFigures(
+        members=accounts["members"],
+        outstanding_points=accounts["available"] or 0,
+        pending_points=accounts["pending"] or 0,
+        point_value=programme.point_value,
+        currency=programme.currency,
+        issued_points=(ledger["issued"] or 0) + (ledger["reversed"] or 0),
+        redeemed_points=-(ledger["redeemed"] or 0),
+    )

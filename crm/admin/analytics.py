@@ -10,13 +10,14 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext as _
+from unfold.admin import ModelAdmin
 
 from crm.analytics.services import analytics_refresh_queue
 from crm.models import AcquisitionCost, DashboardSummary
 
 
 @admin.register(AcquisitionCost)
-class AcquisitionCostAdmin(admin.ModelAdmin):
+class AcquisitionCostAdmin(ModelAdmin):
     list_display = ["month", "channel", "cac", "currency", "note"]
     list_editable = ["cac", "note"]
     list_filter = ["channel", "currency"]
@@ -25,7 +26,7 @@ class AcquisitionCostAdmin(admin.ModelAdmin):
 
 
 @admin.register(DashboardSummary)
-class DashboardAdmin(admin.ModelAdmin):
+class DashboardAdmin(ModelAdmin):
     """The analytics page. Its admin entry ("Dashboards") opens the charts, not a list of summary rows."""
 
     def has_add_permission(self, request):

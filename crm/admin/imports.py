@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
+from unfold.admin import ModelAdmin
 
 from crm.models import ImportJob
 from crm.services.imports.jobs import import_job_submit, import_jobs_requeue
@@ -46,7 +47,7 @@ class ImportUploadForm(forms.ModelForm):
 
 
 @admin.register(ImportJob)
-class ImportJobAdmin(admin.ModelAdmin):
+class ImportJobAdmin(ModelAdmin):
     list_display = [
         "id",
         "kind",

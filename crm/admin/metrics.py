@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+from unfold.admin import ModelAdmin, StackedInline
 
 from crm.admin.base import ReadOnlyAdmin
 from crm.admin.customer_360 import Customer360Panel, customer_360_panel_register
@@ -29,7 +30,7 @@ def _number(value, digits: int = 4) -> str:
 
 
 @admin.register(LifecycleSettings)
-class LifecycleSettingsAdmin(admin.ModelAdmin):
+class LifecycleSettingsAdmin(ModelAdmin):
     fieldsets = [
         (None, {"fields": ["mode", "new_days"]}),
         (
@@ -264,7 +265,7 @@ class CustomerMetricsAdmin(ReadOnlyAdmin):
         return _number(obj.churn_risk, 2)
 
 
-class CustomerMetricsInline(admin.StackedInline):
+class CustomerMetricsInline(StackedInline):
     """For the customer 360 page (CustomerAdmin, crm/admin/customers.py, may add it to its inlines): the metrics row."""
 
     model = CustomerMetrics

@@ -12,6 +12,8 @@ order, and cannot deadlock.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -80,6 +82,17 @@ class ProgrammeSettings(models.Model):
         help_text=_("A member below the threshold at review keeps the tier this many more days."),
     )
     transfer_enabled = models.BooleanField(_("points transfer enabled"), default=False)
+    point_value = models.DecimalField(
+        _("value of one point"),
+        max_digits=10,
+        decimal_places=4,
+        default=Decimal("0.01"),
+        validators=[MinValueValidator(0)],
+        help_text=_(
+            "What one point costs the brand when it is redeemed, in the programme currency; the admin home "
+            "page values the outstanding points (the points liability) with it."
+        ),
+    )
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     history = HistoricalRecords()
