@@ -10,11 +10,12 @@ from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.template import Template
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from crm.admin.base import ReadOnlyAdmin
+from crm.admin.base import JOB_PROGRESS_JS, ReadOnlyAdmin, job_progress_message
 from crm.admin.customer_360 import Customer360Panel, customer_360_panel_register
 from crm.metrics.selectors import customer_metrics_get, metrics_latest_run
 from crm.models.metrics import CustomerMetrics, LifecycleSettings, MetricsRun
@@ -86,8 +87,14 @@ class LifecycleSettingsAdmin(admin.ModelAdmin):
             gettext("Save and recompute all metrics now"),
         )
 
+    class Media:
+        js = [JOB_PROGRESS_JS]
+
     def save_model(self, request, obj, form, change):
-        lifecycle_settings_save(settings=obj, recompute=RECOMPUTE in request.POST)
+        recompute = RECOMPUTE in request.POST
+        # Before queueing: the run the worker starts afterwards is the first one started since.
+        request._recompute_requested_at = timezone.now()
+        lifecycle_settings_save(settings=obj, recompute=recompute)
 
     def response_change(self, request, obj):
         if RECOMPUTE in request.POST:
@@ -95,10 +102,15 @@ class LifecycleSettingsAdmin(admin.ModelAdmin):
                 return super().response_change(request, obj)
             self.message_user(
                 request,
-                gettext("The metrics of every customer are being recomputed; the result appears under "
-                        "metrics runs in a minute or two."),
+                job_progress_message(
+                    text=gettext(
+                        "The settings are saved; the metrics of every customer are being recomputed."
+                    ),
+                    status_url=reverse("crm_analytics:metrics_job"),
+                    since=getattr(request, "_recompute_requested_at", None) or timezone.now(),
+                ),
                 messages.SUCCESS,
-            )  # fmt: skip
+            )
             return HttpResponseRedirect(request.path)
         return super().response_change(request, obj)
 
