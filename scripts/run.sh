@@ -46,6 +46,10 @@ step 5 "Metrics and dashboards (the first time only)"
 LOG_LEVEL=WARNING python manage.py bootstrap_analytics
 
 step 6 "Starting the web server, a Celery worker and Celery beat"
+# Said now, before the worker and beat start for nothing (and before another server on the port answers
+# the readiness check in ours' place).
+python -c 'import socket, sys; socket.create_server((sys.argv[1].strip("[]"), int(sys.argv[2])), family=socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET).close()' "$HOST" "$PORT" 2>/dev/null ||
+  die "port $PORT on $HOST is in use (another make run?): stop what uses it, or choose another port with PORT=..."
 banner=var/run-banner.txt
 {
   echo "The demo answers on http://$local_host:$PORT/"
