@@ -39,7 +39,11 @@ def _money(value) -> str:
 
 def _explained(label, explanation):
     """A column header with a plain-language explanation for a marketer, shown on hover."""
-    return lazy(lambda: format_html('<span title="{}">{}</span>', explanation, label), SafeString)()
+    # Not upper-cased like other headers: r and R, α and Α, γ and Γ would read as other symbols.
+    return lazy(
+        lambda: format_html('<span title="{}" style="text-transform: none">{}</span>', explanation, label),
+        SafeString,
+    )()
 
 
 # What the fitted parameters mean, for someone who has not read the papers.
