@@ -8,6 +8,7 @@ half-styled pages. HistoryAdmin is simple-history's admin on the same footing.""
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.urls import reverse
@@ -112,4 +113,20 @@ class ReadOnlyAdmin(ModelAdmin):
 def pretty_json(value) -> str:
     return format_html(
         '<pre class="c360-json">{}</pre>', json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
+    )
+
+
+JOB_PROGRESS_JS = "crm/admin/job_progress.js"
+
+
+def job_progress_message(*, text: str, status_url: str, since) -> str:
+    """An admin message that follows a job queued at `since`: static/crm/admin/job_progress.js (add
+    JOB_PROGRESS_JS to the page's media) polls `status_url` and shows its progress and result in place of
+    `text`, so that staff see the outcome of a job that takes seconds instead of "reload later"."""
+    url = f"{status_url}?{urlencode({'since': since.isoformat()})}"
+    return format_html(
+        '<span class="job-progress" data-job-progress="{}"><span class="job-progress-text">{}</span> '
+        '<progress class="job-progress-bar"></progress></span>',
+        url,
+        text,
     )

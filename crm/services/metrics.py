@@ -154,3 +154,39 @@ def lifecycle_settings_save(*, settings: LifecycleSettings, recompute: bool = Fa
     settings.save()
     if recompute:
         task_queue_on_commit(METRICS_TASK)
+
+
+def metrics_history_months(*, today: date, months: int) -> list[date]:
+    """The last day of each of the `months` months before `today`'s, oldest first."""
+    ends = []
+    first_of_month = today.replace(day=1)
+    for _ in range(months):
+        end = first_of_month - timedelta(days=1)
+        ends.append(end)
+        first_of_month = end.replace(day=1)
+    return ends[::-1]
+
+
+def metrics_compute_with_history(
+    *, months: int, now: datetime | None = None, progress=None
+) -> list[MetricsRun]:
+    """The first computation of an install whose orders go back in time (the demo, an imported order
+    history): compute as of the end of each of the last `months` months, oldest first, then today.
+
+    The oldest run is the baseline; each later one records the stage changes since the one before as
+    `lifecycle_stage_changed` events dated at their month's end, so the lifecycle chart shows a history
+    that begins when it was computed from instead of today's stages copied back over every month.
+    Refused once metrics exist: a computation for an earlier date than the stored one writes no events,
+    so a history can only be built from an empty table. `progress(done, total, run)` is told after each run."""
+    now = now or timezone.now()
+    if CustomerMetrics.objects.exists():
+        raise ValueError("metrics were already computed; a history can only be built on an empty table")
+    days = [*metrics_history_months(today=business_today(now), months=months), None]
+    runs = []
+    for done, as_of in enumerate(days, start=1):
+        # Each run at its own `now`: the latest run is the one started last (metrics_latest_run).
+        run = metrics_compute(as_of=as_of)
+        runs.append(run)
+        if progress is not None:
+            progress(done, len(days), run)
+    return runs
