@@ -178,6 +178,7 @@ def _metrics_run(*, run: MetricsRun, lease: Lease, now: datetime, runner) -> Met
                 pass
             logger.exception("metrics computation failed", extra={"as_of": as_of.isoformat()})
             raise
+    run.lease_token = run.lease_expires_at = None  # released with the result
     vacuum_seconds = _metrics_vacuum()
     if vacuum_seconds is not None:
         run.timings = {**(run.timings or {}), "vacuum": round(vacuum_seconds, 3)}

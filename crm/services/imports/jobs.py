@@ -128,6 +128,7 @@ def import_job_run(*, job_id: int) -> ImportJob:
             )
         except LeaseLost:
             logger.warning("import job taken over by another worker; stopping", extra={"job": job.pk})
+            job.refresh_from_db()
             return job
         except ImportFileError as exc:
             _job_finish(lease, status=ImportJob.Status.FAILED, message=str(exc))
