@@ -84,7 +84,8 @@ def bulk_adjustment_apply(batch_id: int) -> None:
 
 @shared_task(name="loyalty.tasks.bulk_adjustments_resume", ignore_result=True)
 def bulk_adjustments_resume() -> None:
-    """Queue again the bulk adjustments whose worker died mid-batch."""
+    """Queue again the bulk adjustments whose worker died mid-batch. crm's lease reaper does it for every
+    leased job; kept for a beat schedule stored before that (django-celery-beat keeps its rows)."""
     from loyalty.services.bulk_adjust import batches_resume
 
     batches_resume()

@@ -120,8 +120,9 @@ def lease_write(*, lease: Lease, values: dict) -> None:
 
 def lease_release(*, lease: Lease, values: dict) -> None:
     """The holder's last write: `values` (the final status) and the end of the lease, in one conditional
-    UPDATE. Raises LeaseLost, writing nothing, when another worker has taken the job over."""
-    lease_write(lease=lease, values={**values, "lease_token": None, "lease_expires_at": None})
+    UPDATE. Raises LeaseLost, writing nothing, when another worker has taken the job over. A job to be
+    tried again later gives `lease_expires_at` (a `lease_pickup_deadline()`), when the reaper will."""
+    lease_write(lease=lease, values={"lease_token": None, "lease_expires_at": None, **values})
 
 
 class LeaseKeeper:

@@ -21,6 +21,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
+from crm.models import Leased
+
 # --- Programme configuration ------------------------------------------------------------------------
 
 
@@ -697,7 +699,7 @@ class ManualAdjustment(models.Model):
         return f"{self.points:+d} #{self.account_id}"
 
 
-class BulkAdjustmentBatch(models.Model):
+class BulkAdjustmentBatch(Leased):
     """A CSV of adjustments: uploaded and previewed by one staff member, approved by another, applied once."""
 
     class Status(models.TextChoices):
@@ -730,7 +732,8 @@ class BulkAdjustmentBatch(models.Model):
     approved_at = models.DateTimeField(_("approved at"), null=True, blank=True)
     applied_at = models.DateTimeField(_("applied at"), null=True, blank=True)
     # Progress of the apply, written by the same transaction as each chunk's entries, so it never runs
-    # ahead of the ledger; `progress_at` tells a stalled apply (its worker was killed) from a running one.
+    # ahead of the ledger. The worker applying it holds the batch's lease (crm.models.Leased): a batch
+    # whose worker was killed is resumed by the lease reaper.
     lines_done = models.PositiveIntegerField(_("lines applied"), default=0)
     progress_at = models.DateTimeField(_("last progress at"), null=True, blank=True)
 
