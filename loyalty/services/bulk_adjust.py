@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
-
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone

@@ -8,9 +8,9 @@ from django.core.exceptions import ValidationError
 from django.db.models.functions import Now
 from django.urls import reverse
 
+from crm.services.leases import lease_claim
 from loyalty.models import BulkAdjustmentBatch, BulkAdjustmentLine, LedgerEntry, LoyaltyAccount
 from loyalty.services import bulk_adjust
-from crm.services.leases import lease_claim
 from loyalty.services.bulk_adjust import batch_apply, batch_approve, batch_upload, batches_resume
 from loyalty.services.ledger import account_for_customer, points_adjust
 from tests.loyalty.ledger_helpers import assert_consistent, customer_make, programme_setup
