@@ -19,6 +19,8 @@ class LoyaltyConfig(AppConfig):
         merge_handler_register("loyalty", customer_merge_fold)
         merge_handler_register("loyalty.members", members_merge)
         from loyalty.services.bulk_adjust import bulk_adjustments_reaper_register
+        from loyalty.services.lifecycle import expiry_runs_reaper_register
 
-        # crm's lease reaper resumes the bulk adjustments whose worker died.
+        # crm's lease reaper resumes the bulk adjustments and expiry runs whose worker died.
         bulk_adjustments_reaper_register()
+        expiry_runs_reaper_register()

@@ -57,6 +57,14 @@ def expire_points() -> None:
     points_expire_due(now=timezone.now())
 
 
+@shared_task(name="loyalty.tasks.expiry_run_resume", ignore_result=True)
+def expiry_run_resume(run_id: int) -> None:
+    """Carry on with an expiry run whose worker died (the lease reaper queues this)."""
+    from loyalty.services.lifecycle import points_expiry_resume
+
+    points_expiry_resume(run_id=run_id)
+
+
 @shared_task(name="loyalty.tasks.tier_reviews", ignore_result=True)
 def tier_reviews() -> None:
     from django.utils import timezone

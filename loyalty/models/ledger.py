@@ -795,3 +795,29 @@ class BulkAdjustmentLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id}:{self.line_no}"
+
+
+class ExpiryRun(Leased):
+    """One run of the nightly points expiry: the instant up to which it expires lots, and how far it has
+    got. The worker running it holds its lease; a run whose worker was killed is resumed by the lease
+    reaper from `last_account_id`, as of the same instant, so each account is expired once."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+
+    expires_up_to = models.DateTimeField(_("expires lots due up to"))
+    status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.RUNNING)
+    # The accounts are walked in id order; each batch commits this with its entries.
+    last_account_id = models.BigIntegerField(_("last account done"), default=0)
+    points_expired = models.BigIntegerField(_("points expired"), default=0)
+    started_at = models.DateTimeField(_("started at"), default=timezone.now)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("points expiry run")
+        verbose_name_plural = _("points expiry runs")
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.expires_up_to:%Y-%m-%d %H:%M} ({self.get_status_display()})"
