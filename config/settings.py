@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from crm.analytics.schedule import ANALYTICS_BEAT_SCHEDULE
 from crm.metrics.schedule import METRICS_BEAT_SCHEDULE
 from crm.recommendations.schedule import RECOMMENDATIONS_BEAT_SCHEDULE
+from crm.schedule import jobs_beat_schedule
 from loyalty.schedule import LOYALTY_BEAT_SCHEDULE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -243,11 +244,35 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_DIR / "control"),
     }
 else:
-    # Tasks are idempotent, so a redelivery after a lost worker is safe; one hour covers the longest import.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # Redis hands an unacknowledged message to another worker after `visibility_timeout`, whether its
+    # worker died or is still running it. Long jobs do not wait for that: they hold a lease in the
+    # database (JOB_LEASE_SECONDS below) and the reaper resumes a killed one within a lease and a reaper
+    # interval. The redelivery is the second line of defence, for the short tasks that hold no lease and
+    # for a reaper that is not running; so the timeout is set longer than any task may run (the metrics
+    # run's hard limit is 25 minutes), so that a task that is only slow is never run twice at once. A
+    # redelivered leased job finds its lease held or the job over, and does nothing. No task uses a
+    # countdown or ETA (due work is rows in the database), so Redis never re-sends a waiting one early.
+    # CELERY_REDIS_KEY_PREFIX lets several deployments, or test runs, share one Redis database.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=1800),
+        "global_keyprefix": env.str("CELERY_REDIS_KEY_PREFIX", default=""),
+    }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Acknowledge a message when its task ends, not when it starts, and give it back to the broker when a
+# pool child dies under it: a task interrupted by a crash runs again (the tasks are idempotent) instead of
+# being lost. When the whole worker dies, Redis gives the message back after the visibility timeout and
+# the file-system broker has already forgotten it: the leases below cover both.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Leases on long jobs (crm/services/leases.py). A worker renews its job's lease every third of
+# JOB_LEASE_SECONDS; when it is killed, the job is resumed after at most the lease plus LEASE_REAP_SECONDS
+# (the reaper's beat interval). A minute survives a busy worker's pauses (GIL, a slow database), and
+# keeps a killed job's recovery to about a minute and a half. A queued job that no worker picked up
+# within JOB_PICKUP_SECONDS (its message was lost) is queued again; a longer queue only means a duplicate
+# message, which finds the job claimed and does nothing.
+JOB_LEASE_SECONDS = env.float("JOB_LEASE_SECONDS", default=60.0)
+JOB_PICKUP_SECONDS = env.float("JOB_PICKUP_SECONDS", default=600.0)
+LEASE_REAP_SECONDS = env.float("LEASE_REAP_SECONDS", default=30.0)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -257,6 +282,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     # A heartbeat: /healthz reports when beat last ran from the row this task writes.
     "beat-heartbeat": {"task": "crm.tasks.beat_heartbeat", "schedule": 60.0},
+    **jobs_beat_schedule(reap_every=LEASE_REAP_SECONDS),
     **METRICS_BEAT_SCHEDULE,
     **ANALYTICS_BEAT_SCHEDULE,
     **RECOMMENDATIONS_BEAT_SCHEDULE,

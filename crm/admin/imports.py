@@ -83,6 +83,8 @@ class ImportJobAdmin(ModelAdmin):
         "created_by",
         "created_at",
         "finished_at",
+        "worker",
+        "lease_claims",
     ]
     fieldsets = [
         (None, {"fields": ["kind", "original_name", "file", "dry_run", "created_by", "created_at"]}),
@@ -97,6 +99,8 @@ class ImportJobAdmin(ModelAdmin):
                     "unchanged_count",
                     "error_count",
                     "finished_at",
+                    "worker",
+                    "lease_claims",
                     "message",
                 ]
             },
@@ -145,6 +149,16 @@ class ImportJobAdmin(ModelAdmin):
         share = min(100, 100 * obj.processed_rows // obj.total_rows)
         return f"{obj.processed_rows:,} / {obj.total_rows:,} ({share}%)"
 
+    @admin.display(description=_("worker"))
+    def worker(self, obj: ImportJob) -> str:
+        if obj.status not in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING):
+            return obj.lease_holder or "-"
+        if obj.lease_lapsed:
+            return gettext("No worker has answered in time; the job will be resumed by the next worker.")
+        if obj.lease_token:
+            return gettext("Running on %(worker)s") % {"worker": obj.lease_holder}
+        return gettext("Waiting for a worker")
+
     @admin.display(description=_("errors"))
     def error_list(self, obj: ImportJob):
         if not obj.errors:
@@ -172,10 +186,25 @@ class ImportJobAdmin(ModelAdmin):
 
     @admin.action(description=_("Run the selected imports again"), permissions=["add"])
     def run_again(self, request, queryset):
-        jobs = import_jobs_requeue(jobs=list(queryset))
+        """Finished jobs run again; a running job whose worker died is resumed; one a live worker is running
+        is left alone (the service decides, with a conditional update per job)."""
+        selected = list(queryset)
+        jobs = import_jobs_requeue(jobs=selected)
         self.message_user(
             request,
             ngettext("%(count)d import queued again.", "%(count)d imports queued again.", len(jobs))
             % {"count": len(jobs)},
             messages.SUCCESS,
         )
+        running = len(selected) - len(jobs)
+        if running:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d import is running on a live worker and was left alone.",
+                    "%(count)d imports are running on a live worker and were left alone.",
+                    running,
+                )
+                % {"count": running},
+                messages.WARNING,
+            )
