@@ -14,7 +14,7 @@ STRANDED_BATCHES_SQL = (
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('loyalty', '0007_event_log_cursor'),
+        ('loyalty', '0008_programme_point_value'),
     ]
 
     operations = [

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('loyalty', '0008_bulk_adjustment_lease'),
+        ('loyalty', '0009_bulk_adjustment_lease'),
     ]
 
     operations = [
