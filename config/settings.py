@@ -153,13 +153,24 @@ AUTH_PASSWORD_VALIDATORS = [
 # Django's auth login is the staff admin's (members sign in through the portal's own views): unfold's login
 # form posts no "next" field, so without this a plain /admin/login/ would land on /accounts/profile/, a 404.
 LOGIN_REDIRECT_URL = "/admin/"
-# Login throttling on the admin: five failures lock that user name from that address for 15 minutes.
+# How many proxies in front of the web servers append the address they saw to X-Forwarded-For (the TLS
+# proxy of the README's production set-up: 1). The client is that many addresses from the right, for
+# django-axes (config/client_ip.py) and DRF's throttles (NUM_PROXIES) alike. 0, the default, ignores the
+# header: a client could otherwise write a new address per request and never be throttled or locked.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise environ.ImproperlyConfigured(
+        f"TRUSTED_PROXY_COUNT must be 0 or the number of proxies in front of the app, not {TRUSTED_PROXY_COUNT}"
+    )
+# Login throttling on the admin and the member sign-in: five failures lock that user name from that
+# address for 15 minutes.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
 AXES_LOCKOUT_TEMPLATE = "admin/crm/lockout.html"
+AXES_CLIENT_IP_CALLABLE = "config.client_ip.client_ip_address"
 
 # --- i18n / time ----------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"
@@ -302,6 +313,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "crm.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Marketing operations API",

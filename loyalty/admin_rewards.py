@@ -175,7 +175,7 @@ class CouponBatchAdmin(ReadOnlyAdmin):
     actions = ("download_codes",)
 
     def has_download_permission(self, request):
-        return request.user.has_perm("loyalty.view_coupon")
+        return request.user.has_perm("loyalty.export_coupon")
 
     @admin.action(description=_("Download codes (CSV)"), permissions=["download"])
     def download_codes(self, request, queryset):

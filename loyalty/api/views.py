@@ -45,7 +45,15 @@ COUPON_SCOPE = ApiKey.Scope.COUPONS_REDEEM
 def domain_error(exc, *, status_code=None) -> Response:
     """A refused request, in the API's one error shape plus a stable `code` for clients."""
     return Response(
-        {"errors": [{"field": NON_FIELD, "code": exc.code, "message": str(exc.message)}]},
+        {
+            "errors": [
+                {
+                    "field": getattr(exc, "field", None) or NON_FIELD,
+                    "code": exc.code,
+                    "message": str(exc.message),
+                }
+            ]
+        },
         status=status_code or getattr(exc, "status_code", status.HTTP_409_CONFLICT),
     )
 
@@ -289,8 +297,7 @@ class CouponRedeemView(StoreCouponView):
                 api_key=request.auth if hasattr(request.auth, "scopes") else None,
             )
         except CouponError as exc:
-            code = status.HTTP_404_NOT_FOUND if exc.code == "not_found" else status.HTTP_409_CONFLICT
-            return domain_error(exc, status_code=code)
+            return domain_error(exc)
         r = result.redemption
         return Response(
             {
