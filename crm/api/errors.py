@@ -49,9 +49,9 @@ def errors_from_detail(detail, *, prefix: str = "", index: int | None = None) ->
 
     def walk(node, path):
         if isinstance(node, dict):
+            # DRF's ListField reports the position of a bad child as an int key; a str key is always a
+            # field name, even one made of digits ("0", "²", "١"): it is the client's unknown key.
             for key, value in node.items():
-                if isinstance(key, str) and key.isdigit():
-                    key = int(key)  # ListField reports the position of a bad child as a key
                 walk(value, _join(path, key))
         elif isinstance(node, list):
             for position, value in enumerate(node):
