@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 
 from crm.models import ImportJob
 from crm.services.imports.jobs import import_job_submit, import_jobs_requeue
+from crm.services.imports.messages import message_text, messages_text
 
 MAX_UPLOAD_BYTES = 500 * 1024 * 1024
 REFRESH_SECONDS = 3
@@ -77,7 +78,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         "updated_count",
         "unchanged_count",
         "error_count",
-        "message",
+        "outcome_text",
         "error_list",
         "created_by",
         "created_at",
@@ -96,7 +97,7 @@ class ImportJobAdmin(admin.ModelAdmin):
                     "unchanged_count",
                     "error_count",
                     "finished_at",
-                    "message",
+                    "outcome_text",
                 ]
             },
         ),
@@ -144,6 +145,13 @@ class ImportJobAdmin(admin.ModelAdmin):
         share = min(100, 100 * obj.processed_rows // obj.total_rows)
         return f"{obj.processed_rows:,} / {obj.total_rows:,} ({share}%)"
 
+    @admin.display(description=_("message"))
+    def outcome_text(self, obj: ImportJob) -> str:
+        """In the reader's language: the outcome is stored as codes (a job from before, as its text)."""
+        if obj.outcome:
+            return messages_text(obj.outcome)
+        return message_text({"message": obj.message})
+
     @admin.display(description=_("errors"))
     def error_list(self, obj: ImportJob):
         if not obj.errors:
@@ -151,7 +159,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((e.get("line", ""), e.get("field", ""), e.get("message", "")) for e in obj.errors),
+            ((e.get("line", ""), e.get("field", ""), message_text(e)) for e in obj.errors),
         )
         more = ""
         if obj.error_count > len(obj.errors):

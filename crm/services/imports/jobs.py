@@ -7,12 +7,13 @@ import json
 
 from django.db import connection, connections
 from django.utils import timezone
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from crm.models import (
     ImportJob,
 )
 from crm.services.imports.customers import customers_import
+from crm.services.imports.messages import message
 from crm.services.imports.orders import orders_import
 from crm.services.imports.report import ImportFileError, ImportReport
 from crm.task_queue import task_queue_on_commit
@@ -71,6 +72,7 @@ def import_job_run(*, job_id: int) -> ImportJob:
     ImportJob.objects.filter(pk=job.pk).update(
         status=ImportJob.Status.RUNNING,
         message="",
+        outcome=[],
         finished_at=None,
         **_job_values(ImportReport(kind=job.kind)),
     )
@@ -81,22 +83,26 @@ def import_job_run(*, job_id: int) -> ImportJob:
         )
     except ImportFileError as exc:
         ImportJob.objects.filter(pk=job.pk).update(
-            status=ImportJob.Status.FAILED, message=str(exc), finished_at=timezone.now()
+            status=ImportJob.Status.FAILED, outcome=[exc.msg.as_dict()], finished_at=timezone.now()
         )
     except Exception as exc:
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.FAILED,
-            message=_(
-                "The import stopped unexpectedly: %(error)s. Rows already imported are kept; run it again."
-            )
-            % {"error": exc},
+            outcome=[
+                message(
+                    gettext_noop(
+                        "The import stopped unexpectedly: %(error)s. Rows already imported are kept; run it again."
+                    ),
+                    error=str(exc),
+                ).as_dict()
+            ],
             finished_at=timezone.now(),
         )
         raise
     else:
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.DONE,
-            message=report.summary(),
+            outcome=[m.as_dict() for m in report.summary_messages()],
             finished_at=timezone.now(),
             **_job_values(report),
         )
