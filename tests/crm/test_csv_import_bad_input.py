@@ -88,6 +88,7 @@ ORDER_BAD_CELLS = [
     ("unit_price", "10000000000.00", "too large"),  # unit_price is numeric(12, 2)
     ("amount", "1000000000000.00", "too large"),  # total is numeric(14, 2)
     ("amount", "1e400", "too large"),
+    ("amount", "1e400", "too large", {"unit_price": ""}),  # nothing priced: the amount is shared out
     ("order_external_id", "O" * 101, "100"),
     ("customer_external_id", "C" * 65, "64"),
     ("store", "S" * 101, "100"),
@@ -102,14 +103,16 @@ ORDER_BAD_CELLS = [
 
 def test_every_value_an_order_column_cannot_hold_is_refused_per_row_naming_line_and_column(tmp_path):
     rows, expected = [], []
-    for n, (column, value, _said) in enumerate(ORDER_BAD_CELLS):
+    for n, (column, value, _said, *extra) in enumerate(ORDER_BAD_CELLS):
         rows.append(good_order(n))
-        rows.append(order_row(**{"order_external_id": f"BAD-{n}", column: value}))
+        rows.append(
+            order_row(**{"order_external_id": f"BAD-{n}", column: value, **(extra[0] if extra else {})})
+        )
         expected.append((2 * n + 3, column))
     report = orders_import(source=write(tmp_path, ORDER_HEADER + "".join(rows)))
 
     assert rejected(report) == expected
-    for error, (_column, _value, said) in zip(report.errors, ORDER_BAD_CELLS, strict=True):
+    for error, (_column, _value, said, *_extra) in zip(report.errors, ORDER_BAD_CELLS, strict=True):
         assert said in error.message, error.message
     assert "\x00" not in "".join(e.message for e in report.errors)
     assert report.created == len(ORDER_BAD_CELLS) and report.error_count == len(ORDER_BAD_CELLS)

@@ -30,7 +30,7 @@ from crm.services.imports.report import (
     _run_batches,
 )
 from crm.services.imports.source import Row, _open_csv, _Source, file_scan
-from crm.services.orders import CENT, PreparedOrders, orders_prepare_values, orders_store
+from crm.services.orders import CENT, MAX_AMOUNT, PreparedOrders, orders_prepare_values, orders_store
 
 # Orders: a batch costs PostgreSQL a fixed handful of round trips whatever its size, and after each one the
 # writing thread may wait a GIL switch interval for the reader thread to let go, so larger batches cost
@@ -468,6 +468,11 @@ def _priced_lines(lines: list[tuple], amount: Decimal) -> list[tuple]:
     name, category); units without a price share what the priced lines leave of the order amount."""
     if not lines:
         return []
+    if amount > MAX_AMOUNT:  # refused by the orders service; 1E+400 could not even be rounded to cents
+        return [
+            (sku, quantity, price or _ZERO, name, category)
+            for _line, sku, quantity, price, name, category in lines
+        ]
     unpriced_units = 0
     covered = _ZERO
     for _line, _sku, quantity, price, _name, _category in lines:
