@@ -5,10 +5,12 @@ import csv
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crm.models import Customer, Order, OrderLine
+from crm.services import orders as order_service
 from crm.services.imports import customers_import, orders_import
 
 pytestmark = pytest.mark.django_db
@@ -371,3 +373,23 @@ def test_rows_of_one_order_that_are_not_consecutive_reject_the_order_naming_the_
     assert rejected(report) == [(2, "order_external_id"), (4, "order_external_id")]
     assert "line 2" in report.errors[1].message and "consecutive" in report.errors[1].message
     assert OrderLine.objects.filter(order__external_id="TM-2").get().unit_price == Decimal("10.00")
+
+
+# --- A value no check foresaw ------------------------------------------------------------------------------
+
+
+def test_a_value_the_database_refuses_after_every_check_rejects_its_order_only(tmp_path, monkeypatch):
+    # Fault injection: lift the quantity check, so that 2**31 units reach the integer column as they did
+    # before it existed. PostgreSQL refuses the batch; the import finds the order it refuses.
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite stores any 64-bit integer")
+    monkeypatch.setattr(order_service, "MAX_QUANTITY", 10**12)
+    rows = [good_order(n) for n in range(1, 40)]
+    rows[16] = "C-17,TM-17,2026-03-08 20:15:00,21474836.48,CNY,tmall,,SKU-17,2147483648,0.01,,\n"  # line 18
+    for dry_run in (True, False):
+        report = orders_import(source=write(tmp_path, ORDER_HEADER + "".join(rows)), dry_run=dry_run)
+
+        assert rejected(report) == [(18, "")]
+        assert "refused this order" in report.errors[0].message
+        assert (report.created, report.error_count) == (38, 1)
+    assert Order.objects.count() == 38 and not Order.objects.filter(external_id="TM-17").exists()

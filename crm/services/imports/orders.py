@@ -4,6 +4,7 @@ The columns are documented for users in docs/csv-import.md."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import re
 import threading
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+import psycopg
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone, translation
 from django.utils.translation import gettext_noop
 
@@ -30,13 +33,23 @@ from crm.services.imports.report import (
     _run_batches,
 )
 from crm.services.imports.source import Row, _open_csv, _Source, file_scan
-from crm.services.orders import CENT, MAX_AMOUNT, PreparedOrders, orders_prepare_values, orders_store
+from crm.services.orders import (
+    CENT,
+    MAX_AMOUNT,
+    OrdersIngestResult,
+    PreparedOrders,
+    RowError,
+    orders_prepare_values,
+    orders_store,
+)
 
 # Orders: a batch costs PostgreSQL a fixed handful of round trips whatever its size, and after each one the
 # writing thread may wait a GIL switch interval for the reader thread to let go, so larger batches cost
 # less per row; what bounds them is how long a batch holds its locks (new customers, orders). See
 # BENCHMARKS.md (order CSV import).
 ORDER_BATCH_ROWS = 20_000
+
+logger = logging.getLogger(__name__)
 
 
 ORDER_REQUIRED = ("customer_external_id", "order_external_id", "ordered_at", "amount")
@@ -222,6 +235,7 @@ class _ParsedOrders:
     errors: list[ImportRowError]
     groups: list[_OrderRows]  # parallel to prepared.items' input positions
     prepared: PreparedOrders
+    values: list[tuple]  # the orders as given to orders_prepare_values, parallel to groups
 
 
 class _OrderRowParser:
@@ -401,36 +415,77 @@ class _OrderRowParser:
             errors=errors,
             groups=kept,
             prepared=orders_prepare_values(orders=orders, now=now),
+            values=orders,
         )
 
 
 def _orders_store(parsed: _ParsedOrders, *, report: ImportReport, source: str) -> None:
-    result = orders_store(prepared=parsed.prepared, source=source)
-    report.created += len(result.created)
-    report.unchanged += len(result.unchanged)
-    report.customers_created += result.customers_created
-    report.products_created += result.products_created
     errors = parsed.errors
     rejected = parsed.rejected
-    refused: dict[int, list] = {}
-    for error in result.errors:
-        refused.setdefault(error.index, []).append(error)
-    for index, found in refused.items():
-        group = parsed.groups[index]
-        own: set[int] = set()
-        for error in found:
-            line, column = group.first_line, _ORDER_FIELD_COLUMNS.get(error.field, error.field)
-            if m := _LINE_FIELD.fullmatch(error.field):
-                line, column = group.lines[int(m[1])][0], m[2]
-            errors.append(ImportRowError(line, column, _service_message(error)))
-            own.add(line)
-        rejected += _reject_order(errors, group.order_id, group, own)
+    for result, groups in _store_isolating(parsed.prepared, parsed.values, parsed.groups, source=source):
+        report.created += len(result.created)
+        report.unchanged += len(result.unchanged)
+        report.customers_created += result.customers_created
+        report.products_created += result.products_created
+        refused: dict[int, list] = {}
+        for error in result.errors:
+            refused.setdefault(error.index, []).append(error)
+        for index, found in refused.items():
+            group = groups[index]
+            own: set[int] = set()
+            for error in found:
+                line, column = group.first_line, _ORDER_FIELD_COLUMNS.get(error.field, error.field)
+                if m := _LINE_FIELD.fullmatch(error.field):
+                    line, column = group.lines[int(m[1])][0], m[2]
+                errors.append(ImportRowError(line, column, _service_message(error)))
+                own.add(line)
+            rejected += _reject_order(errors, group.order_id, group, own)
     for error in sorted(errors, key=lambda e: e.line):
         report.add_error(error.line, error.field, error.msg)
     report.error_count += rejected
 
 
 _LINE_FIELD = re.compile(r"lines\[(\d+)\]\.(\w+)")
+
+
+def _store_isolating(
+    prepared: PreparedOrders, values: list[tuple], groups: list[_OrderRows], *, source: str
+) -> list[tuple[OrdersIngestResult, list[_OrderRows]]]:
+    """Store a batch; if the database refuses it (a value every check before let through), store each half
+    again, down to the one order it refuses, which is reported on its line: the rest of the batch is kept
+    and the message names the CSV line, not a row of the staging table. Each attempt is one transaction
+    (a savepoint in a dry run), so a refused one leaves nothing behind. Costs nothing when nothing fails."""
+    try:
+        return [(orders_store(prepared=prepared, source=source), groups)]
+    except (DatabaseError, psycopg.Error) as exc:  # psycopg's own from the COPY, which Django does not wrap
+        if len(values) == 1:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            refused = RowError(
+                index=0,
+                field="",
+                message=reason,
+                template=gettext_noop(
+                    "The database refused this order (%(error)s); the other orders of the file were imported."
+                ),
+                params={"error": reason},
+            )
+            return [(OrdersIngestResult(errors=[refused]), groups)]
+        logger.info("order import: the database refused a batch of %d orders, halving it", len(values))
+    middle = len(values) // 2
+    return [
+        *_store_isolating(
+            orders_prepare_values(orders=values[:middle], now=prepared.now),
+            values[:middle],
+            groups[:middle],
+            source=source,
+        ),
+        *_store_isolating(
+            orders_prepare_values(orders=values[middle:], now=prepared.now),
+            values[middle:],
+            groups[middle:],
+            source=source,
+        ),
+    ]
 
 
 def _service_message(error) -> ImportMessage:
