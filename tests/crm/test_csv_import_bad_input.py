@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from crm.models import Customer, Order, OrderLine
 from crm.services import orders as order_service
+from crm.services.imports import customers as customer_imports
 from crm.services.imports import customers_import, orders_import
 
 pytestmark = pytest.mark.django_db
@@ -393,3 +394,19 @@ def test_a_value_the_database_refuses_after_every_check_rejects_its_order_only(t
         assert "refused this order" in report.errors[0].message
         assert (report.created, report.error_count) == (38, 1)
     assert Order.objects.count() == 38 and not Order.objects.filter(external_id="TM-17").exists()
+
+
+def test_a_customer_value_the_database_refuses_after_every_check_rejects_its_row_only(tmp_path, monkeypatch):
+    # Fault injection: lift the city length check, so that a 150-character city reaches varchar(100).
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite does not enforce varchar lengths")
+    monkeypatch.setitem(customer_imports._LIMITS, "city", 1000)
+    rows = [customer_row(external_id=f"G-{n}", city="成都") for n in range(1, 30)]
+    rows[9] = customer_row(external_id="G-10", city="长" * 150)  # line 11
+    for dry_run in (True, False):
+        report = customers_import(source=write(tmp_path, CUSTOMER_HEADER + "".join(rows)), dry_run=dry_run)
+
+        assert rejected(report) == [(11, "")]
+        assert "refused this row" in report.errors[0].message
+        assert (report.created, report.error_count) == (28, 1)
+    assert Customer.objects.count() == 28 and not Customer.objects.filter(external_id="G-10").exists()

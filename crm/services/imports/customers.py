@@ -9,9 +9,10 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime
 
+import psycopg
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
@@ -142,8 +143,7 @@ def customers_import(
                     rows.append(row)
             rows = _drop_repeats(rows, report)
             if rows:
-                with transaction.atomic():
-                    _customers_batch(rows, report=report, source=source_label, now=now)
+                _customers_store_isolating(rows, report=report, source=source_label, now=now)
             return len(batch)
 
         return _run_batches(report, batches(), handle, progress)
@@ -280,6 +280,40 @@ def _drop_repeats(rows: list[_CustomerRow], report: ImportReport) -> list[_Custo
         first[row.external_id] = row.line
         kept.append(row)
     return kept
+
+
+def _customers_store_isolating(
+    rows: list[_CustomerRow], *, report: ImportReport, source: str, now: datetime
+) -> None:
+    """Store a batch in one transaction (a savepoint in a dry run); if the database refuses it (a value
+    every check let through), store each half again, down to the row it refuses, which is rejected on its
+    line: the rest of the batch is kept. What a refused attempt had counted is taken back."""
+    counts = (report.created, report.updated, report.unchanged, report.error_count, len(report.errors))
+    try:
+        with transaction.atomic():
+            _customers_batch(rows, report=report, source=source, now=now)
+        return
+    except (DatabaseError, psycopg.Error) as exc:  # psycopg's own from a raw cursor
+        report.created, report.updated, report.unchanged, report.error_count = counts[:4]
+        del report.errors[counts[4] :]
+        if len(rows) == 1:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            report.add_error(
+                rows[0].line,
+                "",
+                message(
+                    gettext_noop(
+                        "The database refused this row (%(error)s); the other rows of the file were imported."
+                    ),
+                    error=reason,
+                ),
+            )
+            report.error_count += 1
+            return
+        logger.info("customer import: the database refused a batch of %d rows, halving it", len(rows))
+    middle = len(rows) // 2
+    _customers_store_isolating(rows[:middle], report=report, source=source, now=now)
+    _customers_store_isolating(rows[middle:], report=report, source=source, now=now)
 
 
 def _locked_customers(column: str, values: list) -> list[Customer]:
