@@ -123,7 +123,7 @@ class _OrderRows:
     lines: list[tuple] = field(default_factory=list)  # (line, sku, quantity, unit_price|None, name, category)
     row_lines: list[int] = field(default_factory=list)
     bad_lines: list[int] = field(default_factory=list)
-    row_cells: list[list[str]] = field(default_factory=list)  # parallel to row_lines: to find a repeated row
+    row_at: list[int] = field(default_factory=list)  # parallel to row_lines: positions in the batch
 
 
 # Column names as the user knows them, for the fields orders_ingest reports.
@@ -263,7 +263,7 @@ class _OrderRowParser:
         groups: dict[str, _OrderRows] = {}
         last_raw_at = last_at = last_raw_amount = last_amount = None
         previous_order = None
-        for line, cells, trouble in batch:
+        for position, (line, cells, trouble) in enumerate(batch):
             problems: list[tuple[str, ImportMessage]] = []
             if len(cells) > width:
                 if any(c.strip() for c in cells[width:]) and trouble is None:
@@ -285,7 +285,7 @@ class _OrderRowParser:
                         line=group.row_lines[-1],
                     ),
                 )
-            elif group is not None and order_id and cells in group.row_cells:
+            elif group is not None and order_id and (earlier := _repeated(cells, group, batch, width)):
                 trouble = trouble or (
                     "",
                     message(
@@ -295,7 +295,7 @@ class _OrderRowParser:
                             "quantities added up."
                         ),
                         id=order_id,
-                        line=group.row_lines[group.row_cells.index(cells)],
+                        line=earlier,
                     ),
                 )
             previous_order = order_id
@@ -303,7 +303,7 @@ class _OrderRowParser:
                 if group is None:
                     group = groups[order_id] = _OrderRows(order_id=order_id, first_line=line, key=None)
                 group.row_lines.append(line)
-                group.row_cells.append(cells)
+                group.row_at.append(position)
                 group.bad_lines.append(line)
                 errors.append(ImportRowError(line, *trouble))
                 continue
@@ -378,7 +378,7 @@ class _OrderRowParser:
                     )
                 )
             group.row_lines.append(line)
-            group.row_cells.append(cells)
+            group.row_at.append(position)
             if problems:
                 errors.extend(ImportRowError(line, field_name, msg) for field_name, msg in problems)
                 group.bad_lines.append(line)
@@ -417,6 +417,18 @@ class _OrderRowParser:
             prepared=orders_prepare_values(orders=orders, now=now),
             values=orders,
         )
+
+
+def _repeated(cells: list[str], group: _OrderRows, batch: list[Row], width: int) -> int | None:
+    """The line of an earlier row of `group` with the same cells as `cells` (stripped, padded), or None.
+    Earlier rows are looked up in the batch rather than kept: an order has few rows, and keeping a copy of
+    every row's cells would give the garbage collector a batch's worth more objects to walk."""
+    for position, line in zip(group.row_at, group.row_lines, strict=True):
+        earlier = [c.strip() for c in batch[position][1][:width]]
+        earlier.extend([""] * (width + 1 - len(earlier)))
+        if earlier == cells:
+            return line
+    return None
 
 
 def _orders_store(parsed: _ParsedOrders, *, report: ImportReport, source: str) -> None:
