@@ -26,6 +26,13 @@ def media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+@pytest.fixture(autouse=True)
+def english_after():
+    """The admin pages asked for in zh-hans leave the thread's language active: put it back."""
+    yield
+    translation.activate("en")
+
+
 def job_for(content: str, kind=ImportJob.Kind.ORDERS, **kwargs) -> ImportJob:
     job = ImportJob(kind=kind, original_name="orders.csv", **kwargs)
     job.file.save("orders.csv", ContentFile(content.encode()), save=False)
