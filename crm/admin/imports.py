@@ -18,6 +18,7 @@ from unfold.admin import ModelAdmin
 
 from crm.models import ImportJob
 from crm.services.imports.jobs import import_job_submit, import_jobs_requeue
+from crm.services.imports.messages import message_text, messages_text
 
 MAX_UPLOAD_BYTES = 500 * 1024 * 1024
 REFRESH_SECONDS = 3
@@ -78,7 +79,7 @@ class ImportJobAdmin(ModelAdmin):
         "updated_count",
         "unchanged_count",
         "error_count",
-        "message",
+        "outcome_text",
         "error_list",
         "created_by",
         "created_at",
@@ -101,7 +102,7 @@ class ImportJobAdmin(ModelAdmin):
                     "finished_at",
                     "worker",
                     "lease_claims",
-                    "message",
+                    "outcome_text",
                 ]
             },
         ),
@@ -159,6 +160,13 @@ class ImportJobAdmin(ModelAdmin):
             return gettext("Running on %(worker)s") % {"worker": obj.lease_holder}
         return gettext("Waiting for a worker")
 
+    @admin.display(description=_("message"))
+    def outcome_text(self, obj: ImportJob) -> str:
+        """In the reader's language: the outcome is stored as codes (a job from before, as its text)."""
+        if obj.outcome:
+            return messages_text(obj.outcome)
+        return message_text({"message": obj.message})
+
     @admin.display(description=_("errors"))
     def error_list(self, obj: ImportJob):
         if not obj.errors:
@@ -166,7 +174,7 @@ class ImportJobAdmin(ModelAdmin):
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((e.get("line", ""), e.get("field", ""), e.get("message", "")) for e in obj.errors),
+            ((e.get("line", ""), e.get("field", ""), message_text(e)) for e in obj.errors),
         )
         more = ""
         if obj.error_count > len(obj.errors):

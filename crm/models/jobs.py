@@ -56,7 +56,10 @@ class ImportJob(Leased):
     unchanged_count = models.PositiveIntegerField(_("unchanged"), default=0)
     error_count = models.PositiveIntegerField(_("rejected rows"), default=0)
     errors = models.JSONField(_("errors"), default=list, blank=True)
-    message = models.TextField(_("message"), blank=True)
+    message = models.TextField(_("message"), blank=True)  # jobs run before `outcome`: their text as written
+    # The summary, or why the job failed, as codes with parameters (crm/services/imports/messages.py), put into
+    # words in the reader's language when shown. `errors` entries are stored the same way.
+    outcome = models.JSONField(_("outcome"), default=list, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

@@ -17,12 +17,13 @@ from django.db import connection, connections
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from crm.models import (
     ImportJob,
 )
 from crm.services.imports.customers import customers_import
+from crm.services.imports.messages import message
 from crm.services.imports.orders import orders_import
 from crm.services.imports.report import ImportFileError, ImportReport
 from crm.services.leases import (
@@ -113,6 +114,7 @@ def import_job_run(*, job_id: int) -> ImportJob:
         values={
             "status": ImportJob.Status.RUNNING,
             "message": "",
+            "outcome": [],
             "finished_at": None,
             **_job_values(ImportReport(kind="")),
         },
@@ -131,19 +133,28 @@ def import_job_run(*, job_id: int) -> ImportJob:
             job.refresh_from_db()
             return job
         except ImportFileError as exc:
-            _job_finish(lease, status=ImportJob.Status.FAILED, message=str(exc))
+            _job_finish(lease, status=ImportJob.Status.FAILED, outcome=[exc.msg.as_dict()])
         except Exception as exc:
             _job_finish(
                 lease,
                 status=ImportJob.Status.FAILED,
-                message=_(
-                    "The import stopped unexpectedly: %(error)s. Rows already imported are kept; run it again."
-                )
-                % {"error": exc},
+                outcome=[
+                    message(
+                        gettext_noop(
+                            "The import stopped unexpectedly: %(error)s. Rows already imported are kept; run it again."
+                        ),
+                        error=str(exc),
+                    ).as_dict()
+                ],
             )
             raise
         else:
-            _job_finish(lease, status=ImportJob.Status.DONE, message=report.summary(), **_job_values(report))
+            _job_finish(
+                lease,
+                status=ImportJob.Status.DONE,
+                outcome=[m.as_dict() for m in report.summary_messages()],
+                **_job_values(report),
+            )
         finally:
             progress.close()
     job.refresh_from_db()
