@@ -90,8 +90,15 @@ def write_csv(path: Path, rows: int, seed: int = 20261123) -> int:
         out = []
         for o, n in enumerate(lines_per_order.tolist()):
             head = f"BC{customer[o]:08d},BO{o:09d},{stamps[o].replace('T', ' ')},{amount[o]:.2f},CNY,{CHANNELS[channel[o]]},"
+            used = set()
             for _ in range(n):
-                out.append(f"{head}{SKUS[sku[row]]},{quantity[row]}\n")
+                # An order's lines are of different SKUs: a row that repeats another of its order exactly
+                # is refused as a duplicated row (docs/csv-import.md).
+                pick = int(sku[row])
+                while pick in used:
+                    pick = (pick + 1) % len(SKUS)
+                used.add(pick)
+                out.append(f"{head}{SKUS[pick]},{quantity[row]}\n")
                 row += 1
             if len(out) > 100_000:
                 f.writelines(out)

@@ -10,6 +10,7 @@ class ProjectConfig(AppConfig):
     verbose_name = "Project wiring"
 
     def ready(self):
+        from config import checks  # noqa: F401  (registers the deploy checks)
         from config.roles import sync_roles_after_migrate
 
         # Set-up wiring, not business flow: after every migrate, once every app's permissions exist.

@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from crm.analytics.schedule import ANALYTICS_BEAT_SCHEDULE
 from crm.metrics.schedule import METRICS_BEAT_SCHEDULE
 from crm.recommendations.schedule import RECOMMENDATIONS_BEAT_SCHEDULE
+from crm.schedule import jobs_beat_schedule
 from loyalty.schedule import LOYALTY_BEAT_SCHEDULE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -43,6 +44,10 @@ else:
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
+    # The admin theme (config/admin_site.py): before django.contrib.admin so that its templates win.
+    "unfold",
+    "unfold.contrib.filters",
+    "unfold.contrib.simple_history",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -52,6 +57,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc files, served by us: /api/docs/ works offline
     "django_filters",
     "django_celery_beat",
     "simple_history",
@@ -109,6 +115,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # models.W040: SQLite has no INCLUDE columns, so the covering indexes (crm/0010, made for
+    # PostgreSQL's index-only scans) are built there as plain indexes on their key columns. That is all
+    # the embedded demo needs, and nothing is to be done about it: the warning only alarms.
+    SILENCED_SYSTEM_CHECKS = ["models.W040"]
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
@@ -140,13 +150,27 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Login throttling on the admin: five failures lock that user name from that address for 15 minutes.
+# Django's auth login is the staff admin's (members sign in through the portal's own views): unfold's login
+# form posts no "next" field, so without this a plain /admin/login/ would land on /accounts/profile/, a 404.
+LOGIN_REDIRECT_URL = "/admin/"
+# How many proxies in front of the web servers append the address they saw to X-Forwarded-For (the TLS
+# proxy of the README's production set-up: 1). The client is that many addresses from the right, for
+# django-axes (config/client_ip.py) and DRF's throttles (NUM_PROXIES) alike. 0, the default, ignores the
+# header: a client could otherwise write a new address per request and never be throttled or locked.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise environ.ImproperlyConfigured(
+        f"TRUSTED_PROXY_COUNT must be 0 or the number of proxies in front of the app, not {TRUSTED_PROXY_COUNT}"
+    )
+# Login throttling on the admin and the member sign-in: five failures lock that user name from that
+# address for 15 minutes.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
 AXES_LOCKOUT_TEMPLATE = "admin/crm/lockout.html"
+AXES_CLIENT_IP_CALLABLE = "config.client_ip.client_ip_address"
 
 # --- i18n / time ----------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"
@@ -189,10 +213,36 @@ STORAGES = {
 }
 MEDIA_ROOT = VAR_DIR / "media"
 
+# --- Admin (django-unfold) -------------------------------------------------------------------------
+# The brand the staff admin wears: its name in the header and the browser tab, its logo (a URL, or a path
+# under static/). "View site" leads to the member portal, the site members see.
+BRAND_NAME = env.str("BRAND_NAME", default="Marketing operations")
+BRAND_LOGO = env.str("BRAND_LOGO", default="brand/logo.svg")
+UNFOLD = {
+    "SITE_TITLE": BRAND_NAME,
+    "SITE_HEADER": BRAND_NAME,
+    "SITE_SUBHEADER": _("Marketing workspace"),
+    "SITE_URL": "/member/",
+    "SITE_ICON": "config.admin_branding.brand_logo_url",
+    "SITE_FAVICONS": [
+        {"rel": "icon", "type": "image/svg+xml", "href": "config.admin_branding.brand_logo_url"}
+    ],
+    "SHOW_LANGUAGES": True,
+    "SHOW_VIEW_ON_SITE": True,
+    "DASHBOARD_CALLBACK": "config.admin_home.dashboard_callback",
+    "STYLES": ["config.admin_branding.workspace_css_url"],
+    "SIDEBAR": {
+        "show_search": True,
+        "show_all_applications": "config.admin_navigation.show_all_applications",
+        "navigation": "config.admin_navigation.sidebar_navigation",
+    },
+}
+
 # --- Celery ---------------------------------------------------------------------------------------
 # CELERY_BROKER_DIR lets a test run its own worker on a private broker folder.
 BROKER_DIR = Path(env.str("CELERY_BROKER_DIR", default=str(VAR_DIR / "broker")))
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+# "localhost" names no server (the transport is files); without a host kombu warns that it assumed one.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
@@ -205,11 +255,35 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_DIR / "control"),
     }
 else:
-    # Tasks are idempotent, so a redelivery after a lost worker is safe; one hour covers the longest import.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # Redis hands an unacknowledged message to another worker after `visibility_timeout`, whether its
+    # worker died or is still running it. Long jobs do not wait for that: they hold a lease in the
+    # database (JOB_LEASE_SECONDS below) and the reaper resumes a killed one within a lease and a reaper
+    # interval. The redelivery is the second line of defence, for the short tasks that hold no lease and
+    # for a reaper that is not running; so the timeout is set longer than any task may run (the metrics
+    # run's hard limit is 25 minutes), so that a task that is only slow is never run twice at once. A
+    # redelivered leased job finds its lease held or the job over, and does nothing. No task uses a
+    # countdown or ETA (due work is rows in the database), so Redis never re-sends a waiting one early.
+    # CELERY_REDIS_KEY_PREFIX lets several deployments, or test runs, share one Redis database.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=1800),
+        "global_keyprefix": env.str("CELERY_REDIS_KEY_PREFIX", default=""),
+    }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Acknowledge a message when its task ends, not when it starts, and give it back to the broker when a
+# pool child dies under it: a task interrupted by a crash runs again (the tasks are idempotent) instead of
+# being lost. When the whole worker dies, Redis gives the message back after the visibility timeout and
+# the file-system broker has already forgotten it: the leases below cover both.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Leases on long jobs (crm/services/leases.py). A worker renews its job's lease every third of
+# JOB_LEASE_SECONDS; when it is killed, the job is resumed after at most the lease plus LEASE_REAP_SECONDS
+# (the reaper's beat interval). A minute survives a busy worker's pauses (GIL, a slow database), and
+# keeps a killed job's recovery to about a minute and a half. A queued job that no worker picked up
+# within JOB_PICKUP_SECONDS (its message was lost) is queued again; a longer queue only means a duplicate
+# message, which finds the job claimed and does nothing.
+JOB_LEASE_SECONDS = env.float("JOB_LEASE_SECONDS", default=60.0)
+JOB_PICKUP_SECONDS = env.float("JOB_PICKUP_SECONDS", default=600.0)
+LEASE_REAP_SECONDS = env.float("LEASE_REAP_SECONDS", default=30.0)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -219,6 +293,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     # A heartbeat: /healthz reports when beat last ran from the row this task writes.
     "beat-heartbeat": {"task": "crm.tasks.beat_heartbeat", "schedule": 60.0},
+    **jobs_beat_schedule(reap_every=LEASE_REAP_SECONDS),
     **METRICS_BEAT_SCHEDULE,
     **ANALYTICS_BEAT_SCHEDULE,
     **RECOMMENDATIONS_BEAT_SCHEDULE,
@@ -238,12 +313,18 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "crm.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Marketing operations API",
     "DESCRIPTION": "Customers, identities, consent, orders and behaviour events.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The documentation pages' scripts from drf-spectacular-sidecar (our static files), not a CDN: the
+    # pages work offline and behind the Great Firewall, and the version is the locked one.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Several fields share these choice sets; name each enum once in the schema.
     "ENUM_NAME_OVERRIDES": {
         "ChannelEnum": "crm.models.Channel.choices",
@@ -291,5 +372,9 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # django-axes announces its version at INFO in every process it starts in.
+        "axes.apps": {"level": "WARNING"},
+    },
 }

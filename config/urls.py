@@ -1,8 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from config.health import healthz
+from crm.api.errors import api_not_found
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -13,6 +14,12 @@ urlpatterns = [
     path("member/", include("loyalty.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="api-schema", template_name="api_docs/redoc.html"),
+        name="api-redoc",
+    ),
+    # After every API route: the rest of /api/ answers 404 in the API's error shape, not an HTML page.
+    re_path(r"^api/", api_not_found, name="api-not-found"),
     path("admin/", admin.site.urls),
 ]

@@ -11,3 +11,9 @@ class CrmConfig(AppConfig):
         from crm.metrics.merge import register_merge_handler
 
         register_merge_handler()
+        from crm.services.imports.jobs import import_jobs_reaper_register
+        from crm.services.metrics import metrics_runs_reaper_register
+
+        # The lease reaper (crm.tasks.leases_reap) resumes the long jobs whose worker died.
+        import_jobs_reaper_register()
+        metrics_runs_reaper_register()

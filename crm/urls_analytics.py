@@ -15,4 +15,6 @@ urlpatterns = [
     path("ltv.json", views.ltv_view, name="ltv"),
     path("funnel.json", views.funnel_view, name="funnel"),
     path("attribution.json", views.attribution_view, name="attribution"),
+    path("jobs/metrics.json", views.metrics_job_view, name="metrics_job"),
+    path("jobs/dashboards.json", views.dashboards_job_view, name="dashboards_job"),
 ]

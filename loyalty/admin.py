@@ -17,9 +17,10 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
-from simple_history.admin import SimpleHistoryAdmin
+from unfold.admin import ModelAdmin, TabularInline
 
-from crm.admin.base import ReadOnlyAdmin
+from crm.admin.base import HistoryAdmin, ReadOnlyAdmin
+from crm.admin.customer_list import CustomerListColumn, customer_list_column_register
 from loyalty.models import (
     BulkAdjustmentBatch,
     BulkAdjustmentLine,
@@ -100,7 +101,7 @@ class BacktestMixin:
 
 
 @admin.register(ProgrammeSettings)
-class ProgrammeSettingsAdmin(BacktestMixin, SimpleHistoryAdmin):
+class ProgrammeSettingsAdmin(BacktestMixin, HistoryAdmin):
     backtest_draft = "programme"
     list_display = ("name", "return_window_days", "expiry_policy", "tier_basis", "tier_window_months")
     fieldsets = (
@@ -123,7 +124,7 @@ class ProgrammeSettingsAdmin(BacktestMixin, SimpleHistoryAdmin):
 
 
 @admin.register(Tier)
-class TierAdmin(BacktestMixin, SimpleHistoryAdmin):
+class TierAdmin(BacktestMixin, HistoryAdmin):
     backtest_draft = "tier"
     list_display = (
         "name",
@@ -144,7 +145,7 @@ class TierAdmin(BacktestMixin, SimpleHistoryAdmin):
 
 
 @admin.register(EarnRule)
-class EarnRuleAdmin(BacktestMixin, SimpleHistoryAdmin):
+class EarnRuleAdmin(BacktestMixin, HistoryAdmin):
     backtest_draft = "rule"
     list_display = (
         "name",
@@ -171,7 +172,7 @@ class EarnRuleAdmin(BacktestMixin, SimpleHistoryAdmin):
 
 
 @admin.register(Promotion)
-class PromotionAdmin(BacktestMixin, SimpleHistoryAdmin):
+class PromotionAdmin(BacktestMixin, HistoryAdmin):
     backtest_draft = "promotion"
     list_display = ("name", "multiplier", "category", "starts_at", "ends_at", "is_active")
     list_filter = ("is_active",)
@@ -182,13 +183,21 @@ class PromotionAdmin(BacktestMixin, SimpleHistoryAdmin):
 
 @admin.register(LoyaltyAccount)
 class LoyaltyAccountAdmin(ReadOnlyAdmin):
-    list_display = ("id", "customer", "tier", "available", "pending", "owed", "status")
+    # Listed by the member's name (the account's own str() is ids only, see change_view).
+    list_display = ("member", "tier", "available", "pending", "owed", "status", "id")
+    list_display_links = ("member",)
     list_filter = ("tier", "status")
     search_fields = ("customer__external_id", "customer__name", "customer__phone", "customer__email")
     list_select_related = ("customer", "tier")
     raw_id_fields = ("customer", "merged_into")
     change_form_template = "admin/loyalty/account_change_form.html"
     show_full_result_count = False
+
+    @admin.display(description=_("member"), ordering="customer__name")
+    def member(self, obj):
+        if obj.customer_id is None:
+            return _("(merged account #%(id)s)") % {"id": obj.pk}
+        return obj.customer.name or f"#{obj.customer_id}"
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         from django.utils import timezone
@@ -322,7 +331,7 @@ class ManualAdjustmentForm(forms.ModelForm):
 
 
 @admin.register(ManualAdjustment)
-class ManualAdjustmentAdmin(admin.ModelAdmin):
+class ManualAdjustmentAdmin(ModelAdmin):
     form = ManualAdjustmentForm
     list_display = ("account", "points", "reason", "created_by", "created_at")
     raw_id_fields = ("account",)
@@ -363,7 +372,7 @@ class BulkUploadForm(forms.Form):
     )
 
 
-class BulkAdjustmentLineInline(admin.TabularInline):
+class BulkAdjustmentLineInline(TabularInline):
     model = BulkAdjustmentLine
     fields = ("line_no", "customer_external_id", "customer", "points", "reason", "error", "entry")
     readonly_fields = fields
@@ -377,7 +386,7 @@ class BulkAdjustmentLineInline(admin.TabularInline):
 
 
 @admin.register(BulkAdjustmentBatch)
-class BulkAdjustmentBatchAdmin(SimpleHistoryAdmin):
+class BulkAdjustmentBatchAdmin(HistoryAdmin):
     list_display = (
         "name",
         "status",
@@ -518,6 +527,45 @@ class BulkAdjustmentBatchAdmin(SimpleHistoryAdmin):
             )
         return super().change_view(request, object_id, form_url, extra)
 
+
+class TierColumnFilter(admin.SimpleListFilter):
+    """The customer list's filter on the member's tier (registered into crm's list below)."""
+
+    title = _("tier")
+    parameter_name = "tier"
+
+    def lookups(self, request, model_admin):
+        return [*Tier.objects.order_by("rank").values_list("pk", "name"), ("none", _("Not a member"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "none":
+            return queryset.filter(loyalty_account__isnull=True)
+        if (self.value() or "").isdigit():
+            return queryset.filter(loyalty_account__tier_id=int(self.value()))
+        return queryset
+
+
+def _tiers_load(customers: list) -> None:
+    """The page's tiers in one query."""
+    names = dict(
+        LoyaltyAccount.objects.filter(customer_id__in=[c.pk for c in customers]).values_list(
+            "customer_id", "tier__name"
+        )
+    )
+    for customer in customers:
+        customer.loyalty_tier_name = names.get(customer.pk)
+
+
+@admin.display(description=_("tier"))
+def tier_column(customer):
+    return getattr(customer, "loyalty_tier_name", None) or "—"
+
+
+customer_list_column_register(
+    CustomerListColumn(
+        name="tier", after="phone", display=tier_column, load=_tiers_load, list_filter=TierColumnFilter
+    )
+)
 
 # The rewards engineer's admin (rewards catalogue, coupons, members) registers itself on import.
 if importlib.util.find_spec("loyalty.admin_rewards") is not None:

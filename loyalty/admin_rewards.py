@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from unfold.admin import ModelAdmin
 
 from crm.admin.base import ReadOnlyAdmin
 from loyalty.models.rewards import (
@@ -38,7 +39,7 @@ ADMIN_MAX_CODES = 200_000
 
 
 @admin.register(Reward)
-class RewardAdmin(admin.ModelAdmin):
+class RewardAdmin(ModelAdmin):
     list_display = (
         "name",
         "points_price",
@@ -103,7 +104,7 @@ def _codes_csv(coupons):
 
 
 @admin.register(CouponProgramme)
-class CouponProgrammeAdmin(admin.ModelAdmin):
+class CouponProgrammeAdmin(ModelAdmin):
     list_display = (
         "name",
         "discount_kind",
@@ -174,7 +175,7 @@ class CouponBatchAdmin(ReadOnlyAdmin):
     actions = ("download_codes",)
 
     def has_download_permission(self, request):
-        return request.user.has_perm("loyalty.view_coupon")
+        return request.user.has_perm("loyalty.export_coupon")
 
     @admin.action(description=_("Download codes (CSV)"), permissions=["download"])
     def download_codes(self, request, queryset):
@@ -185,7 +186,7 @@ class CouponBatchAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Coupon)
-class CouponAdmin(admin.ModelAdmin):
+class CouponAdmin(ModelAdmin):
     list_display = (
         "code",
         "programme",
@@ -281,7 +282,7 @@ class MemberLoginForm(forms.ModelForm):
 
 
 @admin.register(MemberLogin)
-class MemberLoginAdmin(admin.ModelAdmin):
+class MemberLoginAdmin(ModelAdmin):
     """Staff can create a login (the member then signs in with an emailed link and sets a password) or
     deactivate one; they never see or set the password."""
 

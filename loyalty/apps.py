@@ -18,3 +18,9 @@ class LoyaltyConfig(AppConfig):
         # folds two customers' accounts into one; members fold logins, referral codes and referrals.
         merge_handler_register("loyalty", customer_merge_fold)
         merge_handler_register("loyalty.members", members_merge)
+        from loyalty.services.bulk_adjust import bulk_adjustments_reaper_register
+        from loyalty.services.lifecycle import expiry_runs_reaper_register
+
+        # crm's lease reaper resumes the bulk adjustments and expiry runs whose worker died.
+        bulk_adjustments_reaper_register()
+        expiry_runs_reaper_register()

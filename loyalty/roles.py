@@ -2,6 +2,8 @@
 
 from crm.roles import ANALYST, MARKETER, SUPPORT, RoleGrants
 
+# No share names the "export" action: export_coupon (downloading a batch of codes, which spends them for
+# whoever holds the file) stays with the administrator role, which config/roles.py gives everything.
 LOYALTY_ROLE_GRANTS: RoleGrants = {
     MARKETER: [("loyalty", "view", "*")],
     ANALYST: [("loyalty", "view", "*")],

@@ -17,5 +17,4 @@ LOYALTY_BEAT_SCHEDULE = {
     "loyalty-expire-points": {"task": "loyalty.tasks.expire_points", "schedule": crontab(minute=5, hour=16)},
     "loyalty-tier-reviews": {"task": "loyalty.tasks.tier_reviews", "schedule": crontab(minute=0, hour=17)},
     "loyalty-birthday-bonuses": {"task": "loyalty.tasks.birthday_bonuses", "schedule": crontab(minute=1)},
-    "loyalty-bulk-adjustments-resume": {"task": "loyalty.tasks.bulk_adjustments_resume", "schedule": 300.0},
 }

@@ -5,19 +5,21 @@ size of the account (pinned in tests/loyalty/test_ledger_selectors.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import BigIntegerField, Case, F, Min, Q, QuerySet, Sum, Value, When
+from django.db.models import BigIntegerField, Case, Count, F, Min, Q, QuerySet, Sum, Value, When
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
+from crm.clock import business_time_zone
 from crm.db import server_binding_cursor
 from crm.models import Order
-from loyalty.models import LedgerEntry, LoyaltyAccount, PointLot, Tier
+from loyalty.models import EarnRule, EntryKind, LedgerEntry, LoyaltyAccount, PointLot, Tier
+from loyalty.models.rewards import RewardRedemption
 
 EXPIRING_SOON_DAYS = 30
 
@@ -204,6 +206,206 @@ def account_history(*, account: LoyaltyAccount) -> QuerySet[LedgerEntry]:
     )
 
 
+# --- The member's history and expiring points (member portal) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class ExpiringPoints:
+    """Points of the account that expire at one instant, soon."""
+
+    points: int
+    expires_at: datetime  # the first instant they are gone
+    # The last business day on which they can be spent, when they expire at the end of a day (a business
+    # midnight: end-of-year expiry): "valid until 31 Dec 2026", not the 1 Jan 2027 the instant falls on.
+    # None when they expire during a day (rolling expiry): then the time is what the member needs.
+    last_day: date | None
+
+
+def account_expiring_points(
+    *, account: LoyaltyAccount, now: datetime, days: int = EXPIRING_SOON_DAYS
+) -> list[ExpiringPoints]:
+    """The available points that expire within `days` of `now`, one item per expiry instant, soonest
+    first (one query, on the FIFO index)."""
+    rows = (
+        PointLot.objects.filter(
+            account_id=account.pk,
+            state=PointLot.State.AVAILABLE,
+            remaining__gt=0,
+            expires_at__gt=now,
+            expires_at__lte=now + timedelta(days=days),
+        )
+        .values("expires_at")
+        .annotate(points=Sum("remaining"))
+        .order_by("expires_at")
+        .values_list("expires_at", "points")
+    )
+    found = []
+    for expires_at, points in rows:
+        local = expires_at.astimezone(business_time_zone())
+        at_midnight = (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0)
+        found.append(
+            ExpiringPoints(
+                points=int(points),
+                expires_at=expires_at,
+                last_day=(local - timedelta(days=1)).date() if at_midnight else None,
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One line of the member's points history: all the entries one event wrote (the lines of an order
+    earned together, their release, one refund of it), or a single entry."""
+
+    last_entry_id: int
+    kind: str
+    occurred_at: datetime
+    points: int  # change of the available balance
+    pending_delta: int
+    owed_delta: int
+    balance: int  # available points after this row
+    order_id: int | None
+    order_external_id: str = ""
+    products: list[str] = field(default_factory=list)
+    reward_name: str = ""
+    redemption_id: int | None = None
+    rule_name: str = ""
+    reason: str = ""  # what staff wrote on a manual adjustment
+
+
+# The entries an event wrote for the lines of one order share kind, order and time: they form one row.
+# Entries without an order line (bonuses, adjustments, redemptions, expiry) are rows of their own. Rows
+# go by when they happened (an order's points by when it was placed, even when they were accrued later,
+# as after an import of past orders), ties by the order they were written; the balance after each row is
+# the running sum of `points` in that order, and after the last row it is the account's available balance.
+_HISTORY_GROUPS = """
+    SELECT MAX(id) AS last_id, kind, order_id, MIN(occurred_at) AS occurred_at,
+           SUM(points) AS points, SUM(pending_delta) AS pending_delta, SUM(owed_delta) AS owed_delta,
+           MAX(rule_id) AS rule_id, MAX(reason) AS reason, COUNT(order_line_id) AS lines
+      FROM {entries}
+     WHERE account_id = %s
+     GROUP BY kind, order_id, occurred_at, CASE WHEN order_line_id IS NULL THEN id END
+"""
+
+
+class AccountHistory:
+    """The account's history rows, newest first, as a sequence Django's Paginator can page: `count()` is
+    one query, a slice at most four (rows with their running balance; the lines of their orders; rewards
+    of their redemptions; names of their bonus rules), whatever the page size."""
+
+    def __init__(self, *, account: LoyaltyAccount):
+        self.account = account
+        self._groups = _HISTORY_GROUPS.format(entries=LedgerEntry._meta.db_table)
+
+    def count(self) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM ({self._groups}) g", [self.account.pk])
+            return cursor.fetchone()[0]
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice) or key.step is not None:
+            raise TypeError("AccountHistory takes a slice, as the Paginator asks")
+        start = key.start or 0
+        limit = max((key.stop if key.stop is not None else start + 1000) - start, 0)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""SELECT last_id, kind, order_id, occurred_at, points, pending_delta, owed_delta, rule_id,
+                           reason, lines, SUM(points) OVER (ORDER BY occurred_at, last_id) AS balance
+                      FROM ({self._groups}) g
+                     ORDER BY occurred_at DESC, last_id DESC LIMIT %s OFFSET %s""",
+                [self.account.pk, limit, start],
+            )
+            rows = cursor.fetchall()
+        return self._rows(rows)
+
+    def _rows(self, rows) -> list[HistoryRow]:
+        rows = [(*r[:3], _aware(r[3]), *r[4:]) for r in rows]
+        # A row made of order lines names its order and the products of its own lines (a refund of one
+        # line names that line, not the whole order): read from the entries of the page's orders.
+        order_ids = {r[2] for r in rows if r[2] is not None and r[9]}
+        orders: dict[int, str] = {}
+        products: dict[tuple, list[str]] = {}
+        if order_ids:
+            for kind, order_id, occurred_at, external_id, name, sku, quantity in (
+                LedgerEntry.objects.filter(
+                    account_id=self.account.pk, order_id__in=order_ids, order_line__isnull=False
+                )
+                .order_by("order_line__line_no", "id")
+                .values_list(
+                    "kind",
+                    "order_id",
+                    "occurred_at",
+                    "order__external_id",
+                    "order_line__name",
+                    "order_line__sku",
+                    "order_line__quantity",
+                )
+            ):
+                orders[order_id] = external_id
+                label = name or sku
+                if kind != "reverse" and quantity > 1:
+                    label = f"{label} ×{quantity}"
+                products.setdefault((kind, order_id, occurred_at), []).append(label)
+        redeem_ids = [r[0] for r in rows if r[1] == "redeem"]
+        redemptions = {
+            entry_id: (pk, name)
+            for entry_id, pk, name in (
+                RewardRedemption.objects.filter(ledger_entry_id__in=redeem_ids).values_list(
+                    "ledger_entry_id", "pk", "reward__name"
+                )
+                if redeem_ids
+                else []
+            )
+        }
+        rule_ids = {r[7] for r in rows if r[7] and not r[9]}
+        rules = dict(EarnRule.objects.filter(pk__in=rule_ids).values_list("pk", "name")) if rule_ids else {}
+        found = []
+        for (
+            last_id,
+            kind,
+            order_id,
+            occurred_at,
+            points,
+            pending,
+            owed,
+            rule_id,
+            reason,
+            lines,
+            balance,
+        ) in rows:
+            redemption = redemptions.get(last_id)
+            found.append(
+                HistoryRow(
+                    last_entry_id=last_id,
+                    kind=kind,
+                    occurred_at=occurred_at,
+                    points=int(points),
+                    pending_delta=int(pending),
+                    owed_delta=int(owed),
+                    balance=int(balance),
+                    order_id=order_id,
+                    order_external_id=orders.get(order_id, ""),
+                    products=products.get((kind, order_id, occurred_at), []) if lines else [],
+                    reward_name=redemption[1] if redemption else "",
+                    redemption_id=redemption[0] if redemption else None,
+                    rule_name="" if lines else rules.get(rule_id, ""),
+                    reason=reason if kind in ("adjust", "transfer_in", "transfer_out") else "",
+                )
+            )
+        return found
+
+
+def _aware(moment) -> datetime:
+    """A time read by raw SQL as an aware datetime (SQLite hands back text, naive, in UTC)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if timezone.is_naive(moment) else moment
+
+
 def account_lots(*, account: LoyaltyAccount) -> QuerySet[PointLot]:
     return PointLot.objects.filter(account_id=account.pk).order_by("expires_at", "id")
 
@@ -221,7 +423,9 @@ RECENT_ENTRIES_SHOWN = 10
 
 
 @dataclass(frozen=True)
-class ExpiringPoints:
+class PointsExpiryDate:
+    """The points of an account that expire at one instant, for the customer 360 (any horizon)."""
+
     points: int
     last_day: date  # the last day the points can be spent, in the business time zone
     expires_at: datetime
@@ -252,7 +456,7 @@ def customer_points_overview(*, customer_id: int, now: datetime) -> dict | None:
         "account": account,
         "summary": summary,
         "expiring": [
-            ExpiringPoints(
+            PointsExpiryDate(
                 points=int(row["points"]),
                 last_day=lot_last_day(row["expires_at"]),
                 expires_at=row["expires_at"],
@@ -261,3 +465,57 @@ def customer_points_overview(*, customer_id: int, now: datetime) -> dict | None:
         ],
         "entries": list(account_history(account=account)[:RECENT_ENTRIES_SHOWN]),
     }
+
+
+@dataclass(frozen=True)
+class LoyaltyHomeFigures:
+    """The programme's figures on the admin home page (config/admin_home.py)."""
+
+    members: int  # active accounts (a merged account is folded into another)
+    outstanding_points: int  # available to spend now: the points liability
+    pending_points: int  # earned, still inside the return window
+    point_value: Decimal
+    currency: str
+    issued_points: int  # made available over the programme's life: earned, released, added by hand
+    redeemed_points: int
+
+    @property
+    def liability_value(self) -> Decimal:
+        return (self.outstanding_points * self.point_value).quantize(Decimal("0.01"))
+
+    @property
+    def redemption_rate(self) -> float | None:
+        return self.redeemed_points / self.issued_points if self.issued_points else None
+
+
+# The entries that put points in members' hands (available), for the redemption rate's denominator.
+# Transfers move points between members and issue none; reversals take back what an earn gave.
+_ISSUING_KINDS = (EntryKind.EARN, EntryKind.RELEASE, EntryKind.ADJUST)
+
+
+def loyalty_home_figures() -> LoyaltyHomeFigures:
+    """Three queries: the programme settings, the accounts' balances, the ledger's issued and redeemed
+    totals (a sum over the ledger, set-based; a sweep of the table, fine for a page opened a few times a
+    day)."""
+    # Imported here: loyalty.services imports this module (members, tiers), so a module-level import
+    # would be circular.
+    from loyalty.services.programme import programme_get
+
+    programme = programme_get()
+    accounts = LoyaltyAccount.objects.filter(status=LoyaltyAccount.Status.ACTIVE).aggregate(
+        members=Count("pk"), available=Sum("available"), pending=Sum("pending")
+    )
+    ledger = LedgerEntry.objects.aggregate(
+        issued=Sum("points", filter=Q(kind__in=_ISSUING_KINDS, points__gt=0)),
+        reversed=Sum("points", filter=Q(kind=EntryKind.REVERSE, points__lt=0)),
+        redeemed=Sum("points", filter=Q(kind=EntryKind.REDEEM)),
+    )
+    return LoyaltyHomeFigures(
+        members=accounts["members"],
+        outstanding_points=accounts["available"] or 0,
+        pending_points=accounts["pending"] or 0,
+        point_value=programme.point_value,
+        currency=programme.currency,
+        issued_points=(ledger["issued"] or 0) + (ledger["reversed"] or 0),
+        redeemed_points=-(ledger["redeemed"] or 0),
+    )

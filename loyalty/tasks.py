@@ -57,6 +57,14 @@ def expire_points() -> None:
     points_expire_due(now=timezone.now())
 
 
+@shared_task(name="loyalty.tasks.expiry_run_resume", ignore_result=True)
+def expiry_run_resume(run_id: int) -> None:
+    """Carry on with an expiry run whose worker died (the lease reaper queues this)."""
+    from loyalty.services.lifecycle import points_expiry_resume
+
+    points_expiry_resume(run_id=run_id)
+
+
 @shared_task(name="loyalty.tasks.tier_reviews", ignore_result=True)
 def tier_reviews() -> None:
     from django.utils import timezone
@@ -84,7 +92,8 @@ def bulk_adjustment_apply(batch_id: int) -> None:
 
 @shared_task(name="loyalty.tasks.bulk_adjustments_resume", ignore_result=True)
 def bulk_adjustments_resume() -> None:
-    """Queue again the bulk adjustments whose worker died mid-batch."""
+    """Queue again the bulk adjustments whose worker died mid-batch. crm's lease reaper does it for every
+    leased job; kept for a beat schedule stored before that (django-celery-beat keeps its rows)."""
     from loyalty.services.bulk_adjust import batches_resume
 
     batches_resume()

@@ -14,6 +14,7 @@ urlpatterns = [
     path("join/", views.join_view, name="join"),
     path("logout/", views.logout_view, name="logout"),
     path("history/", views.history_view, name="history"),
+    path("tiers/", views.tiers_view, name="tiers"),
     path("rewards/", views.rewards_view, name="rewards"),
     path("rewards/<int:pk>/redeem/", views.reward_redeem_view, name="reward-redeem"),
     path("redemptions/<int:pk>/", views.redemption_view, name="redemption"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from functools import wraps
 
+import segno
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -20,11 +21,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
-from loyalty.selectors import account_history
+from loyalty.models import EntryKind
+from loyalty.selectors import AccountHistory, account_expiring_points
 from loyalty.services.coupons import code_display, coupon_unusable_reason, member_coupons
 from loyalty.services.ledger import LoyaltyError
 from loyalty.services.members import (
@@ -39,6 +42,7 @@ from loyalty.services.members import (
     member_sign_in,
     member_summary,
     referral_stats,
+    ruleset_cached,
     signup_link_send,
 )
 from loyalty.services.rewards import reward_redeem, reward_redemption_for_member, rewards_catalogue
@@ -206,13 +210,15 @@ def logout_view(request):
 @member_required
 def home_view(request):
     customer = request.member.customer
-    summary = member_summary(customer=customer, now=timezone.now())
+    now = timezone.now()
+    summary = member_summary(customer=customer, now=now)
     stats = referral_stats(customer=customer)
     return render(
         request,
         "loyalty/member/home.html",
         {
             "summary": summary,
+            "expiring": account_expiring_points(account=member_account(customer=customer), now=now),
             "referral_link": request.build_absolute_uri(f"{reverse('loyalty:join')}?ref={stats.code}"),
             "referral": stats,
         },
@@ -222,8 +228,37 @@ def home_view(request):
 @member_required
 def history_view(request):
     account = member_account(customer=request.member.customer)
-    page = Paginator(account_history(account=account), HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "loyalty/member/history.html", {"page": page})
+    page = Paginator(AccountHistory(account=account), HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    expiring = account_expiring_points(account=account, now=timezone.now()) if page.number == 1 else []
+    return render(
+        request,
+        "loyalty/member/history.html",
+        {"page": page, "expiring": expiring, "kinds": EntryKind.choices},
+    )
+
+
+@member_required
+def tiers_view(request):
+    """Every tier with its threshold and benefits, the member's own marked, and the way to the next."""
+    summary = member_summary(customer=request.member.customer, now=timezone.now())
+    ruleset = ruleset_cached()
+    current_rank = summary.tier.rank if summary.tier else -1
+    tiers = [
+        {
+            "tier": tier,
+            "threshold": ruleset.threshold_of(tier),
+            # 1.5, 2 or 10, not 1.50 or 1E+1
+            "multiplier": f"{tier.earn_multiplier.normalize():f}",
+            "current": summary.tier is not None and tier.pk == summary.tier.pk,
+            "reached": tier.rank <= current_rank,
+        }
+        for tier in ruleset.tiers
+    ]
+    return render(
+        request,
+        "loyalty/member/tiers.html",
+        {"summary": summary, "tiers": tiers, "basis": ruleset.programme.tier_basis},
+    )
 
 
 @member_required
@@ -237,15 +272,39 @@ def rewards_view(request):
         {
             "offers": offers,
             "available": account.available,
-            # One key per page view: a double-click (or a resubmit) redeems once.
-            "idempotency_key": uuid.uuid4().hex,
         },
     )
 
 
+def _offer(request, pk: int):
+    """The reward `pk` as this member sees it in the catalogue (None when it is not on offer)."""
+    customer = request.member.customer
+    account = member_account(customer=customer)
+    offers = rewards_catalogue(customer=customer, available_points=account.available, tier_id=account.tier_id)
+    return account, next((offer for offer in offers if offer.reward.pk == pk), None)
+
+
 @member_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def reward_redeem_view(request, pk: int):
+    """GET: the confirmation page (what it costs, what is left after). POST, from its button: redeem.
+
+    The confirmation is a page of its own, not a script's dialog, so that it works in any browser, and
+    its form carries one idempotency key: a double tap or a resubmitted form redeems once."""
+    if request.method == "GET":
+        account, offer = _offer(request, pk)
+        if offer is None:
+            raise Http404
+        return render(
+            request,
+            "loyalty/member/redeem_confirm.html",
+            {
+                "offer": offer,
+                "available": account.available,
+                "remaining": account.available - offer.reward.points_price,
+                "idempotency_key": uuid.uuid4().hex,
+            },
+        )
     key = request.POST.get("idempotency_key", "")
     if not 8 <= len(key) <= 100:
         key = uuid.uuid4().hex
@@ -259,6 +318,15 @@ def reward_redeem_view(request, pk: int):
     return redirect("loyalty:redemption", pk=result.redemption.pk)
 
 
+def _coupon_qr_svg(code: str) -> str:
+    """The coupon's code as a QR code, inline SVG sized by CSS, for the till's scanner (核销).
+
+    A regular QR code, never a Micro QR (which segno.make picks for short texts): phone cameras and
+    most till scanners do not read Micro QR. The text is the bare code, as the till API takes it."""
+    qr = segno.make_qr(code, error="m")
+    return qr.svg_inline(scale=1, border=4, omitsize=True, svgclass="qr", title=code_display(code))
+
+
 @member_required
 def redemption_view(request, pk: int):
     redemption = reward_redemption_for_member(customer_id=request.member.customer_id, redemption_id=pk)
@@ -267,7 +335,12 @@ def redemption_view(request, pk: int):
     return render(
         request,
         "loyalty/member/redemption.html",
-        {"redemption": redemption, "display_code": code_display(redemption.coupon.code)},
+        {
+            "redemption": redemption,
+            "display_code": code_display(redemption.coupon.code),
+            # segno writes the SVG itself; the code it encodes is ours (A-Z, 2-9), so nothing to escape.
+            "qr_svg": mark_safe(_coupon_qr_svg(redemption.coupon.code)),  # noqa: S308
+        },
     )
 
 
@@ -284,6 +357,7 @@ def coupons_view(request):
                 "display_code": code_display(coupon.code),
                 "valid_until": valid_until,
                 "usable": unusable is None,
+                "qr_svg": mark_safe(_coupon_qr_svg(coupon.code)) if unusable is None else "",  # noqa: S308
                 "unusable_message": unusable.message if unusable is not None else "",
             }
         )

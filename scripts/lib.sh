@@ -45,3 +45,20 @@ npm_install() {
     fi
   fi
 }
+
+# Progress of a long, chatty command on one line: `cmd | progress_lines PATTERN LABEL [TOTAL]` counts the
+# lines of cmd's output that match the awk regex PATTERN and shows "LABEL k[/TOTAL]: <the line's last
+# word>", rewritten in place on a terminal (every tenth on a log file), then how many there were.
+progress_lines() {
+  local tty=0
+  [ -t 2 ] && tty=1
+  awk -v pat="$1" -v label="$2" -v total="${3:-}" -v tty="$tty" '
+    function show(end) {
+      count = k (total != "" ? "/" total : "")
+      if (tty) printf "\r\033[K  %s %s%s", label, count, (end ? "" : ": " word) > "/dev/stderr"
+      else if (end || k % 10 == 1) printf "  %s %s%s\n", label, count, (end ? "" : ": " word) > "/dev/stderr"
+    }
+    $0 ~ pat { k++; word = $2; sub(/\.\.\.$/, "", word); show(0); fflush("/dev/stderr") }
+    END { if (k) { show(1); if (tty) printf "\n" > "/dev/stderr" } }
+  '
+}

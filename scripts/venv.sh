@@ -42,10 +42,12 @@ if ! is_py311 "$venv/bin/python"; then
   create_venv
 fi
 
-stamp="$venv/.stamp-$(basename "$lock")"
-want=$(sha256sum "$lock" | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  note "installing $lock into $venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-virtualenv -r "$lock"
-  echo "$want" >"$stamp"
+installed() { [ "$(cat "$venv/.stamp-$(basename "$1")" 2>/dev/null)" = "$(sha256sum "$1" | cut -d' ' -f1)" ]; }
+
+# A venv that holds the current requirements-dev.lock (make test installed it) holds requirements.lock too.
+if ! installed "$lock" && ! { [ "$lock" = requirements.lock ] && [ -f requirements-dev.lock ] && installed requirements-dev.lock; }; then
+  note "installing $lock into $venv (the first time takes a few minutes)"
+  "$venv/bin/python" -m pip install --disable-pip-version-check --require-virtualenv --progress-bar off -r "$lock" |
+    progress_lines '^Collecting ' "package" "$(grep -c '^[A-Za-z0-9]' "$lock")"
+  sha256sum "$lock" | cut -d' ' -f1 >"$venv/.stamp-$(basename "$lock")"
 fi

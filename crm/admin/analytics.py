@@ -8,15 +8,18 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.translation import gettext as _
+from unfold.admin import ModelAdmin
 
+from crm.admin.base import job_progress_message
 from crm.analytics.services import analytics_refresh_queue
 from crm.models import AcquisitionCost, DashboardSummary
 
 
 @admin.register(AcquisitionCost)
-class AcquisitionCostAdmin(admin.ModelAdmin):
+class AcquisitionCostAdmin(ModelAdmin):
     list_display = ["month", "channel", "cac", "currency", "note"]
     list_editable = ["cac", "note"]
     list_filter = ["channel", "currency"]
@@ -25,7 +28,7 @@ class AcquisitionCostAdmin(admin.ModelAdmin):
 
 
 @admin.register(DashboardSummary)
-class DashboardAdmin(admin.ModelAdmin):
+class DashboardAdmin(ModelAdmin):
     """The analytics page. Its admin entry ("Dashboards") opens the charts, not a list of summary rows."""
 
     def has_add_permission(self, request):
@@ -64,8 +67,14 @@ class DashboardAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         if not request.user.has_perm("crm.change_dashboardsummary"):
             raise PermissionDenied
+        since = timezone.now()
         analytics_refresh_queue()
         self.message_user(
-            request, _("The dashboards are being recomputed; reload the page in a few minutes.")
+            request,
+            job_progress_message(
+                text=_("The dashboards are being recomputed."),
+                status_url=reverse("crm_analytics:dashboards_job"),
+                since=since,
+            ),
         )
         return redirect("admin:crm_dashboardsummary_changelist")

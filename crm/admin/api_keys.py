@@ -8,6 +8,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+from unfold.admin import ModelAdmin
 
 from crm.api.authentication import api_key_create
 from crm.models import ApiKey
@@ -24,7 +25,7 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ModelAdmin):
     """The secret is made by api_key_create and shown once, on the page that follows creation; only its
     hash is stored. Keys are revoked, never deleted, so the record of who held which key stays."""
 

@@ -12,19 +12,31 @@ from django.db import transaction
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
-from simple_history.admin import SimpleHistoryAdmin
+from unfold.contrib.filters.admin import ChoicesDropdownFilter
 
-from crm.admin.base import LargeTableAdmin
+from crm.admin.base import HistoryAdmin, LargeTableAdmin
 from crm.admin.customer_360 import customer_360_context
+from crm.admin.customer_list import (
+    ActiveFilter,
+    CustomerListChangeList,
+    CustomerListColumnsMixin,
+    PurchasesFilter,
+    TagFilter,
+    customer_list_columns,
+)
 from crm.admin.forms import (
+    BulkTagForm,
     ConsentSetForm,
     CustomerAdminForm,
     EraseForm,
     MergeForm,
 )
 from crm.admin.search import customer_search_filter
+from crm.admin.segments import add_to_static_list
 from crm.models import (
     PROFILE_ACQUISITION_FIELDS,
     PROFILE_PERSONAL_FIELDS,
@@ -40,7 +52,7 @@ from crm.selectors.customer_360 import field_label
 from crm.services.consent import consent_set
 from crm.services.customers import MergeRefused, customer_identities_sync, customer_merge
 from crm.services.privacy import PrivacyRefused, customer_erase, customer_erase_preview, customer_export_data
-from crm.services.tags import TagRefused, customer_tag_add, customer_tag_remove
+from crm.services.tags import TagRefused, customer_tag_add, customer_tag_remove, customers_tag_add
 
 
 class ErasedFilter(admin.SimpleListFilter):
@@ -59,20 +71,38 @@ class ErasedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Customer)
-class CustomerAdmin(LargeTableAdmin, SimpleHistoryAdmin):
+class CustomerAdmin(CustomerListColumnsMixin, LargeTableAdmin, HistoryAdmin):
     form = CustomerAdminForm
-    # Own columns only (no joins); an erased customer shows as "已删除 / Erased" by name.
-    list_display = ("id", "name", "email", "phone", "acquisition_channel", "created_at")
+    # The customer's own columns come with the page's query (no joins); the marketing columns are read for
+    # the page's rows afterwards (crm/admin/customer_list.py). An erased customer shows as "已删除 / Erased".
+    list_display = (
+        "id",
+        "name",
+        "phone",
+        "lifecycle_stage_display",
+        "value_tier_display",
+        "total_spend_display",
+        "last_order_display",
+        "created_date",
+    )
     # One link per row: with a search or filter active, every link resolves its URL to carry the filters.
     list_display_links = ("name",)
     list_filter = (
+        ("metrics__lifecycle_stage", ChoicesDropdownFilter),
+        ("metrics__value_tier", ChoicesDropdownFilter),
+        ("metrics__rfm_segment", ChoicesDropdownFilter),
+        TagFilter,
+        ActiveFilter,
+        PurchasesFilter,
+        "metrics__sleeping_high_value",
         "acquisition_channel",
         "gender",
         ErasedFilter,
         ("created_at", admin.DateFieldListFilter),
     )
+    list_filter_submit = True
     # Sorting a million rows by a column without an index would be a full sort; offer the indexed ones.
-    sortable_by = ("id", "created_at")
+    sortable_by = ("id", "created_date")
     search_fields = ("name",)  # shows the search box; get_search_results does the real work
     search_help_text = _(
         "Name (substring, or the first characters), email (whole or beginning), phone (with or without +86), "
@@ -84,7 +114,7 @@ class CustomerAdmin(LargeTableAdmin, SimpleHistoryAdmin):
         (_("Acquisition"), {"fields": PROFILE_ACQUISITION_FIELDS}),
         (_("Record"), {"fields": ("external_id", "created_at", "updated_at", "erased_at")}),
     )
-    actions = ("merge_selected", "export_selected", "erase_selected")
+    actions = ("add_tag_selected", add_to_static_list, "merge_selected", "export_selected", "erase_selected")
 
     # Permissions. Customers are never deleted from the admin: erasure (which keeps orders) replaces it.
     def has_delete_permission(self, request, obj=None):
@@ -113,6 +143,25 @@ class CustomerAdmin(LargeTableAdmin, SimpleHistoryAdmin):
         return request.user.has_perm("crm.change_consent") or request.user.has_perm("crm.add_consent")
 
     # List and search.
+    @admin.display(description=_("created at"), ordering="created_at")
+    def created_date(self, obj):
+        # The day is what a marketer reads in a list; the 360 page has the time.
+        return date_format(timezone.localtime(obj.created_at), "SHORT_DATE_FORMAT")
+
+    def get_changelist(self, request, **kwargs):
+        return CustomerListChangeList
+
+    def get_list_display(self, request):
+        columns = list(super().get_list_display(request))
+        for column in customer_list_columns():
+            at = columns.index(column.after) + 1 if column.after in columns else len(columns)
+            columns.insert(at, column.display)
+        return columns
+
+    def get_list_filter(self, request):
+        extra = [column.list_filter for column in customer_list_columns() if column.list_filter]
+        return (*extra, *super().get_list_filter(request))
+
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():
             return queryset, False
@@ -260,6 +309,38 @@ class CustomerAdmin(LargeTableAdmin, SimpleHistoryAdmin):
         return TemplateResponse(request, "admin/crm/customer/erase_confirmation.html", context)
 
     # Actions.
+    def has_tag_permission(self, request):
+        return request.user.has_perm("crm.add_customertag")
+
+    @admin.action(description=_("Add a tag…"), permissions=["tag"])
+    def add_tag_selected(self, request, queryset):
+        """Tag every selected customer (all matching ones with "select all"), in one set-based write."""
+        form = BulkTagForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            tag = form.cleaned_data["tag"]
+            added, already = customers_tag_add(
+                customer_ids=queryset.values_list("pk", flat=True), tag=tag, user=request.user
+            )
+            self.message_user(
+                request,
+                gettext("Tag %(tag)s added to %(added)s customers (%(already)s already had it).")
+                % {"tag": tag.name, "added": added, "already": already},
+            )
+            return None
+        return TemplateResponse(
+            request,
+            "admin/crm/customer/add_tag.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": gettext("Tag customers"),
+                "form": form,
+                "count": queryset.count(),
+                "selected_ids": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
     @admin.action(description=_("Merge into…"), permissions=["merge"])
     def merge_selected(self, request, queryset):
         customers = list(queryset.order_by("pk")[:3])

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from crm.models import PROFILE_FIELDS, ConsentChannel, ConsentStatus, Customer
+from crm.models import PROFILE_FIELDS, ConsentChannel, ConsentStatus, Customer, Tag
 from crm.services.customers import identity_owner_id
 from crm.services.identities import normalise_phone
 
@@ -48,6 +48,14 @@ class ConsentSetForm(forms.Form):
         label=_("Source"),
         max_length=100,
         help_text=_("Where the customer said so, e.g. phone call, store visit, written request."),
+    )
+
+
+class BulkTagForm(forms.Form):
+    tag = forms.ModelChoiceField(
+        label=_("Tag"),
+        queryset=Tag.objects.filter(kind=Tag.Kind.MANUAL).order_by("name"),
+        help_text=_("Rule-applied tags are kept by their rules and cannot be added by hand."),
     )
 
 

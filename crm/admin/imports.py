@@ -14,9 +14,11 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
+from unfold.admin import ModelAdmin
 
 from crm.models import ImportJob
 from crm.services.imports.jobs import import_job_submit, import_jobs_requeue
+from crm.services.imports.messages import message_text, messages_text
 
 MAX_UPLOAD_BYTES = 500 * 1024 * 1024
 REFRESH_SECONDS = 3
@@ -46,7 +48,7 @@ class ImportUploadForm(forms.ModelForm):
 
 
 @admin.register(ImportJob)
-class ImportJobAdmin(admin.ModelAdmin):
+class ImportJobAdmin(ModelAdmin):
     list_display = [
         "id",
         "kind",
@@ -77,11 +79,13 @@ class ImportJobAdmin(admin.ModelAdmin):
         "updated_count",
         "unchanged_count",
         "error_count",
-        "message",
+        "outcome_text",
         "error_list",
         "created_by",
         "created_at",
         "finished_at",
+        "worker",
+        "lease_claims",
     ]
     fieldsets = [
         (None, {"fields": ["kind", "original_name", "file", "dry_run", "created_by", "created_at"]}),
@@ -96,7 +100,9 @@ class ImportJobAdmin(admin.ModelAdmin):
                     "unchanged_count",
                     "error_count",
                     "finished_at",
-                    "message",
+                    "worker",
+                    "lease_claims",
+                    "outcome_text",
                 ]
             },
         ),
@@ -144,6 +150,23 @@ class ImportJobAdmin(admin.ModelAdmin):
         share = min(100, 100 * obj.processed_rows // obj.total_rows)
         return f"{obj.processed_rows:,} / {obj.total_rows:,} ({share}%)"
 
+    @admin.display(description=_("worker"))
+    def worker(self, obj: ImportJob) -> str:
+        if obj.status not in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING):
+            return obj.lease_holder or "-"
+        if obj.lease_lapsed:
+            return gettext("No worker has answered in time; the job will be resumed by the next worker.")
+        if obj.lease_token:
+            return gettext("Running on %(worker)s") % {"worker": obj.lease_holder}
+        return gettext("Waiting for a worker")
+
+    @admin.display(description=_("message"))
+    def outcome_text(self, obj: ImportJob) -> str:
+        """In the reader's language: the outcome is stored as codes (a job from before, as its text)."""
+        if obj.outcome:
+            return messages_text(obj.outcome)
+        return message_text({"message": obj.message})
+
     @admin.display(description=_("errors"))
     def error_list(self, obj: ImportJob):
         if not obj.errors:
@@ -151,7 +174,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((e.get("line", ""), e.get("field", ""), e.get("message", "")) for e in obj.errors),
+            ((e.get("line", ""), e.get("field", ""), message_text(e)) for e in obj.errors),
         )
         more = ""
         if obj.error_count > len(obj.errors):
@@ -171,10 +194,25 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Run the selected imports again"), permissions=["add"])
     def run_again(self, request, queryset):
-        jobs = import_jobs_requeue(jobs=list(queryset))
+        """Finished jobs run again; a running job whose worker died is resumed; one a live worker is running
+        is left alone (the service decides, with a conditional update per job)."""
+        selected = list(queryset)
+        jobs = import_jobs_requeue(jobs=selected)
         self.message_user(
             request,
             ngettext("%(count)d import queued again.", "%(count)d imports queued again.", len(jobs))
             % {"count": len(jobs)},
             messages.SUCCESS,
         )
+        running = len(selected) - len(jobs)
+        if running:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d import is running on a live worker and was left alone.",
+                    "%(count)d imports are running on a live worker and were left alone.",
+                    running,
+                )
+                % {"count": running},
+                messages.WARNING,
+            )

@@ -10,12 +10,17 @@ from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.template import Template
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.functional import lazy
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+from unfold.admin import ModelAdmin, StackedInline
 
-from crm.admin.base import ReadOnlyAdmin
+from crm.admin.base import JOB_PROGRESS_JS, ReadOnlyAdmin, job_progress_message
 from crm.admin.customer_360 import Customer360Panel, customer_360_panel_register
+from crm.analytics.sqlbits import reporting_currency
 from crm.metrics.notes import run_message_text
 from crm.metrics.selectors import customer_metrics_get, metrics_latest_run
 from crm.models.metrics import CustomerMetrics, LifecycleSettings, MetricsRun
@@ -29,8 +34,46 @@ def _number(value, digits: int = 4) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _money(value) -> str:
+    """An amount in the reporting currency (the metrics add up orders in it), with its code."""
+    return "—" if value is None else f"{value:,.2f} {reporting_currency()}"
+
+
+def _explained(label, explanation):
+    """A column header with a plain-language explanation for a marketer, shown on hover."""
+    # Not upper-cased like other headers: r and R, α and Α, γ and Γ would read as other symbols.
+    return lazy(
+        lambda: format_html('<span title="{}" style="text-transform: none">{}</span>', explanation, label),
+        SafeString,
+    )()
+
+
+# What the fitted parameters mean, for someone who has not read the papers.
+R_HELP = _(
+    "Purchase frequency (shape). With α: while active, the average customer buys about r / α times a day."
+)
+ALPHA_HELP = _("Purchase frequency (scale, in days): the larger α, the less often customers buy.")
+AB_HELP = _(
+    "Stopping: after each purchase a customer stops buying for good with a chance of about a / (a + b)."
+)
+LL_HELP = _("Log-likelihood: how well the model fits the orders. Closer to zero is better; compare runs on the "
+            "same customers only.")  # fmt: skip
+GG_HELP = _("Spend per purchase: the average customer spends about p × γ / (q − 1) per purchase.")
+BGNBD_DESCRIPTION = _(
+    "How often customers buy again and when they stop, fitted by maximum likelihood on every customer with "
+    "an order; time in days (α in weeks for comparison with the paper). r and α: while active, the average "
+    "customer buys about r / α times a day. a and b: after each purchase a customer stops buying for good "
+    "with a chance of about a / (a + b). The log-likelihood says how well the model fits the orders: closer "
+    "to zero is better, and it compares only runs on the same customers."
+)
+GG_DESCRIPTION = _(
+    "How much customers spend per purchase: the average customer spends about p × γ / (q − 1). Together "
+    "with BG/NBD it gives each customer's predicted value for the next 365 days."
+)
+
+
 @admin.register(LifecycleSettings)
-class LifecycleSettingsAdmin(admin.ModelAdmin):
+class LifecycleSettingsAdmin(ModelAdmin):
     fieldsets = [
         (None, {"fields": ["mode", "new_days"]}),
         (
@@ -87,8 +130,14 @@ class LifecycleSettingsAdmin(admin.ModelAdmin):
             gettext("Save and recompute all metrics now"),
         )
 
+    class Media:
+        js = [JOB_PROGRESS_JS]
+
     def save_model(self, request, obj, form, change):
-        lifecycle_settings_save(settings=obj, recompute=RECOMPUTE in request.POST)
+        recompute = RECOMPUTE in request.POST
+        # Before queueing: the run the worker starts afterwards is the first one started since.
+        request._recompute_requested_at = timezone.now()
+        lifecycle_settings_save(settings=obj, recompute=recompute)
 
     def response_change(self, request, obj):
         if RECOMPUTE in request.POST:
@@ -96,10 +145,15 @@ class LifecycleSettingsAdmin(admin.ModelAdmin):
                 return super().response_change(request, obj)
             self.message_user(
                 request,
-                gettext("The metrics of every customer are being recomputed; the result appears under "
-                        "metrics runs in a minute or two."),
+                job_progress_message(
+                    text=gettext(
+                        "The settings are saved; the metrics of every customer are being recomputed."
+                    ),
+                    status_url=reverse("crm_analytics:metrics_job"),
+                    since=getattr(request, "_recompute_requested_at", None) or timezone.now(),
+                ),
                 messages.SUCCESS,
-            )  # fmt: skip
+            )
             return HttpResponseRedirect(request.path)
         return super().response_change(request, obj)
 
@@ -157,15 +211,15 @@ class MetricsRunAdmin(ReadOnlyAdmin):
                     "bgnbd_log_likelihood",
                     "bgnbd_converged",
                 ],
-                "description": _(
-                    "Fitted by maximum likelihood on every customer with an order; time in "
-                    "days (α in weeks for comparison with the paper)."
-                ),
-            },  # fmt: skip
+                "description": BGNBD_DESCRIPTION,
+            },
         ),
         (
             _("Gamma-Gamma (Fader & Hardie 2013): spend per purchase"),
-            {"fields": ["gg_p", "gg_q", "gg_gamma", "gg_log_likelihood", "gg_converged"]},
+            {
+                "fields": ["gg_p", "gg_q", "gg_gamma", "gg_log_likelihood", "gg_converged"],
+                "description": GG_DESCRIPTION,
+            },
         ),
     ]
 
@@ -175,43 +229,43 @@ class MetricsRunAdmin(ReadOnlyAdmin):
     def message_text(self, obj):
         return run_message_text(obj.message)  # stored as codes, put into words in the reader's language
 
-    @admin.display(description="r")
+    @admin.display(description=_explained("r", R_HELP))
     def r(self, obj):
         return _number(obj.bgnbd_r)
 
-    @admin.display(description=_("α (days)"))
+    @admin.display(description=_explained(_("α (days)"), ALPHA_HELP))
     def alpha_days(self, obj):
         return _number(obj.bgnbd_alpha)
 
-    @admin.display(description=_("α (weeks)"))
+    @admin.display(description=_explained(_("α (weeks)"), ALPHA_HELP))
     def alpha_weeks(self, obj):
         return _number(obj.alpha_weeks)
 
-    @admin.display(description="a")
+    @admin.display(description=_explained("a", AB_HELP))
     def a(self, obj):
         return _number(obj.bgnbd_a)
 
-    @admin.display(description="b")
+    @admin.display(description=_explained("b", AB_HELP))
     def b(self, obj):
         return _number(obj.bgnbd_b)
 
-    @admin.display(description=_("BG/NBD LL"))
+    @admin.display(description=_explained(_("BG/NBD LL"), LL_HELP))
     def bgnbd_ll(self, obj):
         return _number(obj.bgnbd_log_likelihood, 1)
 
-    @admin.display(description="p")
+    @admin.display(description=_explained("p", GG_HELP))
     def p(self, obj):
         return _number(obj.gg_p)
 
-    @admin.display(description="q")
+    @admin.display(description=_explained("q", GG_HELP))
     def q(self, obj):
         return _number(obj.gg_q)
 
-    @admin.display(description="γ")
+    @admin.display(description=_explained("γ", GG_HELP))
     def gamma(self, obj):
         return _number(obj.gg_gamma)
 
-    @admin.display(description=_("Gamma-Gamma LL"))
+    @admin.display(description=_explained(_("Gamma-Gamma LL"), LL_HELP))
     def gg_ll(self, obj):
         return _number(obj.gg_log_likelihood, 1)
 
@@ -232,11 +286,11 @@ class CustomerMetricsAdmin(ReadOnlyAdmin):
         "rfm",
         "value_tier",
         "order_count",
-        "total_value",
+        "total_value_display",
         "last_order_date",
         "p_alive_display",
         "expected_purchases_90d_display",
-        "predicted_clv_365d",
+        "predicted_clv_display",
         "churn_risk_display",
         "expected_next_purchase_date",
     ]
@@ -266,12 +320,26 @@ class CustomerMetricsAdmin(ReadOnlyAdmin):
     def expected_purchases_90d_display(self, obj):
         return _number(obj.expected_purchases_90d, 2)
 
+    @admin.display(description=_("net spend"), ordering="total_value")
+    def total_value_display(self, obj):
+        return _money(obj.total_value)
+
+    @admin.display(
+        description=_explained(
+            _("predicted value, next 365 days"),
+            _("What the customer is expected to spend in the next 365 days (BG/NBD and Gamma-Gamma models)."),
+        ),
+        ordering="predicted_clv_365d",
+    )
+    def predicted_clv_display(self, obj):
+        return _money(obj.predicted_clv_365d)
+
     @admin.display(description=_("churn risk"), ordering="churn_risk")
     def churn_risk_display(self, obj):
         return _number(obj.churn_risk, 2)
 
 
-class CustomerMetricsInline(admin.StackedInline):
+class CustomerMetricsInline(StackedInline):
     """For the customer 360 page (CustomerAdmin, crm/admin/customers.py, may add it to its inlines): the metrics row."""
 
     model = CustomerMetrics
@@ -301,11 +369,11 @@ _PANEL = Template(
 {% if m.r_score %}<dt>RFM</dt><dd>{{ m.r_score }}{{ m.f_score }}{{ m.m_score }} · {{ m.get_rfm_segment_display }}</dd>{% endif %}
 <dt>{% translate "value tier" %}</dt><dd>{{ m.get_value_tier_display }}{% if m.sleeping_high_value %}
  · <strong>{% translate "sleeping high value" %}</strong>{% endif %}</dd>
-<dt>{% translate "orders" %}</dt><dd>{{ m.order_count }} · {{ m.total_value }}{% if m.purchase_cycle_days %}
+<dt>{% translate "orders" %}</dt><dd>{{ m.order_count }} · {{ m.total_value }} {{ panel_context.currency }}{% if m.purchase_cycle_days %}
  · {% blocktranslate with days=m.purchase_cycle_days|floatformat:0 %}every {{ days }} days{% endblocktranslate %}{% endif %}</dd>
 {% if m.p_alive is not None %}<dt>{% translate "probability alive" %}</dt><dd>{{ m.p_alive|floatformat:2 }}</dd>
 <dt>{% translate "expected purchases, next 90 days" %}</dt><dd>{{ m.expected_purchases_90d|floatformat:2 }}</dd>
-<dt>{% translate "predicted value, next 365 days" %}</dt><dd>{{ m.predicted_clv_365d|default:"—" }}</dd>
+<dt>{% translate "predicted value, next 365 days" %}</dt><dd>{% if m.predicted_clv_365d is not None %}{{ m.predicted_clv_365d }} {{ panel_context.currency }}{% else %}—{% endif %}</dd>
 <dt>{% translate "expected next purchase" %}</dt><dd>{{ m.expected_next_purchase_date|default:"—" }}</dd>{% endif %}
 {% if m.churn_risk is not None %}<dt>{% translate "churn risk" %}</dt><dd>{{ m.churn_risk|floatformat:2 }}</dd>{% endif %}
 </dl><p class="c360-empty">{% blocktranslate with as_of=m.as_of %}As of {{ as_of }}.{% endblocktranslate %}</p>
@@ -314,7 +382,11 @@ _PANEL = Template(
 
 
 def _panel_context(request, customer) -> dict:
-    return {"metrics": customer_metrics_get(customer_id=customer.pk)}  # one query
+    # Amounts are in the reporting currency: the metrics add up the orders in it.
+    return {
+        "metrics": customer_metrics_get(customer_id=customer.pk),
+        "currency": reporting_currency(),
+    }  # one query
 
 
 customer_360_panel_register(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
+from unfold.admin import ModelAdmin, TabularInline
 
 from crm.admin.base import CustomerColumnsMixin, LargeTableAdmin, ReadOnlyAdmin
 from crm.models import Order, OrderLine, Product, Refund
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(ModelAdmin):
     list_display = ("sku", "name", "category", "price", "currency", "created_at")
     list_filter = ("category", "currency")
     search_fields = ("sku", "name")
@@ -18,7 +19,7 @@ class ProductAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at",)
 
 
-class OrderLineInline(admin.TabularInline):
+class OrderLineInline(TabularInline):
     model = OrderLine
     fields = (
         "line_no",
@@ -42,7 +43,7 @@ class OrderLineInline(admin.TabularInline):
         return False
 
 
-class RefundInline(admin.TabularInline):
+class RefundInline(TabularInline):
     model = Refund
     fields = ("external_id", "amount", "refunded_at", "reason", "lines")
     readonly_fields = fields

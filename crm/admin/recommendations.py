@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from unfold.admin import ModelAdmin
 
 from crm.models import ProductAffinity
 
 
 @admin.register(ProductAffinity)
-class ProductAffinityAdmin(admin.ModelAdmin):
+class ProductAffinityAdmin(ModelAdmin):
     list_display = ["product", "related_product", "customers", "score", "computed_at"]
     list_select_related = ["product", "related_product"]
     search_fields = ["product__sku", "product__name"]

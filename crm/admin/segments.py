@@ -17,6 +17,7 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
+from unfold.admin import ModelAdmin
 
 from crm.models import (
     Segment,
@@ -67,7 +68,7 @@ def problems_json(error: RuleInvalid) -> list[dict]:
 
 
 @admin.register(Segment)
-class SegmentAdmin(admin.ModelAdmin):
+class SegmentAdmin(ModelAdmin):
     form = SegmentForm
     list_display = ["name", "last_count", "last_counted_at", "updated_at"]
     search_fields = ["name", "description"]
@@ -178,7 +179,7 @@ class SegmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(SegmentSnapshot)
-class SegmentSnapshotAdmin(admin.ModelAdmin):
+class SegmentSnapshotAdmin(ModelAdmin):
     list_display = ["segment_name", "purpose", "member_count", "created_at", "created_by"]
     list_filter = ["segment"]
     search_fields = ["segment_name", "purpose"]
@@ -225,7 +226,7 @@ class SegmentSnapshotAdmin(admin.ModelAdmin):
 
 
 @admin.register(StaticList)
-class StaticListAdmin(admin.ModelAdmin):
+class StaticListAdmin(ModelAdmin):
     form = StaticListForm
     list_display = ["name", "member_count", "updated_at"]
     search_fields = ["name", "description"]
@@ -300,7 +301,7 @@ class _TextFile:
 
 
 @admin.register(StaticListMember)
-class StaticListMemberAdmin(admin.ModelAdmin):
+class StaticListMemberAdmin(ModelAdmin):
     """Hand-picking: add or remove single customers (lists are filled in bulk from the list page)."""
 
     list_display = ["customer", "static_list", "source", "added_at"]

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from crm.analytics import compute
@@ -76,33 +78,59 @@ def analytics_refresh_queue() -> None:
     task_queue_on_commit("crm.analytics.refresh")
 
 
-def analytics_refresh(*, full: bool = False, now: datetime | None = None) -> dict[str, int]:
-    """Recompute every summary; returns milliseconds per chart (logged, and shown by the benchmark)."""
-    now = now or timezone.now()
-    timings: dict[str, int] = {}
-
-    def store(chart, key, fn):
-        with transaction.atomic():
-            timings[f"{chart}:{key}"] = summary_store(
-                chart=chart, key=key, compute_fn=fn, now=now
-            ).duration_ms
-
-    store("lifecycle", "all", lambda: compute.lifecycle_history(now=now))
-    store("cohorts", "all", lambda: compute.cohort_retention(now=now))
-    store("orders", "all", lambda: compute.order_months(now=now))
-    store("acquisition", "all", compute.acquisition_value)
+def _refresh_plan(*, full: bool, now: datetime) -> list[tuple[str, str, Callable[[], dict]]]:
+    """(chart, key, computation) of every summary a refresh stores, in the order it stores them."""
+    plan: list[tuple[str, str, Callable[[], dict]]] = [
+        ("lifecycle", "all", lambda: compute.lifecycle_history(now=now)),
+        ("cohorts", "all", lambda: compute.cohort_retention(now=now)),
+        ("orders", "all", lambda: compute.order_months(now=now)),
+        ("acquisition", "all", compute.acquisition_value),
+    ]
     for days in FUNNEL_WINDOWS:
         start, end = funnel_window(days, now)
-        store("funnel", f"{days}d", lambda start=start, end=end: funnel(start=start, end=end))
+        plan.append(("funnel", f"{days}d", lambda start=start, end=end: funnel(start=start, end=end)))
     current = compute.month_key(now.astimezone(compute._tz()))
     months = ATTRIBUTION_MONTHS if full else ATTRIBUTION_RECENT_MONTHS
     for lookback in ATTRIBUTION_LOOKBACKS:
         for i in range(months):
             month = compute.add_months(current, -i)
-            store(
-                "attribution",
-                attribution_key(month, lookback),
-                lambda m=month, lb=lookback: attribution_month(m, lb),
+            plan.append(
+                (
+                    "attribution",
+                    attribution_key(month, lookback),
+                    lambda m=month, lb=lookback: attribution_month(m, lb),
+                )
             )
+    return plan
+
+
+def analytics_refresh(*, full: bool = False, now: datetime | None = None) -> dict[str, int]:
+    """Recompute every summary; returns milliseconds per chart (logged, and shown by the benchmark).
+
+    Every summary is stored with `computed_at` = `now`, the refresh's start, in its own transaction:
+    `analytics_refresh_progress` counts them as they come."""
+    now = now or timezone.now()
+    timings: dict[str, int] = {}
+    for chart, key, fn in _refresh_plan(full=full, now=now):
+        with transaction.atomic():
+            timings[f"{chart}:{key}"] = summary_store(
+                chart=chart, key=key, compute_fn=fn, now=now
+            ).duration_ms
     logger.info("analytics summaries refreshed", extra={"timings_ms": timings})
     return timings
+
+
+@dataclass(frozen=True)
+class RefreshProgress:
+    done: int  # summaries stored by a refresh that started at or after `since`
+    total: int  # summaries a refresh stores
+    duration_ms: int  # the time they took to compute, so far
+
+
+def analytics_refresh_progress(*, since: datetime, full: bool = False) -> RefreshProgress:
+    """How far the refresh queued at `since` (by the dashboard's "Recompute now") has got."""
+    fresh = DashboardSummary.objects.filter(computed_at__gte=since).aggregate(
+        n=Count("pk"), ms=Sum("duration_ms")
+    )
+    total = len(_refresh_plan(full=full, now=since))
+    return RefreshProgress(done=min(fresh["n"], total), total=total, duration_ms=fresh["ms"] or 0)

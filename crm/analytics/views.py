@@ -10,7 +10,8 @@ from functools import wraps
 from django.http import JsonResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
-from django.utils.translation import get_language
+from django.utils.formats import date_format
+from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
@@ -20,6 +21,7 @@ from crm.analytics.funnel import funnel
 from crm.analytics.ltv import ltv_by_channel
 from crm.analytics.sqlbits import reporting_currency
 from crm.clock import business_time_zone
+from crm.metrics.selectors import metrics_run_started_since
 from crm.segments.fields import segment_time_zone
 
 PERMISSION = "crm.view_dashboardsummary"
@@ -32,23 +34,32 @@ class BadParameter(ValueError):
     pass
 
 
+def staff_json_endpoint(permission: str, denied):
+    """Staff with `permission` only (`denied` is the 403's message); bad parameters are a 400 with a
+    message, not a 500."""
+
+    def decorator(view):
+        @require_GET
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            user = request.user
+            if not user.is_authenticated:
+                return JsonResponse({"error": _("Log in to the admin first.")}, status=401)
+            if not (user.is_active and user.is_staff and user.has_perm(permission)):
+                return JsonResponse({"error": str(denied)}, status=403)
+            try:
+                return JsonResponse(view(request, *args, **kwargs))
+            except BadParameter as e:
+                return JsonResponse({"error": str(e)}, status=400)
+
+        return wrapper
+
+    return decorator
+
+
 def analytics_endpoint(view):
     """Staff with the dashboard permission only; bad parameters are a 400 with a message, not a 500."""
-
-    @require_GET
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        user = request.user
-        if not user.is_authenticated:
-            return JsonResponse({"error": _("Log in to the admin first.")}, status=401)
-        if not (user.is_active and user.is_staff and user.has_perm(PERMISSION)):
-            return JsonResponse({"error": _("You may not view the dashboards.")}, status=403)
-        try:
-            return JsonResponse(view(request, *args, **kwargs))
-        except BadParameter as e:
-            return JsonResponse({"error": str(e)}, status=400)
-
-    return wrapper
+    return staff_json_endpoint(PERMISSION, gettext_lazy("You may not view the dashboards."))(view)
 
 
 def _payload(summary) -> dict:
@@ -232,6 +243,9 @@ def dashboard_context(request) -> dict:
             "size": _("Size"),
             "month_n": _("Month %(n)s"),
             "no_data": _("No data yet."),
+            "tracked_since": _(
+                "Lifecycle stages are recorded from %(date)s, the first computation: the months before have no figures."
+            ),
             "no_cac": _("No acquisition cost has been entered for these channels and months yet."),
             "computed_at": _("Computed at %(when)s"),
             "failed": _("This chart could not be loaded: %(error)s"),
@@ -241,4 +255,91 @@ def dashboard_context(request) -> dict:
             "overall_repeat": _("All-time repeat-purchase rate: %(rate)s"),
             "of_previous": _("%(rate)s of the previous step"),
         },
+    }
+
+
+# --- Progress of a recomputation started from the admin ------------------------------------------------
+
+# A job queued longer than this without starting most likely has no worker to run it.
+QUEUED_TOO_LONG_SECONDS = 30
+
+
+def _since(request) -> datetime:
+    raw = request.GET.get("since", "")
+    try:
+        since = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BadParameter(
+            _("'since' must be a date and time (ISO 8601), not '%(value)s'.") % {"value": raw[:40]}
+        )
+    if timezone.is_naive(since):
+        raise BadParameter(_("'since' needs a time zone offset, e.g. +08:00."))
+    return since
+
+
+def _queued(seconds: int) -> dict:
+    if seconds > QUEUED_TOO_LONG_SECONDS:
+        message = _(
+            "Queued %(seconds)s s ago and not started yet: is the Celery worker running? (make run starts one.)"
+        )
+    else:
+        message = _("Queued %(seconds)s s ago: waiting for the Celery worker to start it.")
+    return {"state": "queued", "message": message % {"seconds": seconds}}
+
+
+@staff_json_endpoint("crm.view_metricsrun", gettext_lazy("You may not view the metrics runs."))
+def metrics_job_view(request):
+    """The computation queued at `since` by the lifecycle settings' "Save and recompute"."""
+    since = _since(request)
+    now = timezone.now()
+    run = metrics_run_started_since(since=since)
+    if run is None:
+        return _queued(max(0, int((now - since).total_seconds())))
+    link = reverse("admin:crm_metricsrun_change", args=[run.pk])
+    if run.status == run.Status.RUNNING:
+        seconds = max(0, int((now - run.started_at).total_seconds()))
+        return {
+            "state": "running",
+            "message": _("Computing every customer's metrics… (%(seconds)s s)") % {"seconds": seconds},
+        }
+    if run.status == run.Status.FAILED:
+        return {
+            "state": "failed",
+            "message": _("The computation failed: %(error)s") % {"error": run.message[:300]},
+            "link": link,
+            "link_text": _("See the run"),
+        }
+    return {
+        "state": "done",
+        "message": _(
+            "Done in %(seconds)s s: as of %(as_of)s, %(customers)s customers, %(changes)s lifecycle-stage changes."
+        )
+        % {
+            "seconds": f"{run.duration_seconds or 0:.1f}",
+            "as_of": date_format(run.as_of, "DATE_FORMAT"),
+            "customers": f"{run.customers:,}",
+            "changes": f"{run.stage_changes:,}",
+        },
+        "link": link,
+        "link_text": _("See the run"),
+    }
+
+
+@analytics_endpoint
+def dashboards_job_view(request):
+    """The refresh queued at `since` by the dashboard's "Recompute now"."""
+    since = _since(request)
+    progress = services.analytics_refresh_progress(since=since)
+    seconds = max(0, int((timezone.now() - since).total_seconds()))
+    body = {"done": progress.done, "total": progress.total}
+    if progress.done == 0:
+        return {**body, **_queued(seconds)}
+    if progress.done < progress.total:
+        message = _("Recomputing the dashboards: %(done)s of %(total)s figures (%(seconds)s s)")
+        return {"state": "running", "message": message % {**body, "seconds": seconds}, **body}
+    message = _("Done: %(total)s figures recomputed in %(seconds)s s. The charts show them.")
+    return {
+        "state": "done",
+        "message": message % {"total": progress.total, "seconds": f"{progress.duration_ms / 1000:.1f}"},
+        **body,
     }

@@ -7,8 +7,11 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import JsonResponse
+from django.urls import Resolver404, resolve
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -49,9 +52,9 @@ def errors_from_detail(detail, *, prefix: str = "", index: int | None = None) ->
 
     def walk(node, path):
         if isinstance(node, dict):
+            # DRF's ListField reports the position of a bad child as an int key; a str key is always a
+            # field name, even one made of digits ("0", "²", "١"): it is the client's unknown key.
             for key, value in node.items():
-                if isinstance(key, str) and key.isdigit():
-                    key = int(key)  # ListField reports the position of a bad child as a key
                 walk(value, _join(path, key))
         elif isinstance(node, list):
             for position, value in enumerate(node):
@@ -98,3 +101,23 @@ def api_exception_handler(exc, context):
 
 def error_response(message: str, *, field: str = NON_FIELD, status_code=status.HTTP_400_BAD_REQUEST):
     return Response({"errors": [{"field": field, "message": message}]}, status=status_code)
+
+
+@csrf_exempt  # it changes nothing; a CSRF refusal would be an HTML 403 instead of this 404
+def api_not_found(request, *args, **kwargs):
+    """Every URL under /api/ that names no endpoint (unknown path, an id that is not a number): a 404 in the
+    API's error shape, not Django's HTML page. A missing trailing slash is named: a redirect would drop the
+    body of a POST."""
+    path = request.path
+    message = _("No API endpoint at %(path)s.") % {"path": path[:200]}
+    if not path.endswith("/"):
+        try:
+            match = resolve(path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not api_not_found:
+            message = _("No API endpoint at %(path)s; did you mean %(suggestion)s?") % {
+                "path": path[:200],
+                "suggestion": path[:200] + "/",
+            }
+    return JsonResponse({"errors": [{"field": NON_FIELD, "message": message}]}, status=404)

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
 from crm.clock import EARLIEST_DATE, is_before_earliest
@@ -96,6 +97,57 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({key: [_("Unknown field.")] for key in unknown})
         return super().to_internal_value(data)
+
+
+# --- What the OpenAPI schema (drf-spectacular) publishes of these rules ------------------------------
+# A schema-driven client or fuzzer (tests/api/test_schema_fuzz.py) learns the constraints the server
+# enforces from these; without them, valid-looking requests would be refused with no hint why.
+
+
+class StrictSerializerSchema(OpenApiSerializerExtension):
+    """StrictSerializer refuses unknown keys (400), so its objects are `additionalProperties: false`."""
+
+    target_class = StrictSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction):
+        schema = {**auto_schema._map_basic_serializer(self.target, direction), "additionalProperties": False}
+        if "__doc__" not in vars(type(self.target)) or type(self.target).__doc__ is None:
+            schema.pop(
+                "description", None
+            )  # StrictSerializer's own docstring, inherited: not about this object
+        return schema
+
+
+class NonBlankTextSchema(OpenApiSerializerFieldExtension):
+    """A request string DRF refuses when blank ("This field may not be blank.") has `minLength: 1`."""
+
+    target_class = serializers.CharField
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        if direction == "request" and not self.target.allow_blank and "minLength" not in schema:
+            schema["minLength"] = 1
+        return schema
+
+
+class DecimalStringSchema(OpenApiSerializerFieldExtension):
+    """Money as a decimal string: at least one digit before the point, and no sign where DRF refuses
+    negative values (min_value >= 0). drf-spectacular's pattern would also allow "", "." and "-1"."""
+
+    target_class = serializers.DecimalField
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        field = self.target
+        if schema.get("type") != "string" or field.max_digits is None or field.decimal_places is None:
+            return schema
+        sign = "" if field.min_value is not None and field.min_value >= 0 else "-?"
+        whole, places = field.max_digits - field.decimal_places, field.decimal_places
+        fraction = rf"(?:\.\d{{1,{places}}})?" if places else ""
+        return {**schema, "pattern": rf"^{sign}\d{{1,{max(whole, 1)}}}{fraction}$"}
 
 
 def batch_items(data, *, key: str) -> list:

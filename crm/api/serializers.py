@@ -183,7 +183,9 @@ class CustomerInSerializer(StrictSerializer):
         }
 
 
-class CustomerBatchInSerializer(serializers.Serializer):
+class CustomerBatchInSerializer(
+    StrictSerializer
+):  # documents batch_items' envelope, which refuses other keys
     customers = CustomerInSerializer(many=True, max_length=MAX_BATCH_ITEMS)
 
 
@@ -266,7 +268,7 @@ class EventInSerializer(StrictSerializer):
     customer = CustomerRefSerializer()
 
 
-class EventBatchInSerializer(serializers.Serializer):
+class EventBatchInSerializer(StrictSerializer):  # documents batch_items' envelope, which refuses other keys
     events = EventInSerializer(many=True, max_length=MAX_BATCH_ITEMS)
 
 
@@ -336,7 +338,7 @@ class OrderInSerializer(StrictSerializer):
         )
 
 
-class OrderBatchInSerializer(serializers.Serializer):
+class OrderBatchInSerializer(StrictSerializer):  # documents batch_items' envelope, which refuses other keys
     orders = OrderInSerializer(many=True, max_length=MAX_BATCH_ITEMS)
 
 

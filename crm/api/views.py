@@ -51,6 +51,7 @@ COMMON_ERRORS = {
     401: OpenApiResponse(ErrorsSerializer, description=gettext_lazy("Missing or invalid API key.")),
     403: OpenApiResponse(ErrorsSerializer, description=gettext_lazy("The key lacks the scope.")),
     413: OpenApiResponse(ErrorsSerializer, description=gettext_lazy("Body larger than the upload limit.")),
+    415: OpenApiResponse(ErrorsSerializer, description=gettext_lazy("The body is not application/json.")),
 }
 
 
@@ -377,4 +378,9 @@ class RefundView(ApiView):
             "order_status": order.status,
             "refunded_amount": order.refunded_amount,
         }
-        return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_201_CREATED)
+        # Through the serializer the schema is made from: money goes out as a decimal string ("50.00"), as
+        # everywhere in the API, not as a JSON number.
+        return Response(
+            RefundOutSerializer(body).data,
+            status=status.HTTP_200_OK if replayed else status.HTTP_201_CREATED,
+        )

@@ -49,6 +49,11 @@ def customer_metrics_get(*, customer_id: int) -> CustomerMetrics | None:
     return CustomerMetrics.objects.filter(customer_id=customer_id).first()
 
 
+def metrics_run_started_since(*, since) -> MetricsRun | None:
+    """The first computation started at or after `since` (the one a "recompute" queued then), if any."""
+    return MetricsRun.objects.filter(started_at__gte=since).order_by("started_at").first()
+
+
 def metrics_latest_run() -> MetricsRun | None:
     """The latest successful computation, with its fitted parameters."""
     return MetricsRun.objects.filter(status=MetricsRun.Status.DONE).order_by("-started_at").first()

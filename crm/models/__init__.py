@@ -30,7 +30,7 @@ from crm.models.events import Event, EventLogCursor  # noqa: F401
 from crm.models.tags import CustomerTag, Tag  # noqa: F401
 from crm.models.privacy import PrivacyRequest  # noqa: F401
 from crm.models.api_keys import ApiKey  # noqa: F401
-from crm.models.jobs import Heartbeat, ImportJob  # noqa: F401
+from crm.models.jobs import Heartbeat, ImportJob, Leased  # noqa: F401
 from crm.models.metrics import (  # noqa: F401
     LIFECYCLE_STAGE_CHANGED,
     CustomerMetrics,

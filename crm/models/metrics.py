@@ -15,6 +15,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from crm.models.jobs import Leased
+
 __all__ = [
     "LifecycleStage",
     "RfmSegment",
@@ -253,7 +255,7 @@ class CustomerMetrics(models.Model):
         return f"#{self.customer_id} {self.lifecycle_stage} @ {self.as_of}"
 
 
-class MetricsRun(models.Model):
+class MetricsRun(Leased):
     """One computation of the metrics: when, as of which date, how long, and the fitted models.
 
     Parameters are in days (production's time unit); `alpha_weeks` is α/7 for comparison with papers."""

@@ -29,6 +29,7 @@ from decimal import Decimal, InvalidOperation
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from crm.clock import EARLIEST_DATE, is_before_earliest
 from crm.event_types import ORDER_PLACED, ORDER_REFUNDED
@@ -78,6 +79,22 @@ class RowError:
     field: str
     message: str
     code: str = "invalid"  # "invalid" (400), "conflict" (409), "unknown_customer" (400/404)
+    # The message's msgid and parameters, for callers that store it and translate it when shown (CSV jobs).
+    template: str = ""
+    params: dict = field(default_factory=dict)
+
+
+class Reason(str):
+    """A message in the active language that also carries its msgid and parameters."""
+
+    template: str
+    params: dict
+
+
+def _reason(template: str, **params) -> Reason:
+    reason = Reason(_(template) % params if params else _(template))
+    reason.template, reason.params = template, params
+    return reason
 
 
 @dataclass
@@ -136,6 +153,16 @@ INGEST_STATUSES = (OrderStatus.PAID, OrderStatus.REFUNDED)
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_AMOUNT = Decimal("999999999999.99")  # max_digits=14, decimal_places=2
 CENT = Decimal("0.01")
+
+
+def _decimal_max(model, name: str) -> Decimal:
+    column = model._meta.get_field(name)
+    return Decimal(10) ** (column.max_digits - column.decimal_places) - Decimal(10) ** -column.decimal_places
+
+
+MAX_UNIT_PRICE = _decimal_max(OrderLine, "unit_price")  # numeric(12, 2): less than an order total may be
+# More units on one line is a typo (a code pasted as a quantity); also far below the integer column's limit.
+MAX_QUANTITY = 1_000_000
 _CHANNELS = frozenset(Channel.values)
 
 
@@ -145,23 +172,31 @@ def normalise_currency(value: str) -> str | None:
     return code if code in CURRENCY_CODES else None
 
 
-def _money(value, *, allow_zero: bool = True) -> tuple[Decimal | None, str | None]:
+def _money(
+    value, *, allow_zero: bool = True, limit: Decimal = MAX_AMOUNT
+) -> tuple[Decimal | None, Reason | None]:
     """(amount with two decimals, None) or (None, reason)."""
     try:
         amount = value if type(value) is Decimal else Decimal(str(value).strip())
     except (InvalidOperation, ValueError, TypeError):
-        return None, _("%(value)s is not an amount.") % {"value": value}
+        return None, _reason(gettext_noop("%(value)s is not an amount."), value=str(value)[:40])
     if not amount.is_finite():
-        return None, _("%(value)s is not an amount.") % {"value": value}
+        return None, _reason(gettext_noop("%(value)s is not an amount."), value=str(value)[:40])
     if amount < 0 or (amount == 0 and not allow_zero):
-        return None, _("The amount must be positive.") if not allow_zero else _(
-            "The amount cannot be negative."
+        return None, _reason(gettext_noop("The amount must be positive.")) if not allow_zero else _reason(
+            gettext_noop("The amount cannot be negative.")
+        )
+    if amount > limit:  # before rounding: 1E+400 cannot be quantized
+        return None, _reason(
+            gettext_noop("%(value)s is too large: at most %(limit)s."),
+            value=str(value)[:40],
+            limit=f"{limit:,}",
         )
     rounded = amount.quantize(CENT)
     if amount != rounded:
-        return None, _("%(value)s has more than two decimal places.") % {"value": value}
-    if amount > MAX_AMOUNT:
-        return None, _("%(value)s is too large.") % {"value": value}
+        return None, _reason(
+            gettext_noop("%(value)s has more than two decimal places."), value=str(value)[:40]
+        )
     return rounded, None
 
 
@@ -240,13 +275,48 @@ class _Item:
         return self.status == OrderStatus.REFUNDED
 
 
-def _too_long(value: str, limit: int) -> str | None:
+def _too_long(value: str, limit: int) -> Reason | None:
     if len(value) > limit:
-        return _("Longer than %(limit)d characters.") % {"limit": limit}
+        return _reason(gettext_noop("Longer than %(limit)d characters."), limit=limit)
+    return None
+
+
+def _text_problem(order: OrderInput) -> tuple[str, Reason] | None:
+    """(field, reason) for a text no column can store: a NUL, or an unpaired surrogate (from a \\ud800 JSON
+    escape). The bulk path (orders_prepare_values) leaves this to its caller: a CSV file is checked as it
+    is read, where a NUL is named by its line and column."""
+    texts = [
+        ("external_id", order.external_id),
+        ("store", order.store),
+        ("customer_external_id", order.customer_external_id),
+        ("channel", order.channel),
+        ("currency", order.currency),
+        ("status", order.status),
+    ]
+    for n, line in enumerate(order.lines):
+        texts += [
+            (f"lines[{n}].sku", line.sku),
+            (f"lines[{n}].name", line.name),
+            (f"lines[{n}].category", line.category),
+        ]
+    for name, value in texts:
+        if not isinstance(value, str):
+            continue
+        if "\x00" in value:
+            return name, _reason(gettext_noop("Contains a NUL character, which no text can hold."))
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return name, _reason(
+                    gettext_noop("Contains an unpaired surrogate escape; send valid UTF-8 text.")
+                )
     return None
 
 
 def _prepare(index: int, order: OrderInput, now: datetime) -> tuple[_Item | None, list[RowError]]:
+    if problem := _text_problem(order):
+        return None, [_row_error(index, *problem)]
     return _prepare_values(
         index,
         now,
@@ -282,24 +352,32 @@ def _prepare_values(
     errors: list[RowError] = []
     given_currency, given_channel, given_status = currency, channel, status
 
-    def err(field_name: str, message: str) -> None:
-        errors.append(RowError(index=index, field=field_name, message=message))
+    def err(field_name: str, message: Reason) -> None:
+        errors.append(_row_error(index, field_name, message))
 
     external_id = (external_id or "").strip()
     if not external_id:
-        err("external_id", _("The order id is empty."))
+        err("external_id", _reason(gettext_noop("The order id is empty.")))
     elif len(external_id) > 100:
         err("external_id", _too_long(external_id, 100))
 
     if not isinstance(placed_at, datetime) or placed_at.utcoffset() is None:
-        err("placed_at", _("The order time must be a date and time with a time zone."))
+        err("placed_at", _reason(gettext_noop("The order time must be a date and time with a time zone.")))
     elif placed_at > now + CLOCK_SKEW:
-        err("placed_at", _("The order time %(value)s is in the future.") % {"value": placed_at.isoformat()})
+        err(
+            "placed_at",
+            _reason(gettext_noop("The order time %(value)s is in the future."), value=placed_at.isoformat()),
+        )
     elif is_before_earliest(placed_at):
         err(
             "placed_at",
-            _("The order time %(value)s is before %(earliest)s: give a time from %(earliest)s on.")
-            % {"value": placed_at.isoformat(), "earliest": EARLIEST_DATE.isoformat()},
+            _reason(
+                gettext_noop(
+                    "The order time %(value)s is before %(earliest)s: give a time from %(earliest)s on."
+                ),
+                value=placed_at.isoformat(),
+                earliest=EARLIEST_DATE.isoformat(),
+            ),
         )
 
     total, problem = _money(total)
@@ -311,7 +389,10 @@ def _prepare_values(
         if currency is None:
             err(
                 "currency",
-                _("%(value)s is not an ISO 4217 currency code (e.g. CNY).") % {"value": given_currency},
+                _reason(
+                    gettext_noop("%(value)s is not an ISO 4217 currency code (e.g. CNY)."),
+                    value=given_currency,
+                ),
             )
 
     channel = channel or ""
@@ -320,8 +401,11 @@ def _prepare_values(
         if channel and channel not in _CHANNELS:
             err(
                 "channel",
-                _("Unknown channel %(value)s; use one of %(choices)s.")
-                % {"value": given_channel, "choices": ", ".join(Channel.values)},
+                _reason(
+                    gettext_noop("Unknown channel %(value)s; use one of %(choices)s."),
+                    value=given_channel,
+                    choices=", ".join(Channel.values),
+                ),
             )
     store = store or ""
     if store:
@@ -334,18 +418,28 @@ def _prepare_values(
         if status == OrderStatus.PARTIALLY_REFUNDED:
             err(
                 "status",
-                _("An order cannot arrive partially refunded: send it as paid, then send the refund."),
+                _reason(
+                    gettext_noop(
+                        "An order cannot arrive partially refunded: send it as paid, then send the refund."
+                    )
+                ),
             )
         elif status not in INGEST_STATUSES:
             err(
                 "status",
-                _("Unknown order status %(value)s; use one of %(choices)s.")
-                % {"value": given_status, "choices": ", ".join(INGEST_STATUSES)},
+                _reason(
+                    gettext_noop("Unknown order status %(value)s; use one of %(choices)s."),
+                    value=given_status,
+                    choices=", ".join(INGEST_STATUSES),
+                ),
             )
 
     customer_external_id = (customer_external_id or "").strip() or None
     if customer_id is None and customer_external_id is None:
-        err("customer_id", _("The order names no customer (customer_id or customer_external_id)."))
+        err(
+            "customer_id",
+            _reason(gettext_noop("The order names no customer (customer_id or customer_external_id).")),
+        )
     elif customer_id is None and len(customer_external_id) > 64:
         err("customer_external_id", _too_long(customer_external_id, 64))
 
@@ -355,10 +449,16 @@ def _prepare_values(
         sku = (sku or "").strip()
         if len(sku) > 64:
             err(f"lines[{n}].sku", _too_long(sku, 64))
-        if type(quantity) is not int or quantity < 1:
-            err(f"lines[{n}].quantity", _("The quantity must be a whole number of at least 1."))
+        if type(quantity) is not int or quantity < 1 or quantity > MAX_QUANTITY:
+            err(
+                f"lines[{n}].quantity",
+                _reason(
+                    gettext_noop("The quantity must be a whole number from 1 to %(max)s."),
+                    max=f"{MAX_QUANTITY:,}",
+                ),
+            )
             quantity = None
-        unit_price, problem = _money(unit_price)
+        unit_price, problem = _money(unit_price, limit=MAX_UNIT_PRICE)
         if problem:
             err(f"lines[{n}].unit_price", problem)
         if name:
@@ -372,7 +472,7 @@ def _prepare_values(
         if quantity is not None and unit_price is not None:
             line_total = unit_price * quantity
             if line_total > MAX_AMOUNT:
-                err(f"lines[{n}].quantity", _("The line total is too large."))
+                err(f"lines[{n}].quantity", _reason(gettext_noop("The line total is too large.")))
             name, category = name or "", category or ""
             lines.append(_Line(sku, quantity, unit_price, line_total, name, category))
             fingerprinted_lines.append((sku, quantity, str(unit_price), name, category))
@@ -412,15 +512,28 @@ def _prepare_values(
     return item, []
 
 
-def _conflict(item: _Item) -> RowError:
+def _row_error(index: int, field_name: str, message: Reason, code: str = "invalid") -> RowError:
     return RowError(
-        index=item.index,
-        field="external_id",
-        message=_(
-            "Order %(id)s already exists with different content (customer, time, amount or lines); "
-            "an order id cannot be reused."
-        )
-        % {"id": item.external_id},
+        index=index,
+        field=field_name,
+        message=message,
+        code=code,
+        template=getattr(message, "template", ""),
+        params=getattr(message, "params", {}),
+    )
+
+
+def _conflict(item: _Item) -> RowError:
+    return _row_error(
+        item.index,
+        "external_id",
+        _reason(
+            gettext_noop(
+                "Order %(id)s already exists with different content (customer, time, amount or lines); "
+                "an order id cannot be reused."
+            ),
+            id=item.external_id,
+        ),
         code="conflict",
     )
 
@@ -581,10 +694,10 @@ def _ingest_items_copy(
 
 
 def _unknown_customer(item: _Item) -> RowError:
-    return RowError(
-        index=item.index,
-        field="customer_id",
-        message=_("No customer with id %(id)s.") % {"id": item.customer_id},
+    return _row_error(
+        item.index,
+        "customer_id",
+        _reason(gettext_noop("No customer with id %(id)s."), id=item.customer_id),
         code="unknown_customer",
     )
 

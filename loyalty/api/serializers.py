@@ -4,6 +4,7 @@ serializer machinery, which costs more than the queries behind them)."""
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
+from crm.api.serializers import ErrorSerializer
 from loyalty.services.coupons import code_display
 
 
@@ -127,6 +128,19 @@ def redemption_json(redemption) -> dict:
 
 
 # --- Response shapes, for the OpenAPI schema (the views build these dicts directly) -----------------
+
+
+class CodedErrorOut(ErrorSerializer):
+    code = serializers.CharField(
+        required=False,
+        help_text=_("Stable reason for clients: invalid_credentials, locked_out, not_found, used_up, …"),
+    )
+
+
+class CodedErrorsOut(serializers.Serializer):
+    """The API's one error shape; refusals of the loyalty services add a stable `code` to the error."""
+
+    errors = CodedErrorOut(many=True)
 
 
 class TierOut(serializers.Serializer):

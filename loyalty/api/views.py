@@ -3,7 +3,9 @@ store's coupon API (`/api/v1/coupons/...`, API key with the `coupons:redeem` sco
 
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from drf_spectacular.utils import extend_schema
+from django.utils.translation import gettext_lazy
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
@@ -15,6 +17,7 @@ from rest_framework.views import APIView
 
 from crm.api.authentication import ApiKeyAuthentication, HasScope
 from crm.api.errors import NON_FIELD
+from crm.api.parsers import JSONParser
 from crm.models import ApiKey, Customer
 from loyalty.api import serializers as s
 from loyalty.api.authentication import (
@@ -42,10 +45,38 @@ from loyalty.services.rewards import reward_redeem, reward_redemption_for_member
 COUPON_SCOPE = ApiKey.Scope.COUPONS_REDEEM
 
 
+def _errors(description) -> OpenApiResponse:
+    return OpenApiResponse(s.CodedErrorsOut, description=description)
+
+
+# Every status these views answer besides success, for the OpenAPI schema (a schemathesis run in
+# tests/api/test_schema_fuzz.py fails on an undocumented one).
+BAD_INPUT = _errors(gettext_lazy("Bad input: {errors: [{field, message}]}, one per field at fault."))
+TOO_LARGE = _errors(gettext_lazy("Body larger than the upload limit."))
+THROTTLED = _errors(gettext_lazy("Too many requests; wait the seconds of the Retry-After header."))
+NO_TOKEN = _errors(gettext_lazy("Missing, invalid or revoked member token."))
+MEMBER_ERRORS = {401: NO_TOKEN, 429: THROTTLED}
+STORE_ERRORS = {
+    400: BAD_INPUT,
+    401: _errors(gettext_lazy("Missing or invalid API key.")),
+    403: _errors(gettext_lazy("The key lacks the coupons:redeem scope.")),
+    413: TOO_LARGE,
+    429: THROTTLED,
+}
+
+
 def domain_error(exc, *, status_code=None) -> Response:
     """A refused request, in the API's one error shape plus a stable `code` for clients."""
     return Response(
-        {"errors": [{"field": NON_FIELD, "code": exc.code, "message": str(exc.message)}]},
+        {
+            "errors": [
+                {
+                    "field": getattr(exc, "field", None) or NON_FIELD,
+                    "code": exc.code,
+                    "message": str(exc.message),
+                }
+            ]
+        },
         status=status_code or getattr(exc, "status_code", status.HTTP_409_CONFLICT),
     )
 
@@ -64,6 +95,8 @@ class MemberView(APIView):
     authentication_classes = [MemberTokenAuthentication]
     permission_classes = [IsMember]
     throttle_classes = [MemberReadThrottle]
+    # The API's strict parser (size limit, no NaN), as for the store API.
+    parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JSONOnly
 
@@ -77,9 +110,22 @@ class TokenView(APIView):
     authentication_classes = [MemberTokenAuthentication]
     permission_classes = [AllowAny]
     throttle_classes = [MemberSignInThrottle]
+    parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
 
-    @extend_schema(request=s.TokenRequestSerializer, responses={201: s.TokenOut})
+    @extend_schema(
+        request=s.TokenRequestSerializer,
+        responses={
+            201: s.TokenOut,
+            400: BAD_INPUT,
+            401: _errors(gettext_lazy("Wrong email or password (code invalid_credentials).")),
+            413: TOO_LARGE,
+            415: _errors(gettext_lazy("The body is not application/json.")),
+            429: _errors(
+                gettext_lazy("Too many attempts: throttled, or the account is locked out (code locked_out).")
+            ),
+        },
+    )
     def post(self, request):
         data = s.TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -111,7 +157,7 @@ class TokenView(APIView):
         token, raw = member_token_create(customer=login.customer, name=data.validated_data["device"])
         return Response({"token": raw, "token_type": "Bearer"}, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(request=None, responses={204: None, **MEMBER_ERRORS})
     def delete(self, request):
         if not IsMember().has_permission(request, self):
             self.permission_denied(request, message=IsMember.message)
@@ -120,7 +166,7 @@ class TokenView(APIView):
 
 
 class MeView(MemberView):
-    @extend_schema(responses=s.MeOut)
+    @extend_schema(responses={200: s.MeOut, **MEMBER_ERRORS})
     def get(self, request):
         customer = Customer.objects.get(pk=self.customer(request).pk)
         return Response({"id": customer.pk, "name": customer.name, "email": customer.email})
@@ -131,7 +177,7 @@ class PointsView(MemberView):
 
     summary_with_token = True  # MemberTokenAuthentication reads the summary in the token's query
 
-    @extend_schema(responses=s.PointsOut)
+    @extend_schema(responses={200: s.PointsOut, **MEMBER_ERRORS})
     def get(self, request):
         summary = getattr(request.auth, "prefetched_summary", None)
         if summary is None:  # not PostgreSQL, or the account had to be made or reactivated first
@@ -147,7 +193,23 @@ class HistoryPagination(CursorPagination):
 
 
 class HistoryView(MemberView):
-    @extend_schema(responses=s.HistoryPageOut)
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "cursor", OpenApiTypes.STR, description=gettext_lazy("From the next or previous link.")
+            ),
+            OpenApiParameter(
+                "page_size",
+                OpenApiTypes.INT,
+                description=gettext_lazy("Entries per page, 1 to 100 (default 20)."),
+            ),
+        ],
+        responses={
+            200: s.HistoryPageOut,
+            404: _errors(gettext_lazy("The cursor is not one this endpoint gave out.")),
+            **MEMBER_ERRORS,
+        },
+    )
     def get(self, request):
         account = member_account(customer=self.customer(request))
         paginator = HistoryPagination()
@@ -158,7 +220,7 @@ class HistoryView(MemberView):
 class RewardsView(MemberView):
     """The catalogue, each reward marked affordable/eligible for this member."""
 
-    @extend_schema(responses=s.RewardsOut)
+    @extend_schema(responses={200: s.RewardsOut, **MEMBER_ERRORS})
     def get(self, request):
         customer = self.customer(request)
         account = member_account(customer=customer)
@@ -171,7 +233,23 @@ class RewardsView(MemberView):
 class RewardRedeemView(MemberView):
     throttle_classes = [MemberReadThrottle, MemberWriteThrottle]
 
-    @extend_schema(request=s.RedeemRequestSerializer, responses={201: s.RedemptionOut, 200: s.RedemptionOut})
+    @extend_schema(
+        request=s.RedeemRequestSerializer,
+        responses={
+            201: s.RedemptionOut,
+            200: s.RedemptionOut,
+            400: BAD_INPUT,
+            403: _errors(gettext_lazy("The member may not redeem this reward (tier, account state).")),
+            404: _errors(gettext_lazy("No such reward, or not on offer (code not_found).")),
+            409: _errors(
+                gettext_lazy(
+                    "Refused: not enough points, out of stock, limit reached, key reused (see code)."
+                )
+            ),
+            413: TOO_LARGE,
+            **MEMBER_ERRORS,
+        },
+    )
     def post(self, request, pk: int):
         data = s.RedeemRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -190,7 +268,13 @@ class RewardRedeemView(MemberView):
 
 
 class RedemptionView(MemberView):
-    @extend_schema(responses=s.RedemptionOut)
+    @extend_schema(
+        responses={
+            200: s.RedemptionOut,
+            404: _errors(gettext_lazy("No redemption of this member has this id (code not_found).")),
+            **MEMBER_ERRORS,
+        }
+    )
     def get(self, request, pk: int):
         redemption = reward_redemption_for_member(customer_id=self.customer(request).pk, redemption_id=pk)
         if redemption is None:
@@ -203,14 +287,14 @@ class RedemptionView(MemberView):
 
 
 class CouponsView(MemberView):
-    @extend_schema(responses=s.CouponsOut)
+    @extend_schema(responses={200: s.CouponsOut, **MEMBER_ERRORS})
     def get(self, request):
         coupons = member_coupons(customer_id=self.customer(request).pk)[:200]
         return Response({"results": [s.coupon_json(c) for c in coupons]})
 
 
 class ReferralView(MemberView):
-    @extend_schema(responses=s.ReferralOut)
+    @extend_schema(responses={200: s.ReferralOut, **MEMBER_ERRORS})
     def get(self, request):
         stats = referral_stats(customer=self.customer(request))
         link = request.build_absolute_uri(f"/member/join/?ref={stats.code}")
@@ -225,6 +309,7 @@ class StoreCouponView(APIView):
     permission_classes = [HasScope]
     required_scopes = {"POST": COUPON_SCOPE}
     throttle_classes = [CouponStoreThrottle]
+    parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
 
     @staticmethod
@@ -241,7 +326,14 @@ class StoreCouponView(APIView):
 class CouponValidateView(StoreCouponView):
     """Would this code apply to this order? Changes nothing; `valid: false` comes with a `reason` code."""
 
-    @extend_schema(request=s.CouponCheckSerializer, responses={200: s.CouponCheckOut})
+    @extend_schema(
+        request=s.CouponCheckSerializer,
+        responses={
+            200: s.CouponCheckOut,
+            415: _errors(gettext_lazy("The body is not application/json.")),
+            **STORE_ERRORS,
+        },
+    )
     def post(self, request):
         data = s.CouponCheckSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -272,7 +364,15 @@ class CouponRedeemView(StoreCouponView):
     """Use the code on an order. 201 on first use, 200 when the same order is sent again, 409 when refused."""
 
     @extend_schema(
-        request=s.CouponRedeemSerializer, responses={201: s.CouponRedeemOut, 200: s.CouponRedeemOut}
+        request=s.CouponRedeemSerializer,
+        responses={
+            201: s.CouponRedeemOut,
+            200: s.CouponRedeemOut,
+            404: _errors(gettext_lazy("No coupon has this code (code not_found).")),
+            409: _errors(gettext_lazy("The code cannot be used for this order (see code).")),
+            415: _errors(gettext_lazy("The body is not application/json.")),
+            **STORE_ERRORS,
+        },
     )
     def post(self, request):
         data = s.CouponRedeemSerializer(data=request.data)
@@ -289,8 +389,7 @@ class CouponRedeemView(StoreCouponView):
                 api_key=request.auth if hasattr(request.auth, "scopes") else None,
             )
         except CouponError as exc:
-            code = status.HTTP_404_NOT_FOUND if exc.code == "not_found" else status.HTTP_409_CONFLICT
-            return domain_error(exc, status_code=code)
+            return domain_error(exc)
         r = result.redemption
         return Response(
             {

@@ -7,6 +7,7 @@ from loyalty.models.ledger import (  # noqa: F401
     EarnRule,
     EntryKind,
     ExpiryPolicy,
+    ExpiryRun,
     LedgerEntry,
     LotConsumption,
     LoyaltyAccount,

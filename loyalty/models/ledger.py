@@ -12,6 +12,8 @@ order, and cannot deadlock.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -21,6 +23,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 from simple_history.models import HistoricalRecords
+
+from crm.models import Leased
 
 # --- Programme configuration ------------------------------------------------------------------------
 
@@ -81,6 +85,17 @@ class ProgrammeSettings(models.Model):
         help_text=_("A member below the threshold at review keeps the tier this many more days."),
     )
     transfer_enabled = models.BooleanField(_("points transfer enabled"), default=False)
+    point_value = models.DecimalField(
+        _("value of one point"),
+        max_digits=10,
+        decimal_places=4,
+        default=Decimal("0.01"),
+        validators=[MinValueValidator(0)],
+        help_text=_(
+            "What one point costs the brand when it is redeemed, in the programme currency; the admin home "
+            "page values the outstanding points (the points liability) with it."
+        ),
+    )
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     history = HistoricalRecords()
@@ -705,7 +720,7 @@ class ManualAdjustment(models.Model):
         return f"{self.points:+d} #{self.account_id}"
 
 
-class BulkAdjustmentBatch(models.Model):
+class BulkAdjustmentBatch(Leased):
     """A CSV of adjustments: uploaded and previewed by one staff member, approved by another, applied once."""
 
     class Status(models.TextChoices):
@@ -738,7 +753,8 @@ class BulkAdjustmentBatch(models.Model):
     approved_at = models.DateTimeField(_("approved at"), null=True, blank=True)
     applied_at = models.DateTimeField(_("applied at"), null=True, blank=True)
     # Progress of the apply, written by the same transaction as each chunk's entries, so it never runs
-    # ahead of the ledger; `progress_at` tells a stalled apply (its worker was killed) from a running one.
+    # ahead of the ledger. The worker applying it holds the batch's lease (crm.models.Leased): a batch
+    # whose worker was killed is resumed by the lease reaper.
     lines_done = models.PositiveIntegerField(_("lines applied"), default=0)
     progress_at = models.DateTimeField(_("last progress at"), null=True, blank=True)
 
@@ -800,3 +816,29 @@ class BulkAdjustmentLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id}:{self.line_no}"
+
+
+class ExpiryRun(Leased):
+    """One run of the nightly points expiry: the instant up to which it expires lots, and how far it has
+    got. The worker running it holds its lease; a run whose worker was killed is resumed by the lease
+    reaper from `last_account_id`, as of the same instant, so each account is expired once."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+
+    expires_up_to = models.DateTimeField(_("expires lots due up to"))
+    status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.RUNNING)
+    # The accounts are walked in id order; each batch commits this with its entries.
+    last_account_id = models.BigIntegerField(_("last account done"), default=0)
+    points_expired = models.BigIntegerField(_("points expired"), default=0)
+    started_at = models.DateTimeField(_("started at"), default=timezone.now)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("points expiry run")
+        verbose_name_plural = _("points expiry runs")
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.expires_up_to:%Y-%m-%d %H:%M} ({self.get_status_display()})"

@@ -10,8 +10,10 @@ removal larger than the member's balance takes what is there and records the res
 A batch of at most INLINE_MAX_LINES lines (one chunk, one short transaction) is applied by the approval
 itself, so the approver sees the result at once. A larger one is queued for the worker once the approval
 commits and applied chunk by chunk; each chunk commits its entries together with the progress counter,
-which the admin shows. A worker killed mid-batch loses only its open chunk; the redelivered task, or
-`batches_resume` from beat, carries on from the first line without an entry."""
+which the admin shows. The worker applying a batch holds its lease (crm/services/leases.py) and each
+chunk commits only while it still does. A worker killed mid-batch loses only its open chunk; once its
+lease lapses, the lease reaper (beat) queues the batch again and the next worker carries on from the
+first line without an entry."""
 
 from __future__ import annotations
 
@@ -21,13 +23,23 @@ import io
 from datetime import datetime, timedelta
 from functools import partial
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from crm.models import Customer
+from crm.services.leases import (
+    Lease,
+    LeaseLost,
+    lease_claim,
+    lease_kept,
+    lease_pickup_deadline,
+    lease_release,
+    leased_job_register,
+    leases_reap,
+)
 from loyalty.models import BulkAdjustmentBatch, BulkAdjustmentLine, LedgerEntry
 from loyalty.services.ledger import (
     IdempotencyConflict,
@@ -44,8 +56,7 @@ MAX_LINES = 50_000
 MAX_POINTS_PER_LINE = 10_000_000
 APPLY_CHUNK = 500
 INLINE_MAX_LINES = APPLY_CHUNK
-# An apply that has committed no chunk for this long has lost its worker (a chunk takes seconds).
-STALLED_AFTER = timedelta(minutes=10)
+BULK_APPLY_TASK = "loyalty.tasks.bulk_adjustment_apply"
 
 
 def _decode(data: bytes | str) -> str:
@@ -167,8 +178,11 @@ def batch_approve(
         batch.status = BulkAdjustmentBatch.Status.APPROVED
         batch.approved_by = approved_by
         batch.approved_at = now
-        batch.save(update_fields=["status", "approved_by", "approved_at"])
         inline = batch.lines_to_apply <= INLINE_MAX_LINES
+        if not inline:
+            # The worker should pick it up by then, or the message was lost and the reaper queues it again.
+            batch.lease_expires_at = timezone.now() + timedelta(seconds=settings.JOB_PICKUP_SECONDS)
+        batch.save(update_fields=["status", "approved_by", "approved_at", "lease_expires_at"])
         if not inline:
             transaction.on_commit(partial(bulk_adjustment_apply.delay, batch_id=batch.pk))
     if inline:
@@ -186,12 +200,49 @@ def batch_reject(*, batch: BulkAdjustmentBatch, rejected_by) -> BulkAdjustmentBa
     return batch
 
 
+def _batches_to_apply():
+    return BulkAdjustmentBatch.objects.filter(
+        status__in=[BulkAdjustmentBatch.Status.APPROVED, BulkAdjustmentBatch.Status.APPLYING]
+    )
+
+
 def batch_apply(*, batch_id: int, now: datetime | None = None) -> BulkAdjustmentBatch:
-    """Apply an approved batch, chunk by chunk; safe to run again (or twice at once) until it is done."""
+    """Apply an approved batch, chunk by chunk; safe to run again (or twice at once) until it is done: only
+    the worker holding the batch's lease applies it, and another message for it does nothing."""
     now = now or timezone.now()
+    lease = lease_claim(queryset=_batches_to_apply(), pk=batch_id)
+    if lease is None:
+        batch = BulkAdjustmentBatch.objects.get(pk=batch_id)
+        if batch.status not in (
+            BulkAdjustmentBatch.Status.APPROVED,
+            BulkAdjustmentBatch.Status.APPLYING,
+            BulkAdjustmentBatch.Status.APPLIED,
+        ):
+            raise ValidationError(_("Only an approved batch can be applied."))
+        return batch
+    # The keeper stops outside the chunks' transactions: its heartbeat may be waiting for the batch's
+    # row lock, which each chunk holds.
+    with lease_kept(lease) as keeper:
+        try:
+            return _batch_apply_chunks(lease=lease, keeper=keeper, now=now)
+        except LeaseLost:
+            return BulkAdjustmentBatch.objects.get(pk=batch_id)
+        except Exception:
+            # Not a killed worker but an error (a conflicting entry, a database failure): the reaper tries
+            # again after the pick-up time, instead of at every lease.
+            try:
+                lease_release(lease=lease, values={"lease_expires_at": lease_pickup_deadline()})
+            except LeaseLost:
+                pass
+            raise
+
+
+def _batch_apply_chunks(*, lease: Lease, keeper, now: datetime) -> BulkAdjustmentBatch:
+    batch_id = lease.pk
     ruleset = ruleset_load()
     entry_tier = ruleset.entry_tier
     while True:
+        keeper.check()
         with transaction.atomic():
             batch = BulkAdjustmentBatch.objects.select_for_update().get(pk=batch_id)
             if batch.status == BulkAdjustmentBatch.Status.APPLIED:
@@ -204,7 +255,16 @@ def batch_apply(*, batch_id: int, now: datetime | None = None) -> BulkAdjustment
                 batch.applied_at = now
                 batch.lines_done = batch.lines.filter(entry__isnull=False).count()
                 batch.progress_at = timezone.now()
-                batch.save(update_fields=["status", "applied_at", "lines_done", "progress_at"])
+                # Conditional on the lease, and a save() for the batch's history: the row is locked, so
+                # the token read above is still the row's.
+                if batch.lease_token != lease.token:
+                    raise LeaseLost(lease)
+                batch.lease_token = batch.lease_expires_at = None
+                batch.save(
+                    update_fields=[
+                        "status", "applied_at", "lines_done", "progress_at", "lease_token", "lease_expires_at"
+                    ]
+                )  # fmt: skip
                 return batch
             by_customer = accounts_for_customers(
                 customer_ids={ln.customer_id for ln in lines},
@@ -247,26 +307,29 @@ def batch_apply(*, batch_id: int, now: datetime | None = None) -> BulkAdjustment
                 balances_save(account)
             # A queryset update, not save(): one history row per chunk would bury the batch's real history.
             # The wall clock, not `now`: this is a heartbeat, and `now` is the ledger's time of the batch.
-            BulkAdjustmentBatch.objects.filter(pk=batch.pk).update(
+            # Conditional on the lease: a worker that was taken over rolls its chunk back here.
+            if not BulkAdjustmentBatch.objects.filter(pk=batch.pk, lease_token=lease.token).update(
                 status=BulkAdjustmentBatch.Status.APPLYING,
                 lines_done=batch.lines.filter(entry__isnull=False).count(),
                 progress_at=timezone.now(),
-            )
+            ):
+                raise LeaseLost(lease)
 
 
-def batches_resume(*, now: datetime | None = None) -> list[int]:
-    """Queue again every approved batch whose apply has stalled (its worker was killed, or the message was
-    lost): nothing committed for STALLED_AFTER. Applying is idempotent, so a batch that was only slow is
-    finished once, whichever task gets there. Returns the batch ids queued."""
-    now = now or timezone.now()
-    stalled_before = now - STALLED_AFTER
-    with transaction.atomic():
-        ids = list(
-            BulkAdjustmentBatch.objects.filter(
-                Q(status=BulkAdjustmentBatch.Status.APPROVED, approved_at__lt=stalled_before)
-                | Q(status=BulkAdjustmentBatch.Status.APPLYING, progress_at__lt=stalled_before)
-            ).values_list("pk", flat=True)
-        )
-        for batch_id in ids:
-            transaction.on_commit(partial(bulk_adjustment_apply.delay, batch_id=batch_id))
-    return ids
+def batches_resume() -> list[int]:
+    """Queue again the batches whose lease lapsed (their worker was killed, or their message was lost).
+    The lease reaper (crm.tasks.leases_reap) does this for every leased job; this is what the older beat
+    entry `loyalty.tasks.bulk_adjustments_resume` still calls. Returns the batch ids queued."""
+    return leases_reap().resumed.get(BULK_JOB, [])
+
+
+BULK_JOB = "loyalty.bulkadjustmentbatch"
+
+
+def bulk_adjustments_reaper_register() -> None:
+    """Let the lease reaper resume the batches whose worker died (loyalty's AppConfig.ready calls this)."""
+    leased_job_register(
+        name=BULK_JOB,
+        active=_batches_to_apply,
+        resume=lambda pk: transaction.on_commit(partial(bulk_adjustment_apply.delay, batch_id=pk)),
+    )

@@ -58,10 +58,13 @@ def code_display(code: str) -> str:
 
 
 class CouponError(Exception):
-    """A code that cannot be used. `code` is stable for API clients; `message` is for people."""
+    """A code that cannot be used. `code` is stable for API clients; `message` is for people; `field` names
+    the request field at fault when one is (None: the request as a whole); `status_code` is the HTTP answer."""
 
     code = "invalid"
     message = _("This coupon cannot be used.")
+    field: str | None = None
+    status_code = 409
 
     def __init__(self, message=None):
         if message is not None:
@@ -72,6 +75,7 @@ class CouponError(Exception):
 class CouponNotFound(CouponError):
     code = "not_found"
     message = _("No coupon has this code.")
+    status_code = 404
 
 
 class CouponInactive(CouponError):
@@ -109,9 +113,27 @@ class CouponWrongCustomer(CouponError):
     message = _("This coupon belongs to another member.")
 
 
+class CouponCustomerRequired(CouponError):
+    code = "customer_required"
+    message = _("This coupon was issued to a member: send that member's customer_external_id.")
+    field = "customer_external_id"
+    status_code = 400
+
+
 class CouponOrderConflict(CouponError):
+    """The order was already redeemed with this coupon, and the request differs in `field`."""
+
     code = "order_conflict"
-    message = _("This coupon was already redeemed for this order with a different total.")
+
+    def __init__(self, *, order_reference: str, field: str):
+        self.field = field
+        super().__init__(
+            _(
+                "Order %(order)s already redeemed this coupon with a different %(field)s; "
+                "an order reference cannot be reused for another request."
+            )
+            % {"order": order_reference, "field": field}
+        )
 
 
 # --- Generation -----------------------------------------------------------------------------------
@@ -259,7 +281,10 @@ def _check(*, coupon: Coupon, order_total: Decimal, currency: str, customer_id, 
     unusable = coupon_unusable_reason(coupon=coupon, now=now)
     if unusable is not None:
         raise unusable
-    if coupon.customer_id and customer_id and coupon.customer_id != customer_id:
+    if coupon.customer_id and customer_id is None:
+        # A member's coupon is theirs alone: a till that does not say who is paying cannot use it.
+        raise CouponCustomerRequired()
+    if coupon.customer_id and coupon.customer_id != customer_id:
         raise CouponWrongCustomer()
     if currency.upper() != programme.currency.upper():
         raise CouponCurrency()
@@ -283,6 +308,33 @@ def coupon_validate(
 class CouponRedeemResult:
     redemption: CouponRedemption
     created: bool
+
+
+def _redemption_replayed(
+    previous: CouponRedemption, *, order_total: Decimal, currency: str, customer_id, store: str, api_key
+) -> CouponRedemption:
+    """The earlier redemption of this order, when the request asks for the same thing again; refuses the
+    same (coupon, order_reference) with a different payload, naming the first field (as the store API
+    calls it) that differs. Every field that changes what the redemption means is compared: another
+    store, customer, amount, currency or API key is another order, not a retry of this one."""
+    asked = {
+        "order_total": order_total,
+        "currency": currency.upper(),
+        "customer_external_id": customer_id,
+        "store": store,
+        "api_key": getattr(api_key, "pk", None),
+    }
+    stored = {
+        "order_total": previous.order_total,
+        "currency": previous.currency,
+        "customer_external_id": previous.customer_id,
+        "store": previous.store,
+        "api_key": previous.api_key_id,
+    }
+    for field, value in asked.items():
+        if stored[field] != value:
+            raise CouponOrderConflict(order_reference=previous.order_reference, field=field)
+    return previous
 
 
 def coupon_redeem(
@@ -314,9 +366,15 @@ def coupon_redeem(
             raise CouponNotFound()
         previous = CouponRedemption.objects.filter(coupon=coupon, order_reference=order_reference).first()
         if previous is not None:
-            if previous.order_total != order_total or previous.currency != currency.upper():
-                raise CouponOrderConflict()
-            return CouponRedeemResult(redemption=previous, created=False)
+            replayed = _redemption_replayed(
+                previous,
+                order_total=order_total,
+                currency=currency,
+                customer_id=customer_id,
+                store=store,
+                api_key=api_key,
+            )
+            return CouponRedeemResult(redemption=replayed, created=False)
         check = _check(
             coupon=coupon, order_total=order_total, currency=currency, customer_id=customer_id, now=now
         )
@@ -331,7 +389,7 @@ def coupon_redeem(
         redemption = CouponRedemption.objects.create(
             coupon=coupon,
             order_reference=order_reference,
-            customer_id=customer_id or coupon.customer_id,
+            customer_id=customer_id,  # a member's coupon has been checked to be redeemed by that member
             order_total=order_total,
             currency=currency.upper(),
             discount=check.discount,

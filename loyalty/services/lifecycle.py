@@ -13,12 +13,23 @@ import logging
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from crm.services.event_log import NewEvent, events_append
+from crm.services.leases import (
+    Lease,
+    LeaseLost,
+    lease_claim,
+    lease_kept,
+    lease_release,
+    lease_write,
+    leased_job_register,
+    leased_job_resume_task,
+)
 from loyalty.event_types import POINTS_EXPIRING
 from loyalty.ledger_reasons import reason_code
-from loyalty.models import EntryKind, LedgerEntry, LoyaltyAccount, PointLot
+from loyalty.models import EntryKind, ExpiryRun, LedgerEntry, LoyaltyAccount, PointLot
 from loyalty.services.ledger import balances_save, owed_settle
 from loyalty.services.programme import programme_get
 
@@ -101,75 +112,132 @@ def points_release_due(*, now: datetime | None = None, batch_accounts: int = 500
 
 def points_expire_due(*, now: datetime | None = None, batch_accounts: int = 20000) -> int:
     """Expire what is left of every available lot past its expiry: one `expire` entry per account per
-    batch, each expired lot pointing at it. Returns the points expired."""
+    run, each expired lot pointing at it. Returns the points expired.
+
+    On PostgreSQL the run is an ExpiryRun whose lease the worker holds (crm/services/leases.py): if the
+    worker is killed, the lease reaper has `points_expiry_resume` carry on where the run stopped."""
     now = now or timezone.now()
     if connection.vendor != "postgresql":
         return _expire_portable(now)
+    run = ExpiryRun.objects.create(expires_up_to=now)
+    lease = lease_claim(queryset=_expiry_runs_active(), pk=run.pk)
+    return _expire_run(run=run, lease=lease, batch_accounts=batch_accounts)
+
+
+def points_expiry_resume(*, run_id: int, batch_accounts: int = 20000) -> int:
+    """Carry on with a run whose worker died (the reaper queues this); nothing for a run that is over or
+    that a live worker holds. Returns the points this call expired."""
+    lease = lease_claim(queryset=_expiry_runs_active(), pk=run_id)
+    if lease is None:
+        return 0
+    return _expire_run(run=ExpiryRun.objects.get(pk=run_id), lease=lease, batch_accounts=batch_accounts)
+
+
+def _expiry_runs_active():
+    return ExpiryRun.objects.filter(status=ExpiryRun.Status.RUNNING)
+
+
+EXPIRY_RESUME_TASK = "loyalty.tasks.expiry_run_resume"
+
+
+def expiry_runs_reaper_register() -> None:
+    """Let the lease reaper resume expiry runs whose worker died (loyalty's AppConfig.ready calls this)."""
+    leased_job_register(
+        name="loyalty.expiryrun",
+        active=_expiry_runs_active,
+        resume=leased_job_resume_task(EXPIRY_RESUME_TASK),
+    )
+
+
+def _expire_run(*, run: ExpiryRun, lease: Lease, batch_accounts: int) -> int:
+    now = run.expires_up_to
     reason = reason_code("expired")
     expired = 0
-    run = 0
-    last_id = 0
-    while True:
-        run += 1
-        with transaction.atomic():
-            # Walk the accounts in id order and probe each one's open lots (the FIFO index) for a due
-            # one: one pass over the accounts in all, where a DISTINCT over the due lots would re-read
-            # every remaining due lot on every batch.
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    """SELECT a.id FROM loyalty_loyaltyaccount a
-                        WHERE a.id > %s AND EXISTS (
-                              SELECT 1 FROM loyalty_pointlot l
-                               WHERE l.account_id = a.id AND l.state = 'available' AND l.remaining > 0
-                                 AND l.expires_at <= %s)
-                        ORDER BY a.id LIMIT %s
-                          FOR UPDATE OF a SKIP LOCKED""",
-                    [last_id, now, batch_accounts],
-                )
-                locked = [row[0] for row in cursor.fetchall()]
-            if not locked:
-                break
-            last_id = locked[-1]
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    """
-                    WITH due AS (
-                        SELECT id, account_id, remaining FROM loyalty_pointlot
-                         WHERE account_id = ANY(%(accounts)s) AND state = 'available' AND remaining > 0
-                           AND expires_at <= %(now)s
-                    ), per_account AS (
-                        SELECT account_id, SUM(remaining) AS points, COUNT(*) AS lots FROM due GROUP BY account_id
-                    ), ins AS (
-                        INSERT INTO loyalty_ledgerentry
-                            (account_id, kind, points, pending_delta, owed_delta, idempotency_key, payload_hash,
-                             reason, reference, parts, occurred_at, created_at)
-                        SELECT account_id, 'expire', -points, 0, 0,
-                               'expire:' || account_id || ':' || %(run_key)s, '', %(reason)s, '',
-                               jsonb_build_object('lots', lots), %(now)s, %(now)s
-                          FROM per_account
-                     RETURNING id, account_id, points
-                    ), lots AS (
-                        UPDATE loyalty_pointlot l
-                           SET remaining = 0, expired = l.expired + due.remaining, expire_entry_id = ins.id
-                          FROM due JOIN ins ON ins.account_id = due.account_id
-                         WHERE l.id = due.id
+    last_id = run.last_account_id
+    # The keeper stops outside the batches' transactions: its heartbeat may wait for the run's row lock.
+    with lease_kept(lease) as keeper:
+        try:
+            while True:
+                keeper.check()
+                with transaction.atomic():
+                    locked, points = _expire_batch(
+                        after=last_id, now=now, reason=str(reason), run=run, limit=batch_accounts
                     )
-                    UPDATE loyalty_loyaltyaccount a SET available = a.available + ins.points
-                      FROM ins WHERE a.id = ins.account_id
-                 RETURNING ins.points
-                    """,
-                    {
-                        "accounts": locked,
-                        "now": now,
-                        "reason": str(reason),
-                        "run_key": f"{int(now.timestamp() * 1_000_000)}:{run}",
-                    },
-                )
-                expired -= sum(r[0] for r in cursor.fetchall())
-        if len(locked) < batch_accounts:
-            break
+                    if locked:
+                        last_id = locked[-1]
+                    # Conditional on the lease, in the batch's transaction: a worker that was taken over
+                    # rolls its batch back here, and the cursor never runs ahead of the entries.
+                    lease_write(
+                        lease=lease,
+                        values={"last_account_id": last_id, "points_expired": F("points_expired") + points},
+                    )
+                expired += points
+                if len(locked) < batch_accounts:
+                    break
+            lease_release(
+                lease=lease, values={"status": ExpiryRun.Status.DONE, "finished_at": timezone.now()}
+            )
+        except LeaseLost:
+            logger.warning("points expiry taken over by another worker; stopping", extra={"run": run.pk})
     logger.info("points expired", extra={"points": expired})
     return expired
+
+
+def _expire_batch(
+    *, after: int, now: datetime, reason: str, run: ExpiryRun, limit: int
+) -> tuple[list[int], int]:
+    """Expire the due lots of the next `limit` accounts after id `after` that have any; returns those
+    accounts and the points expired."""
+    # Walk the accounts in id order and probe each one's open lots (the FIFO index) for a due one: one
+    # pass over the accounts in all, where a DISTINCT over the due lots would re-read every remaining due
+    # lot on every batch.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT a.id FROM loyalty_loyaltyaccount a
+                WHERE a.id > %s AND EXISTS (
+                      SELECT 1 FROM loyalty_pointlot l
+                       WHERE l.account_id = a.id AND l.state = 'available' AND l.remaining > 0
+                         AND l.expires_at <= %s)
+                ORDER BY a.id LIMIT %s
+                  FOR UPDATE OF a SKIP LOCKED""",
+            [after, now, limit],
+        )
+        locked = [row[0] for row in cursor.fetchall()]
+    if not locked:
+        return locked, 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH due AS (
+                SELECT id, account_id, remaining FROM loyalty_pointlot
+                 WHERE account_id = ANY(%(accounts)s) AND state = 'available' AND remaining > 0
+                   AND expires_at <= %(now)s
+            ), per_account AS (
+                SELECT account_id, SUM(remaining) AS points, COUNT(*) AS lots FROM due GROUP BY account_id
+            ), ins AS (
+                INSERT INTO loyalty_ledgerentry
+                    (account_id, kind, points, pending_delta, owed_delta, idempotency_key, payload_hash,
+                     reason, reference, parts, occurred_at, created_at)
+                SELECT account_id, 'expire', -points, 0, 0,
+                       'expire:' || account_id || ':' || %(run_key)s, '', %(reason)s, '',
+                       jsonb_build_object('lots', lots), %(now)s, %(now)s
+                  FROM per_account
+             RETURNING id, account_id, points
+            ), lots AS (
+                UPDATE loyalty_pointlot l
+                   SET remaining = 0, expired = l.expired + due.remaining, expire_entry_id = ins.id
+                  FROM due JOIN ins ON ins.account_id = due.account_id
+                 WHERE l.id = due.id
+            )
+            UPDATE loyalty_loyaltyaccount a SET available = a.available + ins.points
+              FROM ins WHERE a.id = ins.account_id
+         RETURNING ins.points
+            """,
+            # One entry per account per run: the run walks each account once, and a resumed run starts
+            # after the last account its batches committed.
+            {"accounts": locked, "now": now, "reason": reason, "run_key": f"run{run.pk}"},
+        )
+        return locked, -sum(r[0] for r in cursor.fetchall())
 
 
 def expiring_notices_emit(*, now: datetime | None = None, batch_size: int = 20000) -> int:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from axes.handlers.proxy import AxesProxyHandler
+from axes.helpers import get_client_ip_address
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.password_validation import validate_password
@@ -134,7 +135,11 @@ def member_sign_in(*, request, email: str, password: str, now: datetime | None =
         AxesProxyHandler.user_login_failed(sender=member_sign_in, credentials=credentials, request=request)
         return None
     if settings.AXES_RESET_ON_SUCCESS:
-        AxesProxyHandler.reset_attempts(username=credentials["username"])
+        # This client's failures only (AXES_LOCKOUT_PARAMETERS pairs user and address), as axes itself
+        # resets: the member signing in from home must not unlock whoever is guessing from elsewhere.
+        AxesProxyHandler.reset_attempts(
+            username=credentials["username"], ip_address=get_client_ip_address(request)
+        )
     return login
 
 

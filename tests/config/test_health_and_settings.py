@@ -46,10 +46,26 @@ def test_check_deploy_is_clean_with_production_variables():
             "DJANGO_ENV": "production",
             "DJANGO_SECRET_KEY": "k9$Fq2!vX7pL0zR4tW8yB1nM6cJ3hG5dS-aE_uI+oP=QwZxVbN",
             "DJANGO_ALLOWED_HOSTS": "crm.example.com",
+            "CACHE_URL": "redis://127.0.0.1:6379/1",
         },
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_check_deploy_fails_when_rate_limits_would_count_per_process():
+    result = _manage(
+        "check",
+        "--deploy",
+        env_extra={
+            "DJANGO_ENV": "production",
+            "DJANGO_SECRET_KEY": "k9$Fq2!vX7pL0zR4tW8yB1nM6cJ3hG5dS-aE_uI+oP=QwZxVbN",
+            "DJANGO_ALLOWED_HOSTS": "crm.example.com",
+        },
+    )
+    assert result.returncode != 0
+    assert "project.E001" in result.stderr + result.stdout
+    assert "CACHE_URL" in result.stderr + result.stdout
 
 
 def test_production_refuses_to_start_without_a_secret_key():

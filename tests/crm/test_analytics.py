@@ -20,7 +20,11 @@ from crm.models import AcquisitionCost, CustomerMetrics, DashboardSummary, Event
 from tests.factories import CustomerFactory, EventFactory, OrderFactory
 
 # The endpoints as config/urls.py mounts them once wired (see the report); this module is the URLconf.
-urlpatterns = [path("analytics/", include("crm.urls_analytics")), path("admin/", admin.site.urls)]
+urlpatterns = [
+    path("analytics/", include("crm.urls_analytics")),
+    path("admin/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),  # the admin's language switch (unfold) posts there
+]
 
 NOW = datetime(2026, 11, 20, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 

@@ -239,3 +239,82 @@ def test_django_request_data_too_big_becomes_a_413_in_the_error_shape():
     response = api_exception_handler(RequestDataTooBig("too big"), {})
     assert response.status_code == 413
     assert set(response.data) == {"errors"}
+
+
+# Keys a client may send that look like numbers to str.isdigit() or int(): superscripts, other scripts'
+# digits, and plain ASCII digits. Each is an unknown field, named as the client spelled it.
+DIGIT_KEYS = ["²", "¹", "١", "٣٤", "0", "12"]
+
+
+def _good_bodies() -> dict[str, dict]:
+    """A valid body for each POST endpoint (times relative to now: call inside the test)."""
+    customer = {"email": "digits@example.cn"}
+    order = {
+        "external_id": "TM-2",
+        "placed_at": FromNow(minutes=-5),
+        "total": "10.00",
+        "customer": {"external_id": "C-digits"},
+    }
+    refund = {"external_id": "R-1", "amount": "1.00", "refunded_at": FromNow(minutes=-1)}
+    return resolved(
+        {
+            "/api/v1/customers/": customer,
+            "/api/v1/customers/batch/": {"customers": [customer]},
+            "/api/v1/orders/": order,
+            "/api/v1/orders/batch/": {"orders": [order]},
+            "/api/v1/orders/TM-1/refunds/": refund,
+        }
+    )
+
+
+# Where each endpoint's item nests another object, and the path of that object in an error.
+NESTED = {
+    "/api/v1/customers/": ("identities", "identities[0]"),
+    "/api/v1/customers/batch/": ("identities", "identities[0]"),
+    "/api/v1/orders/": ("customer", "customer"),
+    "/api/v1/orders/batch/": ("customer", "customer"),
+    "/api/v1/orders/TM-1/refunds/": ("lines", "lines[0]"),
+}
+NESTED_OBJECTS = {
+    "identities": [{"kind": "email", "value": "digits@example.cn"}],
+    "customer": {"external_id": "C-digits"},
+    "lines": [{"line_no": 1, "quantity": 1}],
+}
+
+
+def _with_key(path: str, body: dict, where: str, key: str) -> tuple[dict, str, int | None]:
+    """`body` with an unknown `key` at `where`; the field path and batch index the answer must name."""
+    batch_key = {"/api/v1/customers/batch/": "customers", "/api/v1/orders/batch/": "orders"}.get(path)
+    if where == "envelope":
+        return {**body, key: 1}, key, None
+    item, index = (body[batch_key][0], 0) if batch_key else (body, None)
+    if where == "top":
+        item[key] = 1
+        return body, key, index
+    name, field = NESTED[path]
+    nested = json.loads(json.dumps(NESTED_OBJECTS[name]))
+    (nested[0] if isinstance(nested, list) else nested)[key] = 1
+    item[name] = nested
+    return body, f"{field}.{key}", index
+
+
+@pytest.mark.parametrize("key", DIGIT_KEYS)
+@pytest.mark.parametrize(
+    ("path", "where"),
+    [(path, where) for path in NESTED for where in ("top", "nested")]
+    + [("/api/v1/customers/batch/", "envelope"), ("/api/v1/orders/batch/", "envelope")],
+)
+def test_an_unknown_key_made_of_digits_is_a_400_naming_the_key(api, path, where, key):
+    OrderFactory(external_id="TM-1")
+    body, field, index = _with_key(path, _good_bodies()[path], where, key)
+
+    response = api.post(path, body, format="json")
+
+    # One bad item of a batch is a per-item error (207); anything else is refused whole (400).
+    assert response.status_code == (207 if index is not None else 400), response.content[:500]
+    if index is None:
+        assert_error_shape(response)
+    assert fields_of(response) == [(index, field)]
+    assert errors_of(response)[0]["message"] == "Unknown field."
+    assert Order.objects.count() == 1
+    assert not Customer.objects.filter(email="digits@example.cn").exists()

@@ -189,6 +189,7 @@ def test_refunds_move_the_order_to_partially_refunded_then_refunded(api, placed_
     assert partial.status_code == 201, partial.json()
     assert partial.json()["outcome"] == "created"
     assert partial.json()["order_status"] == "partially_refunded"
+    assert partial.json()["refunded_amount"] == "99.00"  # money is a decimal string, as documented
     assert Order.objects.get().status == "partially_refunded"
 
     rest = api.post(
@@ -198,6 +199,7 @@ def test_refunds_move_the_order_to_partially_refunded_then_refunded(api, placed_
     )
     assert rest.status_code == 201, rest.json()
     assert rest.json()["order_status"] == "refunded"
+    assert rest.json()["refunded_amount"] == "298.00"
     assert Order.objects.get().refunded_amount == Decimal("298.00")
 
 

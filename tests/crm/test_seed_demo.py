@@ -7,6 +7,8 @@ from django.db import connection
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
+from crm.analytics.attribution import NONE_SOURCE, attribution
+from crm.analytics.funnel import funnel
 from crm.management.commands import seed_demo
 from crm.models import (
     AcquisitionCost,
@@ -204,6 +206,23 @@ def test_demo_world_has_the_shapes_the_marketing_features_need():
     assert ConsentChange.objects.filter(status="opted_out", previous_status="opted_in").exists()
     assert Consent.objects.filter(Q(channel="sms") | Q(channel="wechat"), status="opted_in").exists()
     assert Event.objects.filter(type="order_placed").count() == Order.objects.count()
+
+
+def test_demo_funnel_reaches_orders_and_attribution_has_tracked_touches():
+    """The dashboard's funnel and attribution charts have something to show on the demo: orders follow a
+    checkout (the funnel's last step is not 0) and tracked visits with UTM parameters precede orders."""
+    seed(customers=1500, events_per_customer=10)
+    now = timezone.now()
+    steps = {s["type"]: s["customers"] for s in funnel(start=now - timedelta(days=30), end=now)["steps"]}
+    assert steps["order_placed"] > 0.3 * steps["checkout_started"] > 0, steps
+
+    rows = attribution(start=now - timedelta(days=90), end=now, lookback_days=7)["rows"]
+    tracked = [r for r in rows if r["source"] != NONE_SOURCE]
+    revenue = sum(r["linear"] for r in rows)
+    assert sum(r["linear"] for r in tracked) > 0.25 * revenue, rows
+    assert {r["source"] for r in tracked} <= set(seed_demo.UTM["source"])
+    assert {r["campaign"] for r in tracked} <= set(seed_demo.UTM["campaign"])
+    assert len({r["source"] for r in tracked}) >= 4
 
 
 def test_timestamps_are_formatted_like_numpy():

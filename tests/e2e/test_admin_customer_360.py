@@ -69,7 +69,7 @@ def test_staff_finds_a_customer_and_reads_the_360_page(page, admin_user, custome
     page.goto("/admin/login/")
     page.fill("#id_username", admin_user.username)
     page.fill("#id_password", "password")  # pytest-django's admin_user
-    page.click("input[type=submit]")
+    page.click("#login-form [type=submit]")  # unfold's login has a <button>
     expect(page).to_have_url(re.compile(r"/admin/$"))
 
     # By phone, typed the way a customer reads it out.

@@ -42,7 +42,10 @@ def test_member_signs_in_sees_balance_redeems_a_reward_and_gets_a_coupon(page, l
     page.click("nav.tabs >> text=Rewards")
     card = page.locator(f"[data-reward='{reward.pk}']")
     expect(card).to_contain_text("满100减20券")
-    card.locator("button[type=submit]").click()
+    card.locator("a.button").click()
+    expect(page).to_have_url(re.compile(rf"/member/rewards/{reward.pk}/redeem/$"))
+    assert not RewardRedemption.objects.exists()  # the confirmation spends nothing
+    page.click("#confirm-redeem")
 
     expect(page).to_have_url(re.compile(r"/member/redemptions/\d+/$"))
     redemption = RewardRedemption.objects.get(customer=login.customer)

@@ -17,7 +17,7 @@ def log_in(page, user):
     page.goto("/admin/login/?next=/admin/crm/segment/add/")
     page.fill("#id_username", user.username)
     page.fill("#id_password", "password")
-    page.click("input[type=submit]")
+    page.click("#login-form [type=submit]")  # unfold's login has a <button>
 
 
 def test_marketer_builds_a_nested_segment_and_sees_the_live_count(page, admin_user):
@@ -68,7 +68,7 @@ def test_marketer_builds_a_nested_segment_and_sees_the_live_count(page, admin_us
     spend.locator(".sb-value input").fill("50")
     expect(count).to_have_text("3 customers match")
 
-    page.click("input[name=_save]")
+    page.click("[type=submit][name=_save]")  # unfold: a <button> in the sticky bar
     expect(page).to_have_url(re.compile(r"/admin/crm/segment/$"))
     segment = Segment.objects.get(name="Shanghai repeat buyers")
     assert segment.rule == {

@@ -5,9 +5,10 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db.models.functions import Now
 from django.urls import reverse
-from django.utils import timezone
 
+from crm.services.leases import lease_claim
 from loyalty.models import BulkAdjustmentBatch, BulkAdjustmentLine, LedgerEntry, LoyaltyAccount
 from loyalty.services import bulk_adjust
 from loyalty.services.bulk_adjust import batch_apply, batch_approve, batch_upload, batches_resume
@@ -173,7 +174,9 @@ def test_a_rerun_after_a_killed_worker_applies_each_line_once(staff, monkeypatch
     assert LedgerEntry.objects.filter(reference=f"bulk:{batch.pk}").count() == 2
 
     monkeypatch.setattr(bulk_adjust, "adjust_locked", real_adjust)
-    batch_apply(batch_id=batch.pk)  # the redelivered task
+    assert batch_apply(batch_id=batch.pk).lines_done == 2  # its lease has not lapsed: nothing happens
+    _lapse(batch)
+    batch_apply(batch_id=batch.pk)  # the task queued again by the reaper
     # A line whose link to its entry was lost is matched to that entry again by its key, not re-applied.
     BulkAdjustmentLine.objects.filter(batch=batch, line_no=2).update(entry=None)
     BulkAdjustmentBatch.objects.filter(pk=batch.pk).update(status="applying")
@@ -191,23 +194,33 @@ def test_a_rerun_after_a_killed_worker_applies_each_line_once(staff, monkeypatch
         assert_consistent(account)
 
 
-def test_a_stalled_apply_is_queued_again_and_a_running_one_is_not(staff, monkeypatch):
+def _lapse(batch) -> None:
+    BulkAdjustmentBatch.objects.filter(pk=batch.pk).update(lease_expires_at=Now() - timedelta(seconds=1))
+
+
+def test_a_batch_whose_worker_died_is_queued_again_and_a_running_one_is_not(
+    staff, monkeypatch, django_capture_on_commit_callbacks
+):
     programme_setup()
     for n in range(2):
         customer_make(external_id=f"C-{n}")
-    stalled, running = (
+    killed, running = (
         batch_upload(name=name, reason="r", data=_csv((f"C-{n}", "5", name)), created_by=staff[0])
-        for n, name in enumerate(["stalled", "running"])
+        for n, name in enumerate(["killed", "running"])
     )
     task = _QueueRecorder()
     monkeypatch.setattr(bulk_adjust, "INLINE_MAX_LINES", 0)
     monkeypatch.setattr(bulk_adjust, "bulk_adjustment_apply", task)
-    for batch in (stalled, running):
+    for batch in (killed, running):
         batch_approve(batch=batch, approved_by=staff[1])
-    now = timezone.now()
-    BulkAdjustmentBatch.objects.filter(pk=stalled.pk).update(
-        status="applying", progress_at=now - bulk_adjust.STALLED_AFTER - timedelta(seconds=1)
-    )
-    BulkAdjustmentBatch.objects.filter(pk=running.pk).update(status="applying", progress_at=now)
+    assert batches_resume() == []  # queued, within their pick-up time
+    for batch in (killed, running):  # a worker takes each one
+        assert lease_claim(queryset=bulk_adjust._batches_to_apply(), pk=batch.pk) is not None
+    _lapse(killed)
 
-    assert batches_resume(now=now) == [stalled.pk]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert batches_resume() == [killed.pk]
+
+    assert task.queued == [{"batch_id": killed.pk}]
+    assert batch_apply(batch_id=killed.pk).status == "applied"
+    assert batch_apply(batch_id=running.pk).status == "approved"  # its live worker's, left alone

@@ -85,3 +85,51 @@ def test_expiring_soon_notice_is_emitted_once_per_lot_as_a_behaviour_event():
     assert event.customer_id == customer.pk
     assert event.properties["points"] == 100
     assert PointLot.objects.filter(notified_at__isnull=True).count() == 0
+
+
+def test_an_expiry_run_whose_worker_died_is_resumed_where_it_stopped_and_expires_each_account_once(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.db.models.functions import Now
+
+    from loyalty import tasks
+    from loyalty.models import ExpiryRun
+
+    programme_setup(expiry_policy="rolling_months", expiry_months=12)
+    accounts = [account_for_customer(customer=customer_make()) for _ in range(3)]
+    for n, account in enumerate(accounts):
+        points_adjust(account=account, points=40, idempotency_key=f"e-{n}", reason="earn", now=T0)
+    real_batch = lifecycle._expire_batch
+    batches = []
+
+    def killed_in_the_second_batch(**kwargs):
+        batches.append(kwargs["after"])
+        if len(batches) == 2:
+            raise SystemExit("worker killed")
+        return real_batch(**kwargs)
+
+    monkeypatch.setattr(lifecycle, "_expire_batch", killed_in_the_second_batch)
+    with pytest.raises(SystemExit):
+        points_expire_due(now=T0 + timedelta(days=400), batch_accounts=1)
+    run = ExpiryRun.objects.get()
+    assert (run.status, run.last_account_id, run.points_expired) == ("running", accounts[0].pk, 40)
+    monkeypatch.setattr(lifecycle, "_expire_batch", real_batch)
+    assert lifecycle.points_expiry_resume(run_id=run.pk) == 0  # its lease has not lapsed yet
+
+    ExpiryRun.objects.filter(pk=run.pk).update(lease_expires_at=Now() - timedelta(seconds=1))
+    queued = []
+    monkeypatch.setattr(tasks.expiry_run_resume, "delay", queued.append)
+    from crm.services.leases import leases_reap
+
+    with django_capture_on_commit_callbacks(execute=True):
+        leases_reap()
+    assert queued == [run.pk]
+    assert lifecycle.points_expiry_resume(run_id=run.pk, batch_accounts=1) == 80
+
+    run.refresh_from_db()
+    assert (run.status, run.points_expired, run.lease_token, run.lease_claims) == ("done", 120, None, 2)
+    assert LedgerEntry.objects.filter(kind="expire").count() == 3
+    for account in accounts:
+        account.refresh_from_db()
+        assert account.available == 0
+        assert_consistent(account)

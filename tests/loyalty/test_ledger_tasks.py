@@ -21,7 +21,6 @@ LOYALTY_PERIODIC_TASKS = {
     "loyalty.tasks.expire_points",
     "loyalty.tasks.tier_reviews",
     "loyalty.tasks.birthday_bonuses",
-    "loyalty.tasks.bulk_adjustments_resume",
 }
 
 

@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from loyalty.models import LedgerEntry, LoyaltyAccount, PointLot, ProgrammeSettings
-from loyalty.models.rewards import Coupon, MemberApiToken, RewardRedemption
+from loyalty.models.rewards import Coupon, CouponRedemption, MemberApiToken, RewardRedemption
 from loyalty.selectors import account_summary
 from loyalty.services.coupons import coupon_issue
 from loyalty.services.ledger import account_for_customer, points_adjust
@@ -333,6 +333,77 @@ def test_store_can_pin_a_personal_coupon_to_its_owner(client):
     assert missing.status_code == 400 and missing.json()["errors"][0]["field"] == "customer_external_id"
     assert right.status_code == 201
     assert Decimal(right.json()["discount"]) == Decimal("20.00")
+
+
+def test_a_personal_coupon_needs_its_owner_named_to_be_validated_or_redeemed(client):
+    owner = member_make()
+    coupon = coupon_issue(programme=programme_make(), customer=owner.customer)
+    key = store_key_make()
+    body = {"code": coupon.code, "order_total": "150.00", "currency": "CNY", "order_reference": "POS-1"}
+
+    validate = client.post(
+        "/api/v1/coupons/validate", body, content_type="application/json", HTTP_AUTHORIZATION=key
+    )
+    anonymous = client.post(
+        "/api/v1/coupons/redeem", body, content_type="application/json", HTTP_AUTHORIZATION=key
+    )
+    blank = client.post(
+        "/api/v1/coupons/redeem",
+        {**body, "customer_external_id": ""},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=key,
+    )
+
+    assert validate.status_code == 200
+    assert (validate.json()["valid"], validate.json()["reason"]) == (False, "customer_required")
+    for refused in (anonymous, blank):
+        assert refused.status_code == 400, refused.content
+        error = refused.json()["errors"][0]
+        assert (error["field"], error["code"]) == ("customer_external_id", "customer_required")
+        assert "customer_external_id" in error["message"]
+    assert Coupon.objects.get(pk=coupon.pk).uses_count == 0
+    assert not CouponRedemption.objects.exists()
+
+
+def test_a_replay_of_an_order_with_another_store_customer_or_amount_is_refused(client):
+    alice, bob = member_make(), member_make()
+    coupon = coupon_issue(programme=programme_make(uses_per_code=5), customer=None)
+    key = store_key_make()
+    body = {
+        "code": coupon.code,
+        "order_total": "150.00",
+        "currency": "CNY",
+        "order_reference": "POS-1",
+        "store": "SH-01",
+        "customer_external_id": alice.customer.external_id,
+    }
+
+    def redeem(payload):
+        return client.post(
+            "/api/v1/coupons/redeem", payload, content_type="application/json", HTTP_AUTHORIZATION=key
+        )
+
+    first = redeem(body)
+    replay = redeem({**body, "code": coupon.code.lower(), "order_total": "150"})
+    changed = {
+        "store": redeem({**body, "store": "BJ-02"}),
+        "customer_external_id": redeem({**body, "customer_external_id": bob.customer.external_id}),
+        "order_total": redeem({**body, "order_total": "151.00"}),
+        "currency": redeem({**body, "currency": "USD"}),
+    }
+    no_customer = redeem({k: v for k, v in body.items() if k != "customer_external_id"})
+
+    assert first.status_code == 201
+    assert replay.status_code == 200 and replay.json()["replayed"] is True
+    assert replay.json()["id"] == first.json()["id"]
+    for field, response in [*changed.items(), ("customer_external_id", no_customer)]:
+        assert response.status_code == 409, (field, response.content)
+        error = response.json()["errors"][0]
+        assert (error["code"], error["field"]) == ("order_conflict", field)
+        assert "POS-1" in error["message"] and field in error["message"]
+    assert Coupon.objects.get(pk=coupon.pk).uses_count == 1
+    redemption = CouponRedemption.objects.get()
+    assert (redemption.store, redemption.customer_id) == ("SH-01", alice.customer_id)
 
 
 def test_the_openapi_schema_describes_the_member_and_coupon_endpoints(admin_client):

@@ -73,7 +73,7 @@ def test_redeeming_from_the_rewards_page_twice_with_one_form_redeems_once(client
     login = member_make(points=1000)
     reward = reward_make(points_price=400, stock=3)
     _sign_in(client, login)
-    page = client.get("/member/rewards/").content.decode()
+    page = client.get(f"/member/rewards/{reward.pk}/redeem/").content.decode()
     key = re.search(r'name="idempotency_key" value="([0-9a-f]+)"', page).group(1)
 
     first = client.post(f"/member/rewards/{reward.pk}/redeem/", {"idempotency_key": key})

@@ -83,3 +83,34 @@ def test_admin_lists_render(admin_client):
     ]:
         assert admin_client.get(f"/admin/loyalty/{model}/").status_code == 200, model
     assert admin_client.get("/admin/loyalty/reward/add/").status_code == 200
+
+
+@pytest.mark.parametrize("role", ["marketer", "analyst", "support"])
+def test_only_administrators_may_download_coupon_codes(client, django_user_model, role):
+    """Every role may look at coupons (view_coupon); exporting the codes, which spends them for whoever
+    holds the file, is its own permission that only the administrator role has."""
+    from django.contrib.auth.models import Group
+
+    batch = coupon_codes_generate(programme=programme_make(), quantity=3)
+    staff = django_user_model.objects.create_user(f"{role}1", is_staff=True)
+    staff.groups.add(Group.objects.get(name=role))
+    administrator = django_user_model.objects.create_user("administrator1", is_staff=True)
+    administrator.groups.add(Group.objects.get(name="administrator"))
+    url = "/admin/loyalty/couponbatch/"
+    download = {"action": "download_codes", ACTION_CHECKBOX_NAME: [batch.pk]}
+
+    client.force_login(staff)
+    assert staff.has_perm("loyalty.view_coupon") and not staff.has_perm("loyalty.export_coupon")
+    listing = client.get(url)
+    refused = client.post(url, download)
+
+    assert listing.status_code == 200 and b'value="download_codes"' not in listing.content
+    assert "attachment" not in refused.get("Content-Disposition", "")
+    assert refused.status_code in (200, 302, 403) and not getattr(refused, "streaming", False)
+
+    client.force_login(administrator)
+    assert b'value="download_codes"' in client.get(url).content
+    allowed = client.post(url, download)
+    rows = list(csv.reader(io.StringIO(b"".join(allowed.streaming_content).decode())))
+    assert allowed["Content-Disposition"] == 'attachment; filename="coupon-codes.csv"'
+    assert {r[0] for r in rows[1:]} == set(Coupon.objects.values_list("code", flat=True))

@@ -10,7 +10,9 @@ behaviour events:
   (1 + negative binomial); amounts follow the catalogue prices, quantities and promotions (long-tailed);
 - about 40% of buyers went dormant (last order more than 180 days ago), among them high-value sleepers;
 - cart abandonment sequences (product_view -> add_to_cart -> checkout_started, no order), many in the
-  last two weeks; browsing before orders; events spread over two years, denser for active customers;
+  last two weeks; browsing before orders, often the whole funnel (view, cart, checkout, order); tracked
+  visits with UTM parameters before half of the orders (attribution's touches); events spread over two
+  years, denser for active customers;
 - N x M events in all (order_placed and order_refunded included).
 
 Idempotent: demo customers have external ids starting with "DEMO-"; if any exists the command says the
@@ -101,6 +103,20 @@ UTM = {
     "medium": ["social", "kol", "cpc", "organic", "live"],
     "campaign": ["618大促", "双11", "38女王节", "年货节", "新客礼包", "母婴节", "会员日"],
 }
+# The medium each source's visits come through, and the landing pages of tracked visits.
+UTM_MEDIUM = {"wechat": "social", "xiaohongshu": "kol", "douyin": "live", "baidu": "cpc", "weibo": "social",
+              "bilibili": "kol"}  # fmt: skip
+LANDING = ["/activity/618", "/activity/double11", "/category/baby", "/category/beauty", "/", "/category/maternity",
+           "/member/coupons"]  # fmt: skip
+# One rendered property set per (source, campaign), source-major.
+TRACKED_VISITS = [
+    json.dumps(
+        {"path": LANDING[c], "utm_source": s, "utm_medium": UTM_MEDIUM[s], "utm_campaign": campaign},
+        ensure_ascii=False,
+    )
+    for s in UTM["source"]
+    for c, campaign in enumerate(UTM["campaign"])
+]
 CATEGORIES = ["maternity", "baby", "beauty", "snacks"]
 CATEGORY_P = [0.15, 0.35, 0.3, 0.2]
 PRODUCTS = {
@@ -1092,6 +1108,7 @@ class _Block:
         # Keep what the events and tags need.
         self.o_cust, self.o_placed, self.o_channel, self.o_total = cust, placed, channel, total
         self.o_external, self.o_total_text, self.o_product = external, total_text, product[first_line]
+        self.o_items = n_lines
         self.r_orders, self.r_at, self.r_external, self.r_amounts = (
             refunded,
             refunded_at[refunded],
@@ -1155,21 +1172,45 @@ class _Block:
             ],
             self.o_channel[self.r_orders],
         )
-        # Browsing before buying: a product view for half of the orders, an add-to-cart for a third.
+        # Browsing before buying: a product view for half of the orders; for most of those, the path the
+        # conversion funnel follows (add to cart, start the checkout, order), in that order.
         view_props, cart_props = _objects(cat.view_props), _objects(cat.cart_props)
-        viewed = np.flatnonzero(rng.random(len(self.o_cust)) < 0.5)
-        carted = np.flatnonzero(rng.random(len(self.o_cust)) < 0.35)
+        n_orders = len(self.o_cust)
+        seen = rng.random(n_orders) < 0.5
+        viewed = np.flatnonzero(seen)
+        carted = np.flatnonzero(seen & (rng.random(n_orders) < 0.7))
+        checkout_props = _objects(
+            [
+                f'{{"cart_value": "{t}", "items": {k}}}'
+                for t, k in zip(self.o_total_text, self.o_items.tolist(), strict=True)
+            ]
+        )
         for picked, kind, props, lead in (
-            (viewed, "product_view", view_props, (300, 2400)),
-            (carted, "add_to_cart", cart_props, (60, 300)),
+            (viewed, "product_view", view_props[self.o_product], (300, 2400)),
+            (carted, "add_to_cart", cart_props[self.o_product], (60, 300)),
+            (carted, "checkout_started", checkout_props, (10, 55)),
         ):
             part(
                 self.o_cust[picked],
                 self.o_placed[picked] - rng.integers(*lead, len(picked)),
                 kind,
-                props[self.o_product[picked]],
+                props[picked],
                 self.o_channel[picked],
             )
+        # Tracked visits: a page view carrying UTM parameters (a KOL post, a live stream, a search ad)
+        # before half of the orders, mostly within a day or two, so that attribution has touches.
+        tracked = np.flatnonzero(rng.random(n_orders) < 0.5)
+        source = _pick(rng, UTM["source"], len(tracked), [0.3, 0.22, 0.2, 0.12, 0.08, 0.08])
+        campaign = rng.integers(0, len(UTM["campaign"]), len(tracked))
+        lead = np.clip(rng.exponential(1.5 * DAY, len(tracked)), 300, 6 * DAY).astype(np.int64)
+        own = self.o_channel[tracked]
+        part(
+            self.o_cust[tracked],
+            self.o_placed[tracked] - lead,
+            "page_view",
+            _objects(TRACKED_VISITS)[source * len(UTM["campaign"]) + campaign],
+            np.where(np.isin(own, [WECHAT, APP, WEB]), own, WEB),
+        )
 
         # Cart abandonment: viewed, added, started checkout, never ordered. Most in the last two weeks.
         last_bound = np.where(self.k > 0, self.last_order, self.created)

@@ -2,7 +2,8 @@
 line number (the header is line 1) and every good row kept. What a file may contain, column by column, is
 documented for users in docs/csv-import.md.
 
-- source.py: reading the file (encoding, header, rows)
+- source.py: reading the file (encoding, header, rows; the lines it cannot give as written)
+- messages.py: what an import says, stored as a code with parameters and translated when shown
 - report.py: the import report and the batch runner (one transaction a batch; a dry run rolls back)
 - orders.py: `orders_import`; customers.py: `customers_import`
 - jobs.py: `import_job_run`, the ImportJob the admin upload queues and the worker runs
@@ -18,4 +19,4 @@ from crm.services.imports.report import (  # noqa: F401
     ImportReport,
     ImportRowError,
 )
-from crm.services.imports.source import detect_encoding  # noqa: F401
+from crm.services.imports.source import FileScan, file_scan  # noqa: F401

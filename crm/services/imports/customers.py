@@ -9,11 +9,12 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime
 
+import psycopg
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from crm.clock import business_today
 from crm.models import (
@@ -31,6 +32,7 @@ from crm.models import (
 from crm.services.bulk_sql import history_copy_rows, insert_new_rows, insert_rows, rows_where_in, update_rows
 from crm.services.customers import customer_upsert
 from crm.services.identities import normalise_identity
+from crm.services.imports.messages import ImportMessage, message
 from crm.services.imports.orders import _channel
 from crm.services.imports.report import (
     BATCH_ROWS,
@@ -38,7 +40,7 @@ from crm.services.imports.report import (
     Progress,
     _run_batches,
 )
-from crm.services.imports.source import _cell_getter, _open_csv, _Source, _too_many_cells, detect_encoding
+from crm.services.imports.source import _cell_getter, _open_csv, _Source, _too_many_cells, file_scan
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,11 @@ IDENTITY_COLUMNS = (
 CONSENT_COLUMNS = {f"consent_{c}": c for c in ConsentChannel.values}
 CUSTOMER_REQUIRED = ("external_id",)
 CUSTOMER_OPTIONAL = {*PROFILE_COLUMNS, *IDENTITY_COLUMNS, *CONSENT_COLUMNS}
-_LIMITS = {"name": 200, "city": 100, "region": 100, "utm_source": 100, "utm_medium": 100, "utm_campaign": 100}
+# Free-text columns and what their database column holds.
+_LIMITS = {
+    name: Customer._meta.get_field(name).max_length
+    for name in ("external_id", "name", "email", "city", "region", "utm_source", "utm_medium", "utm_campaign")
+}
 GENDER_ALIASES = {
     "female": "female",
     "f": "female",
@@ -96,14 +102,13 @@ def customers_import(
     """Import a customer CSV (see the module docstring). `source` is a path or a stored file."""
     now = now or timezone.now()
     report = ImportReport(kind=ImportJob.Kind.CUSTOMERS, dry_run=dry_run)
-    report.encoding, note, lines = detect_encoding(source)
-    if note:
-        report.notes.append(note)
-    report.total_rows = max(lines - 1, 0)
+    scan = file_scan(source)
+    report.encoding = scan.encoding
+    if scan.note:
+        report.notes.append(scan.note)
+    report.total_rows = max(scan.lines - 1, 0)
     with _Source(source).open() as binary:
-        table = _open_csv(
-            binary, report.encoding, required=CUSTOMER_REQUIRED, optional=CUSTOMER_OPTIONAL, report=report
-        )
+        table = _open_csv(binary, scan, required=CUSTOMER_REQUIRED, optional=CUSTOMER_OPTIONAL, report=report)
         width = max(table.columns.values()) + 1
         get = _cell_getter(table.columns)
         present = [c for c in (*PROFILE_COLUMNS, *IDENTITY_COLUMNS, *CONSENT_COLUMNS) if c in table.columns]
@@ -120,7 +125,11 @@ def customers_import(
 
         def handle(batch):
             rows = []
-            for line, cells in batch:
+            for line, cells, trouble in batch:
+                if trouble is not None:  # a row the reader could not read as written
+                    report.add_error(line, *trouble)
+                    report.error_count += 1
+                    continue
                 row = _parse_customer(
                     line,
                     cells,
@@ -134,8 +143,7 @@ def customers_import(
                     rows.append(row)
             rows = _drop_repeats(rows, report)
             if rows:
-                with transaction.atomic():
-                    _customers_batch(rows, report=report, source=source_label, now=now)
+                _customers_store_isolating(rows, report=report, source=source_label, now=now)
             return len(batch)
 
         return _run_batches(report, batches(), handle, progress)
@@ -144,15 +152,24 @@ def customers_import(
 _VALID_ZONES = zoneinfo.available_timezones()
 
 
+class _BadCell(Exception):
+    def __init__(self, msg: ImportMessage):
+        self.msg = msg
+
+
+def _too_long(limit: int) -> _BadCell:
+    return _BadCell(message(gettext_noop("Longer than %(limit)d characters."), limit=limit))
+
+
 def _parse_customer(line, cells, *, get, width, present, report, today: date) -> _CustomerRow | None:
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, ImportMessage]] = []
     if _too_many_cells(cells, width):
-        problems.append(("", _("The row has more cells than the header.")))
+        problems.append(("", message(gettext_noop("The row has more cells than the header."))))
     external_id = get(cells, "external_id")
     if not external_id:
-        problems.append(("external_id", _("The customer id is empty.")))
-    elif len(external_id) > 64:
-        problems.append(("external_id", _("Longer than %(limit)d characters.") % {"limit": 64}))
+        problems.append(("external_id", message(gettext_noop("The customer id is empty."))))
+    elif len(external_id) > _LIMITS["external_id"]:
+        problems.append(("external_id", _too_long(_LIMITS["external_id"]).msg))
     profile: dict = {}
     identities: list[tuple[str, str]] = [(IdentityKind.EXTERNAL_ID.value, external_id)] if external_id else []
     consents: dict[str, str] = {}
@@ -164,50 +181,70 @@ def _parse_customer(line, cells, *, get, width, present, report, today: date) ->
             if column in CONSENT_COLUMNS:
                 status = CONSENT_ALIASES.get(value.lower())
                 if status is None:
-                    raise ValidationError(_("%(value)r is not opted_in or opted_out.") % {"value": value})
+                    raise _BadCell(
+                        message(gettext_noop("%(value)r is not opted_in or opted_out."), value=value)
+                    )
                 consents[CONSENT_COLUMNS[column]] = status
             elif column in IDENTITY_COLUMNS:
                 identities.append(normalise_identity(column, value))
             elif column == "email":
                 value = value.lower()
-                validate_email(value)
+                try:
+                    validate_email(value)
+                except ValidationError:
+                    raise _BadCell(message(gettext_noop("%(value)s is not an email address."), value=value))
+                if len(value) > _LIMITS["email"]:
+                    raise _too_long(_LIMITS["email"])
                 profile["email"] = value
                 identities.insert(1, (IdentityKind.EMAIL.value, value))
             elif column == "phone":
-                kind, value = normalise_identity(IdentityKind.PHONE, value)
+                try:
+                    kind, value = normalise_identity(IdentityKind.PHONE, value)
+                except ValidationError:
+                    raise _BadCell(message(gettext_noop("%(value)s is not a phone number."), value=value))
                 if len(value) > 32:
-                    raise ValidationError(_("Longer than %(limit)d characters.") % {"limit": 32})
+                    raise _too_long(32)
                 profile["phone"] = value
                 identities.append((kind, value))
             elif column == "birthday":
                 profile["birthday"] = _parse_birthday(value, today)
             elif column == "gender":
                 if value.lower() not in GENDER_ALIASES:
-                    raise ValidationError(_("%(value)r is not female, male or other.") % {"value": value})
+                    raise _BadCell(
+                        message(gettext_noop("%(value)r is not female, male or other."), value=value)
+                    )
                 profile["gender"] = GENDER_ALIASES[value.lower()]
             elif column == "time_zone":
                 if value not in _VALID_ZONES:
-                    raise ValidationError(
-                        _("%(value)s is not an IANA time zone (e.g. Asia/Shanghai).") % {"value": value}
+                    raise _BadCell(
+                        message(
+                            gettext_noop("%(value)s is not an IANA time zone (e.g. Asia/Shanghai)."),
+                            value=value,
+                        )
                     )
                 profile["time_zone"] = value
             elif column == "acquisition_channel":
                 channel = _channel(value)
                 if channel not in Channel.values:
-                    raise ValidationError(
-                        _("Unknown channel %(value)s; use one of %(choices)s.")
-                        % {"value": value, "choices": ", ".join(Channel.values)}
+                    raise _BadCell(
+                        message(
+                            gettext_noop("Unknown channel %(value)s; use one of %(choices)s."),
+                            value=value,
+                            choices=", ".join(Channel.values),
+                        )
                     )
                 profile["acquisition_channel"] = channel
             else:
                 if len(value) > _LIMITS[column]:
-                    raise ValidationError(_("Longer than %(limit)d characters.") % {"limit": _LIMITS[column]})
+                    raise _too_long(_LIMITS[column])
                 profile[column] = value
-        except ValidationError as exc:
-            problems.append((column, " ".join(exc.messages)))
+        except _BadCell as exc:
+            problems.append((column, exc.msg))
+        except ValidationError as exc:  # from normalise_identity: its text, translated if it is a msgid
+            problems.append((column, ImportMessage(" ".join(exc.messages))))
     if problems:
-        for field_name, message in problems:
-            report.add_error(line, field_name, message)
+        for field_name, msg in problems:
+            report.add_error(line, field_name, msg)
         report.error_count += 1
         return None
     return _CustomerRow(line, external_id, profile, identities, consents)
@@ -218,9 +255,9 @@ def _parse_birthday(value: str, today: date) -> date:
     try:
         day = date.fromisoformat(text) if "-" in text else datetime.strptime(text, "%Y%m%d").date()
     except ValueError:
-        raise ValidationError(_("%(value)r is not a date (e.g. 1990-05-20).") % {"value": value})
+        raise _BadCell(message(gettext_noop("%(value)r is not a date (e.g. 1990-05-20)."), value=value))
     if day > today or day.year < 1900:
-        raise ValidationError(_("%(value)s is not a plausible birthday.") % {"value": value})
+        raise _BadCell(message(gettext_noop("%(value)s is not a plausible birthday."), value=value))
     return day
 
 
@@ -232,14 +269,51 @@ def _drop_repeats(rows: list[_CustomerRow], report: ImportReport) -> list[_Custo
             report.add_error(
                 row.line,
                 "external_id",
-                _("Customer %(id)s already appears on line %(line)d; this row is skipped.")
-                % {"id": row.external_id, "line": first[row.external_id]},
+                message(
+                    gettext_noop("Customer %(id)s already appears on line %(line)d; this row is skipped."),
+                    id=row.external_id,
+                    line=first[row.external_id],
+                ),
             )
             report.error_count += 1
             continue
         first[row.external_id] = row.line
         kept.append(row)
     return kept
+
+
+def _customers_store_isolating(
+    rows: list[_CustomerRow], *, report: ImportReport, source: str, now: datetime
+) -> None:
+    """Store a batch in one transaction (a savepoint in a dry run); if the database refuses it (a value
+    every check let through), store each half again, down to the row it refuses, which is rejected on its
+    line: the rest of the batch is kept. What a refused attempt had counted is taken back."""
+    counts = (report.created, report.updated, report.unchanged, report.error_count, len(report.errors))
+    try:
+        with transaction.atomic():
+            _customers_batch(rows, report=report, source=source, now=now)
+        return
+    except (DatabaseError, psycopg.Error) as exc:  # psycopg's own from a raw cursor
+        report.created, report.updated, report.unchanged, report.error_count = counts[:4]
+        del report.errors[counts[4] :]
+        if len(rows) == 1:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            report.add_error(
+                rows[0].line,
+                "",
+                message(
+                    gettext_noop(
+                        "The database refused this row (%(error)s); the other rows of the file were imported."
+                    ),
+                    error=reason,
+                ),
+            )
+            report.error_count += 1
+            return
+        logger.info("customer import: the database refused a batch of %d rows, halving it", len(rows))
+    middle = len(rows) // 2
+    _customers_store_isolating(rows[:middle], report=report, source=source, now=now)
+    _customers_store_isolating(rows[middle:], report=report, source=source, now=now)
 
 
 def _locked_customers(column: str, values: list) -> list[Customer]:
@@ -366,7 +440,7 @@ def _customers_batch(rows: list[_CustomerRow], *, report: ImportReport, source: 
                 source=label,
             )
         except ValidationError as exc:
-            report.add_error(row.line, "", " ".join(exc.messages))
+            report.add_error(row.line, "", ImportMessage(" ".join(exc.messages)))
             report.error_count += 1
             continue
         ids[row.external_id] = result.customer.pk

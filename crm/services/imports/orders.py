@@ -4,6 +4,7 @@ The columns are documented for users in docs/csv-import.md."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import re
 import threading
@@ -13,29 +14,42 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+import psycopg
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone, translation
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from crm.models import (
     Channel,
     ImportJob,
     OrderStatus,
 )
+from crm.services.imports.messages import ImportMessage, message
 from crm.services.imports.report import (
     ImportReport,
     ImportRowError,
     Progress,
     _run_batches,
 )
-from crm.services.imports.source import _open_csv, _Source, detect_encoding
-from crm.services.orders import CENT, PreparedOrders, orders_prepare_values, orders_store
+from crm.services.imports.source import Row, _open_csv, _Source, file_scan
+from crm.services.orders import (
+    CENT,
+    MAX_AMOUNT,
+    OrdersIngestResult,
+    PreparedOrders,
+    RowError,
+    orders_prepare_values,
+    orders_store,
+)
 
 # Orders: a batch costs PostgreSQL a fixed handful of round trips whatever its size, and after each one the
 # writing thread may wait a GIL switch interval for the reader thread to let go, so larger batches cost
 # less per row; what bounds them is how long a batch holds its locks (new customers, orders). See
 # BENCHMARKS.md (order CSV import).
 ORDER_BATCH_ROWS = 20_000
+
+logger = logging.getLogger(__name__)
 
 
 ORDER_REQUIRED = ("customer_external_id", "order_external_id", "ordered_at", "amount")
@@ -109,6 +123,7 @@ class _OrderRows:
     lines: list[tuple] = field(default_factory=list)  # (line, sku, quantity, unit_price|None, name, category)
     row_lines: list[int] = field(default_factory=list)
     bad_lines: list[int] = field(default_factory=list)
+    row_at: list[int] = field(default_factory=list)  # parallel to row_lines: positions in the batch
 
 
 # Column names as the user knows them, for the fields orders_ingest reports.
@@ -136,29 +151,29 @@ def orders_import(
     work and PostgreSQL's run side by side. Only this thread touches the database and the report."""
     now = now or timezone.now()
     report = ImportReport(kind=ImportJob.Kind.ORDERS, dry_run=dry_run)
-    report.encoding, note, lines = detect_encoding(source)
-    if note:
-        report.notes.append(note)
-    report.total_rows = max(lines - 1, 0)
+    scan = file_scan(source)
+    report.encoding = scan.encoding
+    if scan.note:
+        report.notes.append(scan.note)
+    report.total_rows = max(scan.lines - 1, 0)
     tz = zoneinfo.ZoneInfo(settings.DEFAULT_CUSTOMER_TIME_ZONE)
 
     with _Source(source).open() as binary:
-        table = _open_csv(
-            binary, report.encoding, required=ORDER_REQUIRED, optional=ORDER_OPTIONAL, report=report
-        )
+        table = _open_csv(binary, scan, required=ORDER_REQUIRED, optional=ORDER_OPTIONAL, report=report)
         parser = _OrderRowParser(table.columns, tz)
 
         def batches():
-            batch: list[tuple[int, list[str]]] = []
+            batch: list[Row] = []
             last_order = None
             column = table.columns["order_external_id"]
-            for line, cells in table.rows:
+            for row in table.rows:
+                cells = row[1]
                 order_id = cells[column].strip() if column < len(cells) else ""
                 # Never cut an order in two: a batch ends only where the order id changes.
                 if len(batch) >= batch_rows and order_id != last_order:
                     yield parser.parse(batch, now)
                     batch = []
-                batch.append((line, cells))
+                batch.append(row)
                 last_order = order_id
             if batch:
                 yield parser.parse(batch, now)
@@ -220,6 +235,7 @@ class _ParsedOrders:
     errors: list[ImportRowError]
     groups: list[_OrderRows]  # parallel to prepared.items' input positions
     prepared: PreparedOrders
+    values: list[tuple]  # the orders as given to orders_prepare_values, parallel to groups
 
 
 class _OrderRowParser:
@@ -232,7 +248,7 @@ class _OrderRowParser:
         self.tz = tz
         self.at = {name: columns.get(name, blank) for name in (*ORDER_REQUIRED, *ORDER_OPTIONAL)}
 
-    def parse(self, batch: list[tuple[int, list[str]]], now: datetime) -> _ParsedOrders:
+    def parse(self, batch: list[Row], now: datetime) -> _ParsedOrders:
         at, width, tz = self.at, self.width, self.tz
         i_customer, i_order, i_at, i_amount = (at[c] for c in ORDER_REQUIRED)
         i_currency, i_channel, i_store, i_status = at["currency"], at["channel"], at["store"], at["status"]
@@ -246,19 +262,55 @@ class _OrderRowParser:
         errors: list[ImportRowError] = []
         groups: dict[str, _OrderRows] = {}
         last_raw_at = last_at = last_raw_amount = last_amount = None
-        for line, cells in batch:
-            problems: list[tuple[str, str]] = []
+        previous_order = None
+        for position, (line, cells, trouble) in enumerate(batch):
+            problems: list[tuple[str, ImportMessage]] = []
             if len(cells) > width:
-                if any(c.strip() for c in cells[width:]):
-                    problems.append(("", _("The row has more cells than the header.")))
+                if any(c.strip() for c in cells[width:]) and trouble is None:
+                    problems.append(("", message(gettext_noop("The row has more cells than the header."))))
                 cells = cells[:width]
             cells = list(map(str.strip, cells))
             cells.extend([""] * (width + 1 - len(cells)))
             order_id, customer = cells[i_order], cells[i_customer]
+            group = groups.get(order_id)
+            if group is not None and order_id and order_id != previous_order:
+                trouble = trouble or (
+                    "order_external_id",
+                    message(
+                        gettext_noop(
+                            "The rows of order %(id)s must be consecutive, but other orders' rows come between "
+                            "this row and line %(line)d, so the order was not imported."
+                        ),
+                        id=order_id,
+                        line=group.row_lines[-1],
+                    ),
+                )
+            elif group is not None and order_id and (earlier := _repeated(cells, group, batch, width)):
+                trouble = trouble or (
+                    "",
+                    message(
+                        gettext_noop(
+                            "This row repeats line %(line)d exactly: order %(id)s would get the same line twice, "
+                            "so it was not imported. If the order has two such lines, write one row with their "
+                            "quantities added up."
+                        ),
+                        id=order_id,
+                        line=earlier,
+                    ),
+                )
+            previous_order = order_id
+            if trouble is not None:  # a row the reader could not read, or out of its order's place
+                if group is None:
+                    group = groups[order_id] = _OrderRows(order_id=order_id, first_line=line, key=None)
+                group.row_lines.append(line)
+                group.row_at.append(position)
+                group.bad_lines.append(line)
+                errors.append(ImportRowError(line, *trouble))
+                continue
             if not order_id:
-                problems.append(("order_external_id", _("The order id is empty.")))
+                problems.append(("order_external_id", message(gettext_noop("The order id is empty."))))
             if not customer:
-                problems.append(("customer_external_id", _("The customer id is empty.")))
+                problems.append(("customer_external_id", message(gettext_noop("The customer id is empty."))))
             raw_at = cells[i_at]
             if raw_at != last_raw_at:  # the rows of one order repeat its time
                 last_raw_at, last_at = raw_at, _parse_datetime(raw_at, tz) if raw_at else None
@@ -267,7 +319,10 @@ class _OrderRowParser:
                 problems.append(
                     (
                         "ordered_at",
-                        _("%(value)r is not a date and time (e.g. 2026-03-08 20:15:00).") % {"value": raw_at},
+                        message(
+                            gettext_noop("%(value)r is not a date and time (e.g. 2026-03-08 20:15:00)."),
+                            value=raw_at,
+                        ),
                     )
                 )
             raw_amount = cells[i_amount]
@@ -275,20 +330,27 @@ class _OrderRowParser:
                 last_raw_amount, last_amount = raw_amount, _parse_amount(raw_amount)
             amount = last_amount
             if amount is None:
-                problems.append(("amount", _("%(value)r is not an amount.") % {"value": cells[i_amount]}))
+                problems.append(
+                    ("amount", message(gettext_noop("%(value)r is not an amount."), value=cells[i_amount]))
+                )
             quantity = 1
             if raw_quantity := cells[i_quantity]:
                 try:
                     quantity = int(raw_quantity)
                 except ValueError:
                     problems.append(
-                        ("quantity", _("%(value)r is not a whole number.") % {"value": raw_quantity})
+                        (
+                            "quantity",
+                            message(gettext_noop("%(value)r is not a whole number."), value=raw_quantity),
+                        )
                     )
             unit_price = None
             if raw_price := cells[i_price]:
                 unit_price = _parse_amount(raw_price)
                 if unit_price is None:
-                    problems.append(("unit_price", _("%(value)r is not an amount.") % {"value": raw_price}))
+                    problems.append(
+                        ("unit_price", message(gettext_noop("%(value)r is not an amount."), value=raw_price))
+                    )
             status = cells[i_status]
             key = (
                 customer,
@@ -299,23 +361,26 @@ class _OrderRowParser:
                 cells[i_store],
                 STATUS_ALIASES.get(status) or status.lower() or OrderStatus.PAID.value,
             )
-            group = groups.get(order_id)
             if group is None:
                 group = groups[order_id] = _OrderRows(order_id=order_id, first_line=line, key=key)
             elif not problems and not group.bad_lines and key != group.key:
                 problems.append(
                     (
                         "order_external_id",
-                        _(
-                            "Order %(id)s: this row's customer, time, amount, currency, channel, store or status "
-                            "differs from line %(first)d."
-                        )
-                        % {"id": order_id, "first": group.first_line},
+                        message(
+                            gettext_noop(
+                                "Order %(id)s: this row's customer, time, amount, currency, channel, store or "
+                                "status differs from line %(first)d."
+                            ),
+                            id=order_id,
+                            first=group.first_line,
+                        ),
                     )
                 )
             group.row_lines.append(line)
+            group.row_at.append(position)
             if problems:
-                errors.extend(ImportRowError(line, field_name, message) for field_name, message in problems)
+                errors.extend(ImportRowError(line, field_name, msg) for field_name, msg in problems)
                 group.bad_lines.append(line)
                 continue
             if sku := cells[i_sku]:
@@ -350,36 +415,96 @@ class _OrderRowParser:
             errors=errors,
             groups=kept,
             prepared=orders_prepare_values(orders=orders, now=now),
+            values=orders,
         )
 
 
+def _repeated(cells: list[str], group: _OrderRows, batch: list[Row], width: int) -> int | None:
+    """The line of an earlier row of `group` with the same cells as `cells` (stripped, padded), or None.
+    Earlier rows are looked up in the batch rather than kept: an order has few rows, and keeping a copy of
+    every row's cells would give the garbage collector a batch's worth more objects to walk."""
+    for position, line in zip(group.row_at, group.row_lines, strict=True):
+        earlier = [c.strip() for c in batch[position][1][:width]]
+        earlier.extend([""] * (width + 1 - len(earlier)))
+        if earlier == cells:
+            return line
+    return None
+
+
 def _orders_store(parsed: _ParsedOrders, *, report: ImportReport, source: str) -> None:
-    result = orders_store(prepared=parsed.prepared, source=source)
-    report.created += len(result.created)
-    report.unchanged += len(result.unchanged)
-    report.customers_created += result.customers_created
-    report.products_created += result.products_created
     errors = parsed.errors
     rejected = parsed.rejected
-    refused: dict[int, list] = {}
-    for error in result.errors:
-        refused.setdefault(error.index, []).append(error)
-    for index, found in refused.items():
-        group = parsed.groups[index]
-        own: set[int] = set()
-        for error in found:
-            line, column = group.first_line, _ORDER_FIELD_COLUMNS.get(error.field, error.field)
-            if m := _LINE_FIELD.fullmatch(error.field):
-                line, column = group.lines[int(m[1])][0], m[2]
-            errors.append(ImportRowError(line, column, error.message))
-            own.add(line)
-        rejected += _reject_order(errors, group.order_id, group, own)
+    for result, groups in _store_isolating(parsed.prepared, parsed.values, parsed.groups, source=source):
+        report.created += len(result.created)
+        report.unchanged += len(result.unchanged)
+        report.customers_created += result.customers_created
+        report.products_created += result.products_created
+        refused: dict[int, list] = {}
+        for error in result.errors:
+            refused.setdefault(error.index, []).append(error)
+        for index, found in refused.items():
+            group = groups[index]
+            own: set[int] = set()
+            for error in found:
+                line, column = group.first_line, _ORDER_FIELD_COLUMNS.get(error.field, error.field)
+                if m := _LINE_FIELD.fullmatch(error.field):
+                    line, column = group.lines[int(m[1])][0], m[2]
+                errors.append(ImportRowError(line, column, _service_message(error)))
+                own.add(line)
+            rejected += _reject_order(errors, group.order_id, group, own)
     for error in sorted(errors, key=lambda e: e.line):
-        report.add_error(error.line, error.field, error.message)
+        report.add_error(error.line, error.field, error.msg)
     report.error_count += rejected
 
 
 _LINE_FIELD = re.compile(r"lines\[(\d+)\]\.(\w+)")
+
+
+def _store_isolating(
+    prepared: PreparedOrders, values: list[tuple], groups: list[_OrderRows], *, source: str
+) -> list[tuple[OrdersIngestResult, list[_OrderRows]]]:
+    """Store a batch; if the database refuses it (a value every check before let through), store each half
+    again, down to the one order it refuses, which is reported on its line: the rest of the batch is kept
+    and the message names the CSV line, not a row of the staging table. Each attempt is one transaction
+    (a savepoint in a dry run), so a refused one leaves nothing behind. Costs nothing when nothing fails."""
+    try:
+        return [(orders_store(prepared=prepared, source=source), groups)]
+    except (DatabaseError, psycopg.Error) as exc:  # psycopg's own from the COPY, which Django does not wrap
+        if len(values) == 1:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            refused = RowError(
+                index=0,
+                field="",
+                message=reason,
+                template=gettext_noop(
+                    "The database refused this order (%(error)s); the other orders of the file were imported."
+                ),
+                params={"error": reason},
+            )
+            return [(OrdersIngestResult(errors=[refused]), groups)]
+        logger.info("order import: the database refused a batch of %d orders, halving it", len(values))
+    middle = len(values) // 2
+    return [
+        *_store_isolating(
+            orders_prepare_values(orders=values[:middle], now=prepared.now),
+            values[:middle],
+            groups[:middle],
+            source=source,
+        ),
+        *_store_isolating(
+            orders_prepare_values(orders=values[middle:], now=prepared.now),
+            values[middle:],
+            groups[middle:],
+            source=source,
+        ),
+    ]
+
+
+def _service_message(error) -> ImportMessage:
+    """The orders service's reason as a code with parameters (its msgid), or its text if it has none."""
+    if error.template:
+        return message(error.template, **error.params)
+    return ImportMessage(error.message)
 
 
 def _reject_order(errors: list[ImportRowError], order_id: str, group: _OrderRows, own: set[int]) -> int:
@@ -392,7 +517,11 @@ def _reject_order(errors: list[ImportRowError], order_id: str, group: _OrderRows
                 ImportRowError(
                     line,
                     "order_external_id",
-                    _("Order %(id)s not imported: see line %(line)d.") % {"id": order_id, "line": first_bad},
+                    message(
+                        gettext_noop("Order %(id)s not imported: see line %(line)d."),
+                        id=order_id,
+                        line=first_bad,
+                    ),
                 )
             )
     return len(group.row_lines)
@@ -406,6 +535,11 @@ def _priced_lines(lines: list[tuple], amount: Decimal) -> list[tuple]:
     name, category); units without a price share what the priced lines leave of the order amount."""
     if not lines:
         return []
+    if amount > MAX_AMOUNT:  # refused by the orders service; 1E+400 could not even be rounded to cents
+        return [
+            (sku, quantity, price or _ZERO, name, category)
+            for _line, sku, quantity, price, name, category in lines
+        ]
     unpriced_units = 0
     covered = _ZERO
     for _line, _sku, quantity, price, _name, _category in lines:

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from crm.models import (
     ImportJob,
 )
+from crm.services.imports.messages import ImportMessage, message
 
 BATCH_ROWS = 5000
 MAX_ERRORS_KEPT = 1000  # the report and the ImportJob keep this many error entries; error_count counts all
@@ -19,18 +20,28 @@ MAX_ERRORS_KEPT = 1000  # the report and the ImportJob keep this many error entr
 
 class ImportFileError(Exception):
     """The file as a whole cannot be imported (encoding, missing column, empty): raised before any row is
-    written. Also raised for a line that is not valid CSV (an unclosed quote) found mid-file: batches
-    before it are kept, as with any interrupted import, and a corrected file can be imported again."""
+    written. Carries its ImportMessage (`str()` puts it in the active language)."""
+
+    def __init__(self, msg: ImportMessage):
+        super().__init__(msg.msgid)
+        self.msg = msg
+
+    def __str__(self) -> str:
+        return self.msg.text()
 
 
-@dataclass
+@dataclass(slots=True)
 class ImportRowError:
     line: int
     field: str
-    message: str
+    msg: ImportMessage
+
+    @property
+    def message(self) -> str:
+        return self.msg.text()
 
     def as_dict(self) -> dict:
-        return {"line": self.line, "field": self.field, "message": self.message}
+        return {"line": self.line, "field": self.field, **self.msg.as_dict()}
 
 
 @dataclass
@@ -38,7 +49,7 @@ class ImportReport:
     kind: str
     dry_run: bool = False
     encoding: str = "utf-8"
-    notes: list[str] = field(default_factory=list)
+    notes: list[ImportMessage] = field(default_factory=list)
     total_rows: int = 0  # an estimate (line count) until the end, then exact
     processed_rows: int = 0
     created: int = 0
@@ -48,12 +59,13 @@ class ImportReport:
     errors: list[ImportRowError] = field(default_factory=list)  # the first MAX_ERRORS_KEPT entries
     customers_created: int = 0
     products_created: int = 0
+    unread_lines: list[int] = field(default_factory=list)  # lines the CSV reader could not read as a row
 
-    def add_error(self, line: int, field_name: str, message: str) -> None:
+    def add_error(self, line: int, field_name: str, msg: ImportMessage) -> None:
         if len(self.errors) < MAX_ERRORS_KEPT:
-            self.errors.append(ImportRowError(line, field_name, message))
+            self.errors.append(ImportRowError(line, field_name, msg))
 
-    def summary(self) -> str:
+    def summary_messages(self) -> list[ImportMessage]:
         counts = {
             "rows": self.processed_rows,
             "created": self.created,
@@ -61,30 +73,68 @@ class ImportReport:
             "unchanged": self.unchanged,
             "errors": self.error_count,
         }
+        parts = []
+        if self.dry_run:
+            parts.append(message(gettext_noop("Dry run, nothing was written.")))
         if self.kind == ImportJob.Kind.ORDERS:
-            text = _(
-                "Rows read: %(rows)d. Orders created: %(created)d, updated: %(updated)d, unchanged: "
-                "%(unchanged)d. Rows rejected: %(errors)d."
+            parts.append(
+                message(
+                    gettext_noop(
+                        "Rows read: %(rows)d. Orders created: %(created)d, updated: %(updated)d, unchanged: "
+                        "%(unchanged)d. Rows rejected: %(errors)d."
+                    ),
+                    **counts,
+                )
             )
         else:
-            text = _(
-                "Rows read: %(rows)d. Customers created: %(created)d, updated: %(updated)d, unchanged: "
-                "%(unchanged)d. Rows rejected: %(errors)d."
+            parts.append(
+                message(
+                    gettext_noop(
+                        "Rows read: %(rows)d. Customers created: %(created)d, updated: %(updated)d, unchanged: "
+                        "%(unchanged)d. Rows rejected: %(errors)d."
+                    ),
+                    **counts,
+                )
             )
-        parts = [(_("Dry run, nothing was written.") + " " if self.dry_run else "") + text % counts]
         if self.kind == ImportJob.Kind.ORDERS and (self.customers_created or self.products_created):
             parts.append(
-                _(
-                    "New customers created for unknown customer ids: %(customers)d; new products: %(products)d."
+                message(
+                    gettext_noop(
+                        "New customers created for unknown customer ids: %(customers)d; new products: %(products)d."
+                    ),
+                    customers=self.customers_created,
+                    products=self.products_created,
                 )
-                % {"customers": self.customers_created, "products": self.products_created}
+            )
+        if self.unread_lines:
+            parts.append(
+                message(
+                    gettext_noop(
+                        "Lines that could not be read as CSV, rejected: %(count)d (line %(lines)s); the lines "
+                        "after them were read."
+                    ),
+                    count=len(self.unread_lines),
+                    lines=_line_list(self.unread_lines),
+                )
             )
         if self.error_count > len(self.errors):
             parts.append(
-                _("Only the first %(kept)d errors are listed.") % {"kept": len(self.errors)},
+                message(gettext_noop("Only the first %(kept)d errors are listed."), kept=len(self.errors))
             )
         parts.extend(self.notes)
-        return " ".join(parts)
+        return parts
+
+    def summary(self) -> str:
+        return " ".join(m.text() for m in self.summary_messages())
+
+
+_LINES_LISTED = 20
+
+
+def _line_list(lines: list[int]) -> str:
+    """Line numbers for a message: the first 20, then "…"."""
+    listed = ", ".join(str(n) for n in lines[:_LINES_LISTED])
+    return listed + (", …" if len(lines) > _LINES_LISTED else "")
 
 
 Progress = Callable[[ImportReport], None]

@@ -34,6 +34,11 @@
     }).format(new Date(iso));
   }
 
+  // A calendar day (YYYY-MM-DD) in the page's language: the day as written, in no time zone.
+  function formatDay(day) {
+    return new Intl.DateTimeFormat(CLOCK.locale, { timeZone: "UTC", dateStyle: "medium" }).format(new Date(day + "T00:00:00Z"));
+  }
+
   function computedNote(name, body, extra) {
     const when = body.computed_at ? formatInstant(body.computed_at) : "";
     note(name, [extra, when ? fmt(L.computed_at, { when }) : ""].filter(Boolean).join(" · "));
@@ -66,13 +71,17 @@
   // --- the charts ---------------------------------------------------------------------------------
 
   function lifecycle(body) {
+    // Stages are known from the first computation on (tracked_since); the months before it would only
+    // repeat today's stages, so they are left blank and the note says so.
+    const since = body.tracked_since ? body.tracked_since.slice(0, 7) : null;
+    const known = (i) => since !== null && body.months[i] >= since;
     draw("chart-lifecycle", {
       type: "line",
       data: {
         labels: body.months,
         datasets: body.stages.map((s, i) => ({
           label: s.label,
-          data: body.series[s.key],
+          data: body.series[s.key].map((n, m) => (known(m) ? n : null)),
           fill: true,
           borderColor: PALETTE[i % PALETTE.length],
           backgroundColor: PALETTE[i % PALETTE.length] + "99",
@@ -81,7 +90,8 @@
       },
       options: { scales: { y: { stacked: true, title: { display: true, text: L.customers } } }, interaction: { mode: "index", intersect: false } },
     });
-    computedNote("lifecycle", body);
+    const extra = !since ? L.no_data : since > body.months[0] ? fmt(L.tracked_since, { date: formatDay(body.tracked_since) }) : "";
+    computedNote("lifecycle", body, extra);
   }
 
   function cohorts(body) {
@@ -252,10 +262,13 @@
     const clock = document.getElementById("analytics-clock");
     if (clock) CLOCK = JSON.parse(clock.textContent);
     const ep = (id) => document.getElementById(id)?.dataset.endpoint;
-    chart("chart-lifecycle", "lifecycle", ep("chart-lifecycle"), lifecycle);
-    chart("chart-cohorts", "cohorts", ep("chart-cohorts"), cohorts);
-    chart("chart-repeat", "repeat", ep("chart-repeat"), orders);
-    chart("chart-ltv", "ltv", ep("chart-ltv"), ltv);
+    const loadSummaries = () => {
+      chart("chart-lifecycle", "lifecycle", ep("chart-lifecycle"), lifecycle);
+      chart("chart-cohorts", "cohorts", ep("chart-cohorts"), cohorts);
+      chart("chart-repeat", "repeat", ep("chart-repeat"), orders);
+      chart("chart-ltv", "ltv", ep("chart-ltv"), ltv);
+    };
+    loadSummaries();
     const loadFunnel = () =>
       chart("chart-funnel", "funnel", ep("chart-funnel") && withParams(ep("chart-funnel"), { days: document.getElementById("funnel-days").value }), funnel);
     const loadAttribution = () =>
@@ -272,6 +285,13 @@
       );
     loadFunnel();
     loadAttribution();
+    // "Recompute now" finished (static/crm/admin/job_progress.js): draw the new figures.
+    document.addEventListener("job-progress:finished", (event) => {
+      if (event.detail.state !== "done") return;
+      loadSummaries();
+      loadFunnel();
+      loadAttribution();
+    });
     document.getElementById("funnel-days").addEventListener("change", loadFunnel);
     ["attribution-from", "attribution-to", "attribution-lookback", "attribution-group"].forEach((id) =>
       document.getElementById(id).addEventListener("change", loadAttribution),

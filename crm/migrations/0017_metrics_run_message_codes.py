@@ -50,6 +50,6 @@ def forwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("crm", "0014_event_log_cursor")]
+    dependencies = [("crm", "0016_importjob_outcome")]
 
     operations = [migrations.RunPython(forwards, migrations.RunPython.noop)]
