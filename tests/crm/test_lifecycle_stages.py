@@ -1,5 +1,6 @@
 """Lifecycle stages: the thresholds, every transition, and the behaviour events journeys react to."""
 
+import json
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -112,7 +113,7 @@ def test_one_time_buyers_are_judged_by_the_median_cycle_of_repeat_buyers(thresho
     compute(day(45), pipeline)  # 45 days since their only purchase: 2.25 cycles of 20 days
 
     assert stage_of(once) == "at_risk"
-    assert "cycle of one-time buyers: 20.0 days" in MetricsRun.objects.latest().message
+    assert {"code": "fallback_cycle", "days": "20.0"} in json.loads(MetricsRun.objects.latest().message)
 
 
 def test_a_configured_cycle_for_one_time_buyers_wins_over_the_median(thresholds, pipeline):
