@@ -51,6 +51,13 @@ from urllib.parse import quote
 
 import pytest
 from django.utils import timezone
+from hypothesis import settings as hypothesis_settings
+
+# The suite decides whether a change lands, so property tests draw the same examples on every run
+# (HYPOTHESIS_PROFILE=explore draws new ones, to look for bugs on purpose).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", max_examples=500)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Playwright's sync API runs an asyncio event loop in the test thread, and Django then refuses ORM
 # calls there (SynchronousOnlyOperation). The calls really are synchronous, so the guard is lifted.

@@ -167,7 +167,9 @@ def _csv_line(cells: list[str]) -> str:
     import io
 
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(cells)
+    # Every cell quoted: Python 3.11's writer leaves a lone "\r" unquoted when the line ends in "\n", and
+    # an unquoted "\r" is a line break to any CSV reader, which would make the fuzzed row two rows.
+    csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(cells)
     return out.getvalue()
 
 
