@@ -7,16 +7,7 @@ from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
 from crm.consent_sources import consent_source_text
-from crm.models.customers import Customer
-
-
-class ConsentChannel(models.TextChoices):
-    """Channels a message can be sent on; each needs its own consent."""
-
-    EMAIL = "email", _("Email")
-    SMS = "sms", _("SMS")
-    WECHAT = "wechat", _("WeChat")
-    PUSH = "push", _("Push")
+from crm.models.customers import ConsentChannel, Customer
 
 
 class ConsentStatus(models.TextChoices):

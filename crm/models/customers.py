@@ -70,6 +70,15 @@ PROFILE_ACQUISITION_FIELDS = ("acquisition_channel", "utm_source", "utm_medium",
 PROFILE_FIELDS = (*PROFILE_PERSONAL_FIELDS, *PROFILE_ACQUISITION_FIELDS)
 
 
+class ConsentChannel(models.TextChoices):
+    """Channels a message can be sent on; each needs its own consent."""
+
+    EMAIL = "email", _("Email")
+    SMS = "sms", _("SMS")
+    WECHAT = "wechat", _("WeChat")
+    PUSH = "push", _("Push")
+
+
 class Customer(models.Model):
     class Gender(models.TextChoices):
         UNKNOWN = "", _("Unknown")
