@@ -356,6 +356,23 @@ EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="marketing@example.com")
 
+# --- Messaging (campaigns) ------------------------------------------------------------------------
+# The language a customer with none recorded is spoken to in, and the base of every absolute link a message
+# carries (tracking, unsubscribe): the address customers reach the site at.
+MESSAGING_DEFAULT_LANGUAGE = env.str("MESSAGING_DEFAULT_LANGUAGE", default="zh-hans")
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# One provider per channel (campaigns/providers/): BACKEND is its class, OPTIONS its settings, RATE its
+# global send rate in messages per second across every worker process and host (0: unlimited).
+MESSAGING_PROVIDERS = {
+    "email": {"BACKEND": "campaigns.providers.email.DjangoMailProvider", "OPTIONS": {}, "RATE": 0},
+    "sms": {"BACKEND": "campaigns.providers.console.ConsoleProvider", "OPTIONS": {}, "RATE": 0},
+    "wechat": {"BACKEND": "campaigns.providers.console.ConsoleProvider", "OPTIONS": {}, "RATE": 0},
+    "push": {"BACKEND": "campaigns.providers.console.ConsoleProvider", "OPTIONS": {}, "RATE": 0},
+}
+# Where the providers' global send rates count: a redis:// URL (production, several hosts) or "db" (the
+# embedded default: the provider_state table, one row per provider).
+MESSAGING_RATE_LIMIT_URL = env.str("MESSAGING_RATE_LIMIT_URL", default="db")
+
 # --- Logging --------------------------------------------------------------------------------------
 # One JSON object per line in production (LOG_FORMAT=json), readable lines elsewhere.
 LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "text")

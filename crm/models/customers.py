@@ -102,6 +102,14 @@ class Customer(models.Model):
         _("acquisition channel"), max_length=16, choices=Channel.choices, blank=True
     )
     utm_source = models.CharField(_("utm source"), max_length=100, blank=True)
+    # What messages speak to the customer in, and by; blank: the business's default language
+    # (settings.MESSAGING_DEFAULT_LANGUAGE) and the best channel the customer consented to.
+    language = models.CharField(
+        _("language"), max_length=16, choices=settings.LANGUAGES, blank=True, default=""
+    )
+    preferred_channel = models.CharField(
+        _("preferred channel"), max_length=16, choices=ConsentChannel.choices, blank=True, default=""
+    )
     utm_medium = models.CharField(_("utm medium"), max_length=100, blank=True)
     utm_campaign = models.CharField(_("utm campaign"), max_length=100, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
