@@ -156,8 +156,11 @@ def _stale_time(value, depth: int = 0) -> bool:
 @pytest.fixture(scope="session")
 def browser(live_server):
     """The session's headless Debian chromium (a Playwright ``Browser``); see the module docstring."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # expect()'s own wait (5 s by default) follows the page's, so a loaded machine waits as long for an
+    # assertion as for a click.
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
     playwright = sync_playwright().start()
     try:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -834,6 +834,13 @@ class _Block:
             "time_zone": [CITIES[c][2] for c in city.tolist()],
             "acquisition_channel": [CHANNELS[c] for c in channel.tolist()],
         }
+        # Language and preferred channel from a hash of the id, not the generator: drawing more numbers
+        # would change every value drawn after them, and the rest of the world with them.
+        spread = (np.asarray(self.ids, dtype=np.int64) * 2_654_435_761) % 100
+        abroad = np.isin(city, [n for n, c in enumerate(CITIES) if not c[2].startswith("Asia/Sh")])
+        columns["language"] = np.where((spread < 5) | (abroad & (spread < 50)), "en", "zh-hans").tolist()
+        preferred = np.select([spread < 20, spread < 30, spread < 35], ["wechat", "sms", "email"], "")
+        columns["preferred_channel"] = preferred.tolist()
         for key, values in UTM.items():
             columns[f"utm_{key}"] = [
                 values[u] if h else "" for u, h in zip(utm[key].tolist(), has_utm.tolist(), strict=True)
