@@ -134,6 +134,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache ----------------------------------------------------------------------------------------
 # Per-member API rate limits count in the cache: set CACHE_URL=redis://... when several processes serve.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# django-environ lower-cases every query option of a redis:// URL for Django's own RedisCache, the generic
+# ones too, and Django reads those only in upper case: `?key_prefix=staging` would be dropped silently
+# and two deployments sharing a Redis database would share their rate-limit counters.
+for _option in ("key_prefix", "timeout", "version", "key_function"):
+    if _option in CACHES["default"]:
+        CACHES["default"][_option.upper()] = CACHES["default"].pop(_option)
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache":
     # The member API's per-member throttles keep one key per active member; at the default 300 entries a
     # busy process would keep culling them and forget who has used up their rate.

@@ -540,7 +540,7 @@ class TierColumnFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() == "none":
             return queryset.filter(loyalty_account__isnull=True)
-        if (self.value() or "").isdigit():
+        if (value := self.value() or "").isascii() and value.isdigit():
             return queryset.filter(loyalty_account__tier_id=int(self.value()))
         return queryset
 

@@ -102,7 +102,7 @@ class TagFilter(DropdownFilter):
         return list(Tag.objects.order_by("name").values_list("pk", "name"))
 
     def queryset(self, request, queryset):
-        if not (self.value() or "").isdigit():
+        if not ((value := self.value() or "").isascii() and value.isdigit()):
             return queryset
         return queryset.filter(
             Exists(CustomerTag.objects.filter(customer_id=OuterRef("pk"), tag_id=int(self.value())))

@@ -235,7 +235,7 @@ class CustomerAdmin(CustomerListColumnsMixin, LargeTableAdmin, HistoryAdmin):
         if not request.user.has_perm(needed):
             raise PermissionDenied
         tag_id = request.POST.get("tag") or ""
-        tag = Tag.objects.filter(pk=int(tag_id)).first() if tag_id.isdigit() else None
+        tag = Tag.objects.filter(pk=int(tag_id)).first() if tag_id.isascii() and tag_id.isdigit() else None
         if tag is None:
             messages.error(request, gettext("Choose a tag."))
             return self._back_to_360(customer, "#tags")

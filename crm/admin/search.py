@@ -59,11 +59,11 @@ def customer_search_filter(term: str) -> Q:
         q |= Q(phone__startswith=phone)
         if not phone.startswith("+"):
             q |= Q(phone__startswith="+86" + digits)  # a mainland number typed without its country code
-        if digits.isdigit() and len(digits) <= 18:
+        if digits.isascii() and digits.isdigit() and len(digits) <= 18:
             q |= Q(pk=int(digits))
         q |= Q(external_id=term)
     else:
-        if term.startswith("#") and term[1:].isdigit() and len(term) <= 19:
+        if term.startswith("#") and term[1:].isascii() and term[1:].isdigit() and len(term) <= 19:
             q |= Q(pk=int(term[1:]))
         q |= Q(external_id=term)
         if not any(ch.isdigit() for ch in term):

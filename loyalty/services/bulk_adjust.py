@@ -21,7 +21,6 @@ import csv
 import hashlib
 import io
 from datetime import datetime, timedelta
-from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -38,8 +37,10 @@ from crm.services.leases import (
     lease_pickup_deadline,
     lease_release,
     leased_job_register,
+    leased_job_resume_task,
     leases_reap,
 )
+from crm.task_queue import task_queue_on_commit
 from loyalty.models import BulkAdjustmentBatch, BulkAdjustmentLine, LedgerEntry
 from loyalty.services.ledger import (
     IdempotencyConflict,
@@ -50,7 +51,6 @@ from loyalty.services.ledger import (
     payload_hash,
 )
 from loyalty.services.programme import ruleset_load
-from loyalty.tasks import bulk_adjustment_apply
 
 MAX_LINES = 50_000
 MAX_POINTS_PER_LINE = 10_000_000
@@ -184,7 +184,7 @@ def batch_approve(
             batch.lease_expires_at = timezone.now() + timedelta(seconds=settings.JOB_PICKUP_SECONDS)
         batch.save(update_fields=["status", "approved_by", "approved_at", "lease_expires_at"])
         if not inline:
-            transaction.on_commit(partial(bulk_adjustment_apply.delay, batch_id=batch.pk))
+            task_queue_on_commit(BULK_APPLY_TASK, batch.pk)
     if inline:
         return batch_apply(batch_id=batch.pk, now=now)
     return batch
@@ -331,5 +331,5 @@ def bulk_adjustments_reaper_register() -> None:
     leased_job_register(
         name=BULK_JOB,
         active=_batches_to_apply,
-        resume=lambda pk: transaction.on_commit(partial(bulk_adjustment_apply.delay, batch_id=pk)),
+        resume=leased_job_resume_task(BULK_APPLY_TASK),
     )

@@ -114,11 +114,10 @@ def points_expire_due(*, now: datetime | None = None, batch_accounts: int = 2000
     """Expire what is left of every available lot past its expiry: one `expire` entry per account per
     run, each expired lot pointing at it. Returns the points expired.
 
-    On PostgreSQL the run is an ExpiryRun whose lease the worker holds (crm/services/leases.py): if the
-    worker is killed, the lease reaper has `points_expiry_resume` carry on where the run stopped."""
+    The run is an ExpiryRun whose lease the worker holds (crm/services/leases.py), on SQLite (`make run`)
+    as on PostgreSQL: if the worker is killed, the lease reaper has `points_expiry_resume` carry on
+    where the run stopped."""
     now = now or timezone.now()
-    if connection.vendor != "postgresql":
-        return _expire_portable(now)
     run = ExpiryRun.objects.create(expires_up_to=now)
     lease = lease_claim(queryset=_expiry_runs_active(), pk=run.pk)
     return _expire_run(run=run, lease=lease, batch_accounts=batch_accounts)
@@ -149,18 +148,30 @@ def expiry_runs_reaper_register() -> None:
     )
 
 
+# SQLite has one writer at a time: a shorter batch keeps the lease's heartbeat (another connection) from
+# waiting on the run's write lock for long.
+PORTABLE_BATCH_ACCOUNTS = 500
+
+
+def _expire_batch_function():
+    return _expire_batch if connection.vendor == "postgresql" else _expire_batch_portable
+
+
 def _expire_run(*, run: ExpiryRun, lease: Lease, batch_accounts: int) -> int:
     now = run.expires_up_to
     reason = reason_code("expired")
     expired = 0
     last_id = run.last_account_id
+    expire_batch = _expire_batch_function()
+    if expire_batch is _expire_batch_portable:
+        batch_accounts = min(batch_accounts, PORTABLE_BATCH_ACCOUNTS)
     # The keeper stops outside the batches' transactions: its heartbeat may wait for the run's row lock.
     with lease_kept(lease) as keeper:
         try:
             while True:
                 keeper.check()
                 with transaction.atomic():
-                    locked, points = _expire_batch(
+                    locked, points = expire_batch(
                         after=last_id, now=now, reason=str(reason), run=run, limit=batch_accounts
                     )
                     if locked:
@@ -341,34 +352,55 @@ def _release_portable(now: datetime) -> int:
     return released
 
 
-def _expire_portable(now: datetime) -> int:
-    expired = 0
+def _expire_batch_portable(
+    *, after: int, now: datetime, reason: str, run: ExpiryRun, limit: int
+) -> tuple[list[int], int]:
+    """`_expire_batch` without data-modifying CTEs: the next `limit` accounts after id `after` with a due
+    lot, their lots, entries and balances written in bulk. The same entries and idempotency keys (one per
+    account per run), so the run's cursor and a resumed run work alike on both databases. On SQLite the
+    account locks are no-ops: the batch's transaction (IMMEDIATE) holds the database's one write lock."""
     due = PointLot.objects.filter(state=PointLot.State.AVAILABLE, remaining__gt=0, expires_at__lte=now)
-    for account_id in sorted(set(due.values_list("account_id", flat=True))):
-        with transaction.atomic():
-            account = LoyaltyAccount.objects.select_for_update().get(pk=account_id)
-            lots = list(due.filter(account_id=account_id))
-            points = sum(lot.remaining for lot in lots)
-            if not points:
-                continue
-            entry = LedgerEntry.objects.create(
+    candidates = list(
+        due.filter(account_id__gt=after)
+        .order_by("account_id")
+        .values_list("account_id", flat=True)
+        .distinct()[:limit]
+    )
+    locked = _lock_accounts(candidates)
+    if not locked:
+        return locked, 0
+    per_account: dict[int, list[PointLot]] = {}
+    for lot in due.filter(account_id__in=locked).order_by("account_id", "pk"):
+        per_account.setdefault(lot.account_id, []).append(lot)
+    entries = LedgerEntry.objects.bulk_create(
+        [
+            LedgerEntry(
                 account_id=account_id,
                 kind=EntryKind.EXPIRE,
-                points=-points,
-                idempotency_key=f"expire:{account_id}:{int(now.timestamp() * 1_000_000)}:portable",
-                reason=reason_code("expired"),
+                points=-sum(lot.remaining for lot in lots),
+                idempotency_key=f"expire:{account_id}:run{run.pk}",
+                reason=reason,
                 parts={"lots": len(lots)},
                 occurred_at=now,
                 created_at=now,
             )
-            for lot in lots:
-                PointLot.objects.filter(pk=lot.pk).update(
-                    remaining=0, expired=lot.expired + lot.remaining, expire_entry=entry
-                )
-            account.available -= points
-            balances_save(account)
-            expired += points
-    return expired
+            for account_id, lots in per_account.items()
+        ]
+    )
+    changed = []
+    for entry in entries:
+        for lot in per_account[entry.account_id]:
+            lot.expired += lot.remaining
+            lot.remaining = 0
+            lot.expire_entry_id = entry.pk
+            changed.append(lot)
+    PointLot.objects.bulk_update(changed, ["remaining", "expired", "expire_entry"], batch_size=500)
+    accounts = list(LoyaltyAccount.objects.filter(pk__in=list(per_account)).order_by("pk"))
+    points = {entry.account_id: -entry.points for entry in entries}
+    for account in accounts:
+        account.available -= points[account.pk]
+    LoyaltyAccount.objects.bulk_update(accounts, ["available"], batch_size=500)
+    return locked, sum(points.values())
 
 
 def _notices_portable(now: datetime, horizon: datetime) -> int:

@@ -205,6 +205,7 @@ def test_tag_form_rejects_nonsense_without_an_error_page(admin_client):
     customer = CustomerFactory()
     tags_url = reverse("admin:crm_customer_tags", args=[customer.pk])
     assert admin_client.post(tags_url, {"op": "add", "tag": "abc"}).status_code == 302
+    assert admin_client.post(tags_url, {"op": "add", "tag": "²"}).status_code == 302  # isdigit(), not int()
     assert admin_client.post(tags_url, {"op": "explode", "tag": "1"}).status_code == 302
     assert admin_client.get(tags_url).status_code == 405
     assert not customer.customer_tags.exists()

@@ -66,6 +66,14 @@ def test_search_finds_nothing_for_an_unknown_term(admin_client, customers):
     assert search(admin_client, "oWx-openid") == set()  # identifiers match whole, not in part
 
 
+def test_search_and_filters_with_unicode_digits_answer_a_page_not_a_500(admin_client, customers):
+    # "²".isdigit() is true and int("²") raises: each of these was a 500.
+    assert search(admin_client, "#²") == set()
+    assert search(admin_client, "#¹²³") == set()
+    assert admin_client.get(URL, {"tag": "²"}).status_code == 200
+    assert admin_client.get(URL, {"tier": "²"}).status_code == 200
+
+
 def test_name_search_uses_ilike_that_the_trigram_index_serves():
     # Django's icontains is UPPER(name) LIKE UPPER('%x%'), which a gin_trgm_ops index on name cannot use.
     sql = str(Customer.objects.filter(customer_search_filter("Emily")).query)

@@ -2,22 +2,26 @@
 died is resumed (by the reaper, a redelivered message or the admin), and a worker whose job was taken
 over stops writing. The real kill test is tests/integration/test_worker_killed.py."""
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.urls import reverse
 
 from crm import tasks as crm_tasks
-from crm.models import ImportJob, MetricsRun, Order
+from crm.models import Customer, ImportJob, MetricsRun, Order
 from crm.schedule import REAP_TASK
 from crm.services import leases
+from crm.services.imports import customers_import, orders_import
 from crm.services.imports import jobs as import_jobs
-from crm.services.imports import orders_import
 from crm.services.imports.jobs import import_job_run
 from crm.services.leases import lease_claim, leases_reap
+from tests.factories import CustomerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -76,7 +80,7 @@ def test_a_job_whose_worker_died_is_run_again_to_the_end_by_the_next_message():
     assert Order.objects.count() == 3
 
 
-def test_a_worker_whose_job_was_taken_over_stops_after_the_batch_in_flight_and_writes_no_result(monkeypatch):
+def test_a_worker_whose_job_was_taken_over_writes_not_even_the_batch_in_flight_nor_a_result(monkeypatch):
     job = job_for()
     taken_over = []
 
@@ -93,11 +97,99 @@ def test_a_worker_whose_job_was_taken_over_stops_after_the_batch_in_flight_and_w
 
     job = import_job_run(job_id=job.pk)
 
-    # The lease is checked after each batch: the worker that lost it writes at most the one batch it had
-    # started (harmless, the import is idempotent) and then neither its progress nor its result.
-    assert Order.objects.count() == 2
+    # The lease is checked in each batch's transaction: the worker that lost it has its batch in flight
+    # rolled back and writes neither its progress nor its result.
+    assert Order.objects.count() == 1
     assert job.status == "running" and job.lease_token == taken_over[0].token
     assert job.processed_rows == 1 and job.finished_at is None
+
+
+CUSTOMERS = "external_id,name\n" + "".join(f"C-{n},新名字 {n}\n" for n in range(1, 7))
+
+
+def _lock_waits() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+def _until(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}", pytrace=False)
+        time.sleep(0.05)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_loses_its_lease_while_writing_a_batch_rolls_it_back_and_the_taker_over_imports_every_row_once(
+    monkeypatch, settings, caplog
+):
+    """Given a customer import in batches of two, whose worker A stalls in its second batch (on a row lock
+    the test holds), when A's lease lapses and worker B claims the job and stalls in the same place
+    behind A, then A, let go first, finds at its batch's commit that the lease is B's and rolls the batch
+    back; B writes it and the third batch, and every row is imported once, by A (batch 1) or by B."""
+    # A heartbeat every 200 s: during the test only the check in the batch's transaction can see the
+    # lease gone, as when the takeover falls between a heartbeat and the commit.
+    settings.JOB_LEASE_SECONDS = 600
+    monkeypatch.setitem(
+        import_jobs.IMPORTERS,
+        ImportJob.Kind.CUSTOMERS,
+        lambda **kwargs: customers_import(batch_rows=2, **kwargs),
+    )
+    CustomerFactory(external_id="C-3", name="旧名字")  # in batch 2: locked FOR UPDATE by the import
+    job = ImportJob(kind=ImportJob.Kind.CUSTOMERS, original_name="customers.csv")
+    job.file.save("customers.csv", ContentFile(CUSTOMERS.encode()), save=False)
+    job.save()
+
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_c3():
+        try:
+            with transaction.atomic():
+                list(Customer.objects.select_for_update().filter(external_id="C-3"))
+                locked.set()
+                release.wait(120)
+        finally:
+            connection.close()
+
+    results = {}
+
+    def worker(name):
+        try:
+            results[name] = import_job_run(job_id=job.pk)
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            results[name] = exc
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_c3)
+    holder.start()
+    locked.wait(30)
+    a = threading.Thread(target=worker, args=("A",))
+    a.start()
+    _until(lambda: _lock_waits() == 1, "worker A to wait on C-3 in its second batch")
+    job.refresh_from_db()
+    assert job.processed_rows == 2  # A's first batch is in
+
+    ImportJob.objects.filter(pk=job.pk).update(lease_expires_at=Now() - timedelta(seconds=1))
+    b = threading.Thread(target=worker, args=("B",))
+    b.start()
+    _until(lambda: _lock_waits() == 2, "worker B to wait on C-3 behind A")
+    release.set()  # PostgreSQL grants the row to A first: A waited first
+    for thread in (holder, a, b):
+        thread.join(120)
+
+    assert not any(isinstance(r, Exception) for r in results.values()), results
+    assert "import job taken over by another worker; stopping" in caplog.text
+    job.refresh_from_db()
+    assert (job.status, job.lease_claims, job.lease_token) == ("done", 2, None)
+    # B's own counts: A's first batch unchanged, and A's second batch not written by A.
+    assert (job.unchanged_count, job.updated_count, job.created_count) == (2, 1, 3)
+    assert sorted(Customer.objects.values_list("external_id", flat=True)) == [f"C-{n}" for n in range(1, 7)]
+    assert Customer.objects.get(external_id="C-3").name == "新名字 3"
 
 
 def test_the_reaper_queues_a_killed_import_again_once_and_the_job_finishes(

@@ -123,10 +123,10 @@ def test_upload_matches_by_the_header_column_and_reports_unmatched_lines(custome
 def test_a_malformed_line_rejects_the_whole_file_naming_the_line(customers):
     people, _erased = customers
     static_list = StaticList.objects.create(name="By id")
-    text = "\n".join([str(people[0].pk), "12x", str(people[1].pk)])
+    text = "\n".join([str(people[0].pk), "12x", str(people[1].pk), "²"])  # "²".isdigit(), int("²") raises
     with pytest.raises(UploadRejected) as raised:
         upload(static_list, text, match_by="customer_id")
-    assert [(p.line, p.value) for p in raised.value.problems] == [(2, "12x")]
+    assert [(p.line, p.value) for p in raised.value.problems] == [(2, "12x"), (4, "²")]
     assert "not a customer id" in str(raised.value.problems[0])
     assert not static_list.members.exists()
 

@@ -9,6 +9,7 @@ from django.db.models.functions import Now
 from django.urls import reverse
 
 from crm.services.leases import lease_claim
+from loyalty import tasks as loyalty_tasks
 from loyalty.models import BulkAdjustmentBatch, BulkAdjustmentLine, LedgerEntry, LoyaltyAccount
 from loyalty.services import bulk_adjust
 from loyalty.services.bulk_adjust import batch_apply, batch_approve, batch_upload, batches_resume
@@ -112,13 +113,13 @@ def test_admin_upload_preview_and_approval_by_a_second_user(client, staff):
 
 
 class _QueueRecorder:
-    """Stands in for the Celery task: records what would be queued."""
+    """Stands in for the Celery task's delay (the service queues it by name): records what would be queued."""
 
     def __init__(self):
         self.queued = []
 
-    def delay(self, **kwargs):
-        self.queued.append(kwargs)
+    def delay(self, *args):
+        self.queued.append(args)
 
 
 def test_a_large_batch_is_queued_for_the_worker_once_the_approval_commits(
@@ -132,7 +133,7 @@ def test_a_large_batch_is_queued_for_the_worker_once_the_approval_commits(
     )
     task = _QueueRecorder()
     monkeypatch.setattr(bulk_adjust, "INLINE_MAX_LINES", 2)
-    monkeypatch.setattr(bulk_adjust, "bulk_adjustment_apply", task)
+    monkeypatch.setattr(loyalty_tasks.bulk_adjustment_apply, "delay", task.delay)
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         approved = batch_approve(batch=batch, approved_by=staff[1])
@@ -141,7 +142,7 @@ def test_a_large_batch_is_queued_for_the_worker_once_the_approval_commits(
     assert approved.status == "approved" and LedgerEntry.objects.count() == 0
     for callback in callbacks:
         callback()
-    assert task.queued == [{"batch_id": batch.pk}]
+    assert task.queued == [(batch.pk,)]
 
 
 def test_a_rerun_after_a_killed_worker_applies_each_line_once(staff, monkeypatch):
@@ -154,7 +155,7 @@ def test_a_rerun_after_a_killed_worker_applies_each_line_once(staff, monkeypatch
         created_by=staff[0],
     )
     monkeypatch.setattr(bulk_adjust, "INLINE_MAX_LINES", 0)
-    monkeypatch.setattr(bulk_adjust, "bulk_adjustment_apply", _QueueRecorder())
+    monkeypatch.setattr(loyalty_tasks.bulk_adjustment_apply, "delay", _QueueRecorder().delay)
     monkeypatch.setattr(bulk_adjust, "APPLY_CHUNK", 2)
     batch_approve(batch=batch, approved_by=staff[1])
 
@@ -210,7 +211,7 @@ def test_a_batch_whose_worker_died_is_queued_again_and_a_running_one_is_not(
     )
     task = _QueueRecorder()
     monkeypatch.setattr(bulk_adjust, "INLINE_MAX_LINES", 0)
-    monkeypatch.setattr(bulk_adjust, "bulk_adjustment_apply", task)
+    monkeypatch.setattr(loyalty_tasks.bulk_adjustment_apply, "delay", task.delay)
     for batch in (killed, running):
         batch_approve(batch=batch, approved_by=staff[1])
     assert batches_resume() == []  # queued, within their pick-up time
@@ -221,6 +222,6 @@ def test_a_batch_whose_worker_died_is_queued_again_and_a_running_one_is_not(
     with django_capture_on_commit_callbacks(execute=True):
         assert batches_resume() == [killed.pk]
 
-    assert task.queued == [{"batch_id": killed.pk}]
+    assert task.queued == [(killed.pk,)]
     assert batch_apply(batch_id=killed.pk).status == "applied"
     assert batch_apply(batch_id=running.pk).status == "approved"  # its live worker's, left alone

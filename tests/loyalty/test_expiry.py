@@ -43,8 +43,13 @@ def test_spending_uses_oldest_lots_so_expiry_takes_only_what_is_left_of_them():
     assert LedgerEntry.objects.filter(kind="expire").count() == 1
 
 
-def test_portable_expiry_used_on_sqlite_takes_the_same_points_and_reports_them_positive():
-    # make run's SQLite database takes this path (points_expire_due picks it by vendor); call it directly.
+def test_portable_expiry_used_on_sqlite_takes_the_same_points_in_a_leased_run_and_reports_them_positive(
+    monkeypatch,
+):
+    # make run's SQLite database takes this path (points_expire_due picks it by vendor); here on PostgreSQL.
+    from loyalty.models import ExpiryRun
+
+    monkeypatch.setattr(lifecycle, "_expire_batch_function", lambda: lifecycle._expire_batch_portable)
     programme_setup(expiry_policy="rolling_months", expiry_months=12)
     account = account_for_customer(customer=customer_make())
     _earn(account, 100, T0)
@@ -53,11 +58,15 @@ def test_portable_expiry_used_on_sqlite_takes_the_same_points_and_reports_them_p
         account=account, points=150, idempotency_key="r", reason="reward", now=T0 + timedelta(days=90)
     )
 
-    assert lifecycle._expire_portable(T0 + timedelta(days=430)) == 50
+    assert points_expire_due(now=T0 + timedelta(days=430)) == 50
     account.refresh_from_db()
     assert account.available == 0
     assert_consistent(account)
-    assert lifecycle._expire_portable(T0 + timedelta(days=430)) == 0
+    assert points_expire_due(now=T0 + timedelta(days=430)) == 0
+    runs = list(ExpiryRun.objects.order_by("pk").values_list("status", "points_expired", "lease_token"))
+    assert runs == [("done", 50, None), ("done", 0, None)]
+    entry = LedgerEntry.objects.get(kind="expire")
+    assert entry.idempotency_key == f"expire:{account.pk}:run{ExpiryRun.objects.order_by('pk').first().pk}"
 
 
 def test_end_of_following_year_policy_counts_years_in_the_programme_time_zone():
@@ -87,8 +96,11 @@ def test_expiring_soon_notice_is_emitted_once_per_lot_as_a_behaviour_event():
     assert PointLot.objects.filter(notified_at__isnull=True).count() == 0
 
 
+@pytest.mark.parametrize(
+    "batch_name", ["_expire_batch", "_expire_batch_portable"], ids=["postgresql", "portable-for-sqlite"]
+)
 def test_an_expiry_run_whose_worker_died_is_resumed_where_it_stopped_and_expires_each_account_once(
-    monkeypatch, django_capture_on_commit_callbacks
+    batch_name, monkeypatch, django_capture_on_commit_callbacks
 ):
     from django.db.models.functions import Now
 
@@ -99,7 +111,8 @@ def test_an_expiry_run_whose_worker_died_is_resumed_where_it_stopped_and_expires
     accounts = [account_for_customer(customer=customer_make()) for _ in range(3)]
     for n, account in enumerate(accounts):
         points_adjust(account=account, points=40, idempotency_key=f"e-{n}", reason="earn", now=T0)
-    real_batch = lifecycle._expire_batch
+    monkeypatch.setattr(lifecycle, "_expire_batch_function", lambda: getattr(lifecycle, batch_name))
+    real_batch = getattr(lifecycle, batch_name)
     batches = []
 
     def killed_in_the_second_batch(**kwargs):
@@ -108,12 +121,12 @@ def test_an_expiry_run_whose_worker_died_is_resumed_where_it_stopped_and_expires
             raise SystemExit("worker killed")
         return real_batch(**kwargs)
 
-    monkeypatch.setattr(lifecycle, "_expire_batch", killed_in_the_second_batch)
+    monkeypatch.setattr(lifecycle, batch_name, killed_in_the_second_batch)
     with pytest.raises(SystemExit):
         points_expire_due(now=T0 + timedelta(days=400), batch_accounts=1)
     run = ExpiryRun.objects.get()
     assert (run.status, run.last_account_id, run.points_expired) == ("running", accounts[0].pk, 40)
-    monkeypatch.setattr(lifecycle, "_expire_batch", real_batch)
+    monkeypatch.setattr(lifecycle, batch_name, real_batch)
     assert lifecycle.points_expiry_resume(run_id=run.pk) == 0  # its lease has not lapsed yet
 
     ExpiryRun.objects.filter(pk=run.pk).update(lease_expires_at=Now() - timedelta(seconds=1))

@@ -44,7 +44,7 @@ from django.utils.translation import gettext as _
 
 from crm.db import foreign_key_triggers_off_sql
 from crm.models import AcquisitionCost, Customer, Product, Tag
-from crm.services.orders import _fingerprint
+from crm.services.orders import payload_fingerprint
 from crm.services.refunds import refund_fingerprint
 
 MARKER = "DEMO-"
@@ -502,7 +502,7 @@ def _ints(values: np.ndarray) -> list[str]:
 def _fingerprints(external, placed_iso, totals, channels, stores, bounds, lines) -> list[str]:
     """order_fingerprint for many demo orders at once (the same canonical tuple; a test compares)."""
     return [
-        _fingerprint(
+        payload_fingerprint(
             (ext, iso, total, "CNY", channel, store, "paid", tuple(lines[bounds[o] : bounds[o + 1]]))
         )
         for o, (ext, iso, total, channel, store) in enumerate(

@@ -4,7 +4,8 @@ after each batch.
 The worker that runs a job holds its lease (crm/services/leases.py): if that worker is killed, the
 reaper queues the job again once the lease lapses and the next worker runs it from the start, which the
 idempotent import turns into "unchanged" for the rows already stored. Every write to the job's row is
-conditional on the lease, so a worker that stalled past its lease and was taken over stops writing."""
+conditional on the lease, and each batch commits with its progress write, so a worker that stalled past
+its lease and was taken over writes no further batch: not even the one it was writing."""
 
 from __future__ import annotations
 
@@ -52,8 +53,10 @@ def import_jobs_active():
 
 
 class _JobProgress:
-    """Writes a job's progress after each batch, while the job's lease is still this worker's (otherwise
-    it raises LeaseLost, which stops the import before its next batch). A dry run holds one open
+    """Writes a job's progress after each batch, in the batch's transaction, while the job's lease is
+    still this worker's: otherwise it raises LeaseLost, which rolls that batch back and stops the import
+    (see `_run_batches`). The heartbeat's `check()` alone would leave a window: a lease taken over after
+    the check and before the batch commits. A dry run holds one open
     transaction on the default connection, so on PostgreSQL its progress goes through a second,
     autocommit connection (SQLite would wait for its own write lock: there the progress of a dry run
     shows only at the end)."""

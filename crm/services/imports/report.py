@@ -160,13 +160,21 @@ class _DryRun:
 
 
 def _run_batches(report: ImportReport, batches, handle, progress: Progress | None) -> ImportReport:
-    """`handle` each batch (it returns the number of rows it covered) and report progress after each."""
+    """`handle` each batch (it returns the number of rows it covered) and report progress after each.
+
+    Each batch and its progress are one transaction (the stores' own transactions become savepoints in
+    it): a job's progress is a write conditional on the worker still holding the job's lease
+    (crm/services/imports/jobs.py), so a worker whose lease was taken over while it wrote a batch gets
+    LeaseLost there, before the commit, and the batch is rolled back instead of landing beside the
+    new holder's. The progress write is the transaction's last statement, so the job's row stays
+    locked (and the lease keeper's heartbeat waits) only for the commit."""
     with _DryRun(report.dry_run):
         for batch in batches:
-            report.processed_rows += handle(batch)
-            report.total_rows = max(report.total_rows, report.processed_rows)
-            if progress:
-                progress(report)
+            with transaction.atomic():
+                report.processed_rows += handle(batch)
+                report.total_rows = max(report.total_rows, report.processed_rows)
+                if progress:
+                    progress(report)
     report.total_rows = report.processed_rows
     report.errors.sort(key=lambda e: e.line)
     return report
