@@ -251,11 +251,12 @@ class DjangoMailProvider(Provider):
 
         try:
             email = self._build(message)
-            email.message()  # bad headers and the like are found here, before anything goes out
-        except (BadHeaderError, ValueError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:
             return result(Outcome.PERMANENT, "bad_message", f"cannot build the email: {exc}"), False
         try:
             self._connection.send_messages([email])
+        except BadHeaderError as exc:  # found while the backend serialises it, before anything goes out
+            return result(Outcome.PERMANENT, "bad_message", f"cannot build the email: {exc}"), False
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()), (None, b""))
             detail = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
