@@ -71,7 +71,7 @@ class FakeServer:
 
 def sms_gateway(request):
     """By the number: +8613800000001 ok, ...429 rate limited (Retry-After: 7), ...500 server error,
-    ...400 bad request, ...slow answers after 3 s, ...body answers 200 with an error code in the body."""
+    ...400 bad request, ...slow answers after 5 s, ...body answers 200 with an error code in the body."""
     to = (request["json"] or {}).get("to", "")
     if to.endswith("429"):
         return 429, {"Retry-After": "7"}, {"error": "slow down"}
@@ -80,7 +80,7 @@ def sms_gateway(request):
     if to.endswith("400"):
         return 400, {}, {"error": "bad number"}
     if to.endswith("999"):
-        time.sleep(3)
+        time.sleep(5)
     if to.endswith("111"):
         return 200, {}, {"code": "MOBILE_NUMBER_ILLEGAL"}
     if to.endswith("222"):
@@ -131,6 +131,8 @@ class WeChatApp:
         if request["query"].get("access_token") != self.token:
             return 200, {}, {"errcode": 42001, "errmsg": "access_token expired"}
         body = request["json"]
+        if body["touser"] == "o-slow":
+            time.sleep(4)
         if body["touser"] in self.ERRORS_BY_OPENID:
             code = self.ERRORS_BY_OPENID[body["touser"]]
             return 200, {}, {"errcode": code, "errmsg": "error"}

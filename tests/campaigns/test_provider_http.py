@@ -39,7 +39,7 @@ def provider(url: str, **options) -> HttpProvider:
             "meta": {"ref": "msg {{ message_id }}"},
         },
         "MESSAGE_ID_FIELD": "data.id",
-        "TIMEOUT": 1,
+        "TIMEOUT": 2,
         **options,
     }
     assert HttpProvider.options_problems(opts) == []

@@ -174,6 +174,16 @@ def test_a_server_error_and_no_server_are_retried(wechat):
     assert (result.outcome, result.error_code, result.cool_down) == (Outcome.RETRY, "502", True)
 
 
+def test_a_timeout_is_retried_for_template_messages_and_unknown_for_subscription_messages(wechat):
+    [template] = provider(wechat, TIMEOUT=1.5).send_batch([wx(1, "o-slow")], now=NOW)
+    assert (template.outcome, template.error_code) == (
+        Outcome.RETRY,
+        "timeout",
+    )  # client_msg_id dedupes a resend
+    [subscription] = provider(wechat, TIMEOUT=1.5, KIND="subscribe").send_batch([wx(2, "o-slow")], now=NOW)
+    assert (subscription.outcome, subscription.error_code) == (Outcome.UNKNOWN, "no_answer")
+
+
 def test_field_limits_truncate_free_text_and_refuse_codes():
     fields = data_fields(
         {
