@@ -519,3 +519,61 @@ def loyalty_home_figures() -> LoyaltyHomeFigures:
         issued_points=(ledger["issued"] or 0) + (ledger["reversed"] or 0),
         redeemed_points=-(ledger["redeemed"] or 0),
     )
+
+
+@dataclass(frozen=True)
+class MemberSnapshot:
+    """What a message says of a member: balances, tier, and the points that expire soonest."""
+
+    customer_id: int
+    account_id: int
+    available: int
+    pending: int
+    tier_code: str
+    tier_name: str
+    expiring_soon: int  # available points expiring within EXPIRING_SOON_DAYS
+    expiring_last_day: date | None  # the last business day the soonest of them can be spent
+
+
+def members_snapshot(
+    *, customer_ids, now: datetime, days: int = EXPIRING_SOON_DAYS
+) -> dict[int, MemberSnapshot]:
+    """Members' balances, tiers and points expiring soon, for many customers at once (two queries
+    whatever their number); customers without an account are absent."""
+    ids = list({int(pk) for pk in customer_ids})
+    if not ids:
+        return {}
+    accounts = list(
+        LoyaltyAccount.objects.filter(customer_id__in=ids, status=LoyaltyAccount.Status.ACTIVE).values_list(
+            "pk", "customer_id", "available", "pending", "tier__code", "tier__name"
+        )
+    )
+    if not accounts:
+        return {}
+    expiring = {
+        account_id: (points, first)
+        for account_id, points, first in PointLot.objects.filter(
+            account_id__in=[a[0] for a in accounts],
+            state=PointLot.State.AVAILABLE,
+            remaining__gt=0,
+            expires_at__gt=now,
+            expires_at__lte=now + timedelta(days=days),
+        )
+        .values("account_id")
+        .annotate(points=Sum("remaining"), first=Min("expires_at"))
+        .values_list("account_id", "points", "first")
+    }
+    found = {}
+    for account_id, customer_id, available, pending, tier_code, tier_name in accounts:
+        points, first = expiring.get(account_id, (0, None))
+        found[customer_id] = MemberSnapshot(
+            customer_id=customer_id,
+            account_id=account_id,
+            available=int(available),
+            pending=int(pending),
+            tier_code=tier_code or "",
+            tier_name=tier_name or "",
+            expiring_soon=int(points or 0),
+            expiring_last_day=lot_last_day(first) if first else None,
+        )
+    return found
