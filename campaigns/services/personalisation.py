@@ -187,7 +187,8 @@ def contexts_build(*, messages, needs: dict[int, frozenset], now: datetime, samp
     coupons = {}
     coupon_messages = [m for m in messages if "coupon" in needs[m.pk]]
     if coupon_messages:
-        coupons = message_coupons(messages=coupon_messages, now=now, sample=sample_coupons)
+        erased = {pk for pk, row in customers.items() if row["erased_at"]}
+        coupons = message_coupons(messages=coupon_messages, now=now, sample=sample_coupons, erased=erased)
 
     labels: dict[str, dict] = {}
     site = settings.SITE_URL
@@ -292,7 +293,7 @@ def _coupon_context(coupon: Coupon, programme: CouponProgramme) -> dict:
     )
 
 
-def message_coupons(*, messages, now: datetime, sample: bool = False) -> dict[int, dict]:
+def message_coupons(*, messages, now: datetime, sample: bool = False, erased=None) -> dict[int, dict]:
     """{message id: coupon context}: the code issued for each message, issued now for those that have
     none yet, in a few queries for the batch. Idempotent per message (MessageCoupon's primary key is the
     message): a second render, or a second worker racing the first, reads back the code first issued.
@@ -324,13 +325,13 @@ def message_coupons(*, messages, now: datetime, sample: bool = False) -> dict[in
             )
         }
         todo = [m for m in real if m.pk not in links]
-        if todo:
+        if todo and erased is None:
             erased = set(
                 Customer.objects.filter(
                     pk__in={m.customer_id for m in todo}, erased_at__isnull=False
                 ).values_list("pk", flat=True)
             )
-            todo = [m for m in todo if m.customer_id not in erased]
+        todo = [m for m in todo if m.customer_id not in (erased or ())]
         by_programme: dict[int, list[Message]] = {}
         for m in todo:
             by_programme.setdefault(programmes[m.template_id].pk, []).append(m)

@@ -144,16 +144,23 @@ def content_fingerprint(content: dict) -> str:
 # --- Checking -------------------------------------------------------------------------------------
 
 
-def _guarded_nodes(tree: nodes.Template) -> set[int]:
-    """ids of the expression nodes wrapped in `default()` or tested with `is defined`: an unknown
-    variable there is allowed, as StrictUndefined allows it."""
+def _guarded_nodes(tree: nodes.Template) -> tuple[set[int], set[str]]:
+    """The expression nodes wrapped in `default()` (by id), and the names tested with `is defined`
+    anywhere (`{% if promo is defined %}{{ promo }}{% endif %}`): an unknown variable there is allowed,
+    as StrictUndefined allows it."""
     guarded: set[int] = set()
+    names_tested: set[str] = set()
     for node in tree.find_all((nodes.Filter, nodes.Test)):
-        names = _GUARD_FILTERS if isinstance(node, nodes.Filter) else _GUARD_TESTS
-        if node.name in names and node.node is not None:
+        if node.node is None:
+            continue
+        if isinstance(node, nodes.Filter) and node.name in _GUARD_FILTERS:
             guarded.add(id(node.node))
             guarded |= {id(n) for n in node.node.find_all(nodes.Expr)}
-    return guarded
+        elif isinstance(node, nodes.Test) and node.name in _GUARD_TESTS:
+            guarded.add(id(node.node))
+            if isinstance(node.node, nodes.Name):
+                names_tested.add(node.node.name)
+    return guarded, names_tested
 
 
 def unknown_variables(source: str, *, html: bool = False) -> list[TemplateProblem]:
@@ -163,7 +170,7 @@ def unknown_variables(source: str, *, html: bool = False) -> list[TemplateProble
 
     tree = template_parse(source, html=html)
     undeclared = find_undeclared_variables(tree)
-    guarded = _guarded_nodes(tree)
+    guarded, names_tested = _guarded_nodes(tree)
     problems: dict[str, TemplateProblem] = {}
 
     def report(name: str, line: int) -> None:
@@ -172,6 +179,8 @@ def unknown_variables(source: str, *, html: bool = False) -> list[TemplateProble
 
     for node in tree.find_all(nodes.Name):
         if node.ctx != "load" or node.name not in undeclared or id(node) in guarded:
+            continue
+        if node.name in names_tested:
             continue
         if node.name not in CONTEXT_SCHEMA and node.name not in TEMPLATE_GLOBALS:
             report(node.name, node.lineno)
