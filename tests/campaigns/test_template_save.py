@@ -121,3 +121,28 @@ def test_an_exploding_template_is_refused_at_save():
     assert problems[("en", "text")].line == 2
     problems = problems_of("sms", {"en": {"text": "{{ ''.__class__ }}"}})
     assert problems[("en", "text")].code == "unsafe"
+
+
+def test_the_demo_templates_seed_every_channel_in_both_languages_and_render():
+    from django.core.management import call_command
+
+    from campaigns.demo_templates import DEMO
+
+    call_command("campaigns_seed_templates")
+    call_command("campaigns_seed_templates")  # idempotent: no second version
+    assert MessageTemplate.objects.count() == len(DEMO) * 4
+    assert all(
+        t.current_version.number == 1 for t in MessageTemplate.objects.select_related("current_version")
+    )
+    customer = CustomerFactory(name="", language="")
+    messages = [
+        message_make(customer=customer, template=t, occurrence=t.code, data={"order_id": "TM1", "points": 50})
+        for t in MessageTemplate.objects.all()
+    ]
+    results = render_batch(messages=messages, now=timezone.now())
+    assert all(not hasattr(r, "code") for r in results), [r for r in results if hasattr(r, "code")]
+    by_code = {m.template.code: r for m, r in zip(messages, results, strict=True)}
+    assert by_code["birthday_wish.sms"].content["text"].startswith("【母婴优选】亲爱的会员，生日快乐")
+    assert by_code["winback_miss_you.email"].subject.startswith("你还记得吗？亲爱的会员")
+    assert len(by_code["winback_miss_you.sms"].content["text"].split("券")[1][:12]) == 12  # a real code
+    assert by_code["order_shipped.wechat"].content["data"]["character_string1"] == "TM1"
