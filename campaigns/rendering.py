@@ -738,6 +738,11 @@ class RenderError:
     reason: str = "render_failed"
     reason_params: dict = field(default_factory=dict)
 
+    @property
+    def error(self) -> str:
+        """The problem in words, as the outbox stores it with the reason."""
+        return self.reason_params.get("error", self.code)
+
 
 _URL = re.compile(r"""https?://[^\s"'<>]+""")
 

@@ -192,6 +192,7 @@ def contexts_build(*, messages, needs: dict[int, frozenset], now: datetime, samp
 
     labels: dict[str, dict] = {}
     site = settings.SITE_URL
+    unsubscribe_url = _unsubscribe_url_function()
     per_customer: dict[int, dict] = {}
     result = {}
     for message in messages:
@@ -212,11 +213,27 @@ def contexts_build(*, messages, needs: dict[int, frozenset], now: datetime, samp
             )
         context = dict(parts)
         context["data"] = message.data if isinstance(message.data, dict) else {}
-        context["links"] = {"site": site, "unsubscribe": UNSUBSCRIBE_PLACEHOLDER}
+        context["links"] = {
+            "site": site,
+            "unsubscribe": unsubscribe_url(message.pk)
+            if unsubscribe_url and message.pk
+            else UNSUBSCRIBE_PLACEHOLDER,
+        }
         if message.pk in coupons:
             context["coupon"] = coupons[message.pk]
         result[message.pk] = (language, context)
     return result
+
+
+def _unsubscribe_url_function():
+    """The tracking step's signed unsubscribe link (campaigns.services.tracking.unsubscribe_url), when it
+    is installed: a template's own {{ links.unsubscribe }} is then the real link, which the tracking step
+    sees and does not add a second time. Until then the placeholder."""
+    try:
+        from campaigns.services.tracking import unsubscribe_url
+    except ImportError:
+        return None
+    return unsubscribe_url
 
 
 def _customer_parts(*, row, member, metrics, recommendations, labels, now) -> dict:

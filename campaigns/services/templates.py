@@ -434,33 +434,35 @@ class TestSendUnavailable(Exception):
     """The outbox's `message_send_now` is not there (the outbox lands separately)."""
 
 
-def _message_send_now():
-    """The seam to the outbox (campaigns.services.outbox.message_send_now), looked up at call time."""
+def _outbox():
+    """The seam to the outbox (campaigns.services.outbox: message_send_now, MessageRequest), looked up
+    at call time: the outbox lands on its own."""
     try:
-        from campaigns.services.outbox import message_send_now
+        from campaigns.services.outbox import MessageRequest, message_send_now
     except ImportError as exc:
         raise TestSendUnavailable(str(exc)) from None
-    return message_send_now
+    return MessageRequest, message_send_now
 
 
 def template_test_send(
     *, template: MessageTemplate, customer, address: str, data: dict | None = None, user=None, now=None
 ):
     """Send the template's current version, personalised for `customer`, to a staff address or phone,
-    through the pipeline (purpose "test": no customer's caps counted, no coupon issued). Returns what
-    the outbox returns (the message)."""
-    send = _message_send_now()
+    through the pipeline (purpose "test": no customer's caps counted, no coupon issued). Returns the
+    outbox's message."""
+    MessageRequest, message_send_now = _outbox()
     now = now or timezone.now()
-    return send(
-        customer=customer,
+    request = MessageRequest(
+        customer_id=customer.pk,
         channel=template.channel,
-        template=template,
-        data=data or {},
-        purpose="test",
-        address=address,
+        template_id=template.pk,
         source_kind="staff",
         source_ref=f"test:{getattr(user, 'pk', '') or ''}",
         occurrence=uuid.uuid4().hex,
+        purpose="test",
         source_label=str(_("Test send of %(code)s") % {"code": template.code}),
-        now=now,
+        data=data or {},
+        address=address,
     )
+    message, _created = message_send_now(request=request, now=now)
+    return message
