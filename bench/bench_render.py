@@ -172,7 +172,7 @@ def end_to_end(args) -> None:
             for batch in batches[:5]:
                 render_batch(messages=batch, now=now)
             profile.disable()
-            pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+            pstats.Stats(profile).sort_stats("cumtime").print_stats(25)
         print(f"render_batch: {statistics.median(rates):,.0f} messages/s wall, "
               f"{statistics.median(cpu_rates):,.0f} per CPU second of this process (median of {args.runs}; "
               f"wall runs: {', '.join(f'{r:,.0f}' for r in rates)}), {len(messages):,} messages in batches of "
