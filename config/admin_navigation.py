@@ -66,7 +66,9 @@ LOYALTY = (
     NavEntry("loyalty.tierchange", "trending_up"),
     NavEntry("loyalty.memberlogin", "badge"),
 )
-CAMPAIGNS: tuple[NavEntry, ...] = ()  # the campaigns app's entries, when it lands
+CAMPAIGNS: tuple[NavEntry, ...] = (  # the campaigns app's entries
+    NavEntry("campaigns.messagetemplate", "mail"),
+)
 JOURNEYS: tuple[NavEntry, ...] = ()  # the journeys app's entries, when it lands
 SETTINGS = (
     NavEntry("loyalty.programmesettings", "settings"),

@@ -34,10 +34,12 @@ if command -v msgfmt >/dev/null 2>&1; then
   python manage.py compilemessages --verbosity 0 --ignore .venv --ignore node_modules --ignore var
 fi
 
-step 4 "Demo data (customers, orders, events, loyalty programme, logins)"
+step 4 "Demo data (customers, orders, events, loyalty programme, message templates, logins)"
 python manage.py seed_demo --customers 2000
 # The two logins are printed here and kept for the banner, which repeats them once the server answers.
 logins=$(python manage.py loyalty_seed_demo && python manage.py ensure_demo_admin)
+# The message templates (every channel, Chinese and English): make run can send to the console at once.
+python manage.py campaigns_seed_templates
 printf '%s\n' "$logins"
 member=$(grep '^Member portal:' <<<"$logins" || true)
 admin=$(grep '^Admin:' <<<"$logins" || true)

@@ -4,13 +4,14 @@ the delivery rules (frequency caps, quiet hours, the suppression list) and each 
 from campaigns.models.channels import Channel, ProviderState
 from campaigns.models.outbox import Message, MessagePurpose, MessageStatus, OnCap
 from campaigns.models.rules import DeliverySettings, FrequencyCap, Suppression, SuppressionReason
-from campaigns.models.templates import MessageTemplate, TemplateVersion
+from campaigns.models.templates import MessageCoupon, MessageTemplate, TemplateVersion
 
 __all__ = [
     "Channel",
     "DeliverySettings",
     "FrequencyCap",
     "Message",
+    "MessageCoupon",
     "MessagePurpose",
     "MessageStatus",
     "MessageTemplate",

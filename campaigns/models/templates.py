@@ -31,6 +31,15 @@ class MessageTemplate(models.Model):
         _("purpose"), max_length=16, choices=Purpose.choices, default=Purpose.MARKETING
     )
     description = models.TextField(_("description"), blank=True)
+    coupon_programme = models.ForeignKey(
+        "loyalty.CouponProgramme",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("coupon programme"),
+        help_text=_("A template that shows {{ coupon.code }} issues each message a code of this programme."),
+    )
     current_version = models.ForeignKey(
         "campaigns.TemplateVersion",
         null=True,
@@ -90,3 +99,27 @@ class TemplateVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.template.code} v{self.number}"
+
+
+class MessageCoupon(models.Model):
+    """The coupon issued for one message: a message's code is issued once, whatever is retried (a
+    render after a crash reads this row back instead of issuing a second code)."""
+
+    message = models.OneToOneField(
+        "campaigns.Message",
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("message"),
+    )
+    coupon = models.OneToOneField(
+        "loyalty.Coupon", on_delete=models.PROTECT, related_name="+", verbose_name=_("coupon")
+    )
+    issued_at = models.DateTimeField(_("issued at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("message coupon")
+        verbose_name_plural = _("message coupons")
+
+    def __str__(self) -> str:
+        return f"#{self.message_id}: {self.coupon_id}"

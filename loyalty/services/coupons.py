@@ -410,3 +410,49 @@ def member_coupons(*, customer_id: int):
         .select_related("programme")
         .order_by("-issued_at", "-id")
     )
+
+
+def coupons_issue_many(*, programme: CouponProgramme, customer_ids: list[int], now: datetime) -> list[Coupon]:
+    """One new code for each customer of `customer_ids` (in that order; a customer listed twice gets two),
+    in a few queries whatever their number (the messages of a win-back batch each carry their own code).
+    Joins the caller's transaction; codes that collide with existing ones are drawn again."""
+    if not customer_ids:
+        return []
+    valid_until = (
+        now + timedelta(days=programme.valid_days_after_issue) if programme.valid_days_after_issue else None
+    )
+    issued: list[Coupon | None] = [None] * len(customer_ids)
+    missing = list(range(len(customer_ids)))
+    for _attempt in range(5):
+        codes = codes_generate(len(missing))
+        rows = [
+            Coupon(
+                programme=programme,
+                code=code,
+                customer_id=customer_ids[i],
+                max_uses=programme.uses_per_code,
+                valid_until=valid_until,
+                issued_at=now,
+            )
+            for i, code in zip(missing, codes, strict=True)
+        ]
+        Coupon.objects.bulk_create(rows, ignore_conflicts=True)
+        # ignore_conflicts hands back no ids: read the rows back by code, and keep those that are ours.
+        stored = {
+            c.code: c
+            for c in Coupon.objects.filter(code__in=codes, programme=programme, issued_at=now).select_related(
+                "programme"
+            )
+        }
+        still = []
+        for i, code in zip(missing, codes, strict=True):
+            coupon = stored.pop(code, None)  # pop: a code drawn twice in one go serves one customer only
+            if coupon is not None and coupon.customer_id == customer_ids[i]:
+                issued[i] = coupon
+            else:
+                still.append(i)
+        missing = still
+        if not missing:
+            return issued  # type: ignore[return-value]
+        logger.warning("coupon code collisions; drawing again", extra={"count": len(missing)})
+    raise RuntimeError("could not draw unique coupon codes")  # pragma: no cover - 60-bit space
