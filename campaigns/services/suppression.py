@@ -17,7 +17,7 @@ from datetime import datetime
 from django.db import connection, transaction
 
 from campaigns.models import Message, MessagePurpose, MessageStatus, Suppression
-from crm.models import ConsentStatus, Customer
+from crm.models import Consent, ConsentStatus, Customer
 from crm.services.consent import consent_set
 
 # Consent sources (crm/consent_sources.py puts them into words).
@@ -50,6 +50,12 @@ def address_suppress(
 
 
 def consent_withdraw(*, customer_id: int, channel: str, source: str, now: datetime) -> None:
+    """Opt the customer out of `channel`; a customer already opted out is left as is (a mailbox provider
+    retrying its one-click POST must not add a consent change each time)."""
+    if Consent.objects.filter(
+        customer_id=customer_id, channel=channel, status=ConsentStatus.OPTED_OUT
+    ).exists():
+        return
     customer = Customer.objects.filter(pk=customer_id).first()
     if customer is None:  # erased meanwhile
         return
