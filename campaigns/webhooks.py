@@ -31,10 +31,19 @@ def _our_id(metadata) -> int | None:
     return number if 0 < number < 2**63 else None
 
 
+def _soft_bounce(event) -> bool:
+    """anymail calls a soft bounce (mailbox full, greylisted) "bounced" too; the raw event says which it
+    was for the ESPs that tell, and a soft one must not suppress the address."""
+    raw = event.esp_event
+    if event.event_type != "bounced" or not isinstance(raw, dict):
+        return False
+    return raw.get("Type") == "SoftBounce" or raw.get("hard_bounce") is False
+
+
 def tracking_received(sender, event, esp_name, **kwargs):
     applied = esp_event_apply(
         event=EspEvent(
-            event_type=str(event.event_type or ""),
+            event_type="deferred" if _soft_bounce(event) else str(event.event_type or ""),
             esp_message_id=str(event.message_id or "")[:200],
             message_id=_our_id(event.metadata),
             recipient=str(event.recipient or "")[:254],
