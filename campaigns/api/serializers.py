@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from rest_framework import serializers
@@ -49,7 +51,7 @@ class TemplateDataField(serializers.JSONField):
     def to_internal_value(self, data):
         if not isinstance(data, dict):
             self.fail("not_object")
-        if len(serializers.json.dumps(data, ensure_ascii=False).encode()) > MAX_DATA_BYTES:
+        if len(json.dumps(data, ensure_ascii=False).encode()) > MAX_DATA_BYTES:
             self.fail("too_large")
         problem = _walk_problem(data)
         if problem:
@@ -58,6 +60,10 @@ class TemplateDataField(serializers.JSONField):
 
 
 class IdempotencyKeyField(TextField):
+    def __init__(self, **kwargs):
+        # Not trimmed: " k1" and "k1" would silently be one key; a padded key is refused instead.
+        super().__init__(trim_whitespace=False, **kwargs)
+
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
         problem = text_problem(value)
