@@ -14,12 +14,6 @@ CONSENT_SOURCES = {
     "csv": _("CSV import"),
     "import": _("CSV import"),
     "api": _("API"),
-    # Written by the delivery pipeline (campaigns), which withdraws consent at once on these.
-    "unsubscribe": _("unsubscribe link"),
-    "esp_unsubscribe": _("unsubscribed at the email provider"),
-    "email_bounce": _("email bounced"),
-    "spam_complaint": _("marked as spam"),
-    "invalid_address": _("invalid address"),
 }
 # Codes stored before they were codes: the demo data's English words.
 _LEGACY = {"demo sign-up": "signup"}

@@ -38,6 +38,7 @@ from campaigns.event_types import (
 from campaigns.models import DeliverySettings, Message, MessagePurpose, MessageStatus, SuppressionReason
 from campaigns.services import suppression
 from campaigns.services.message_events import MessageEvent, message_events_record
+from crm.models import Consent, ConsentStatus, Customer
 
 MAX_LINKS = 100  # a message with more distinct links keeps the rest untracked (a newsletter's footer)
 
@@ -116,9 +117,17 @@ _TRAILING = ".,;:!?)]}'"
 
 
 class Tracked(NamedTuple):
-    content: dict  # the channel fields, links rewritten
-    links: list[str]  # the original URLs, by link index: store them in Message.links (message_links_save)
-    headers: dict  # email headers to add (List-Unsubscribe...), {} for other channels
+    """(content, links), as the outbox's track stage unpacks it. `content` holds the channel fields with
+    their links rewritten and, for marketing email, "headers" (List-Unsubscribe...), which the outbox
+    pops into OutgoingMessage.headers; `links` are the original URLs by link index, to store in
+    Message.links (the outbox does, or message_links_save)."""
+
+    content: dict
+    links: list[str]
+
+    @property
+    def headers(self) -> dict:
+        return self.content.get("headers", {})
 
 
 class _Links:
@@ -218,6 +227,7 @@ def tracked_content(
             mailto = unsubscribe_mailto(message_id)
             headers["List-Unsubscribe"] = f"<{unsubscribe}>" + (f", <{mailto}>" if mailto else "")
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            content["headers"] = headers
     elif channel == "sms":
         text = _rewrite_text(str(content.get("text", "")), links)
         if marketing:
@@ -230,7 +240,7 @@ def tracked_content(
         # WeChat template messages and pushes open one URL (the mini-program page is not a URL).
         if isinstance(content.get("url"), str) and content["url"]:
             content["url"] = links.tracked(content["url"])
-    return Tracked(content=content, links=links.urls, headers=headers)
+    return Tracked(content=content, links=links.urls)
 
 
 def message_links_save(*, links: Mapping[int, Sequence[str]]) -> int:
@@ -363,47 +373,36 @@ def click_record(*, message_id: int, link: int, now: datetime) -> str:
 class UnsubscribeResult:
     message: Message | None
     channel: str
-    cancelled: int
+    withdrawn: bool  # False: the customer had already opted out of the channel (a repeat)
+
+
+def _opted_out(message: Message) -> bool:
+    return Consent.objects.filter(
+        customer_id=message.customer_id, channel=message.channel, status=ConsentStatus.OPTED_OUT
+    ).exists()
 
 
 @transaction.atomic
 def unsubscribe_apply(*, message_id: int, how: str, now: datetime) -> UnsubscribeResult:
     """The customer unsubscribed through message `message_id` (how: link, one_click, esp): consent to its
-    channel withdrawn, the queued marketing on that channel cancelled, an `unsubscribed` event. Repeating
-    it is harmless. A message that no longer exists (its customer was erased) unsubscribes nobody."""
+    channel withdrawn (source `unsubscribe:<message id>`), the queued marketing on that channel cancelled,
+    an `unsubscribed` event. A repeat (a mailbox provider retrying its one-click POST) changes nothing. A
+    message that no longer exists (its customer was erased) unsubscribes nobody."""
     message = _message_row(message_id)
     if message is None:
-        return UnsubscribeResult(message=None, channel="", cancelled=0)
-    source = suppression.SOURCE_ESP_UNSUBSCRIBE if how == "esp" else suppression.SOURCE_UNSUBSCRIBE
-    cancelled = suppression.opt_out_apply(
-        customer_id=message.customer_id,
-        channel=message.channel,
-        why=SuppressionReason.UNSUBSCRIBED,
-        source=source,
-        now=now,
-    )
+        return UnsubscribeResult(message=None, channel="", withdrawn=False)
+    withdrawn = not _opted_out(message)
+    if withdrawn:
+        suppression.consent_withdraw_for_message(message=message, why="unsubscribe", now=now)
     message_events_record([MessageEvent(UNSUBSCRIBED, message, now, {"how": how})], now=now)
-    return UnsubscribeResult(message=message, channel=message.channel, cancelled=cancelled)
+    return UnsubscribeResult(message=message, channel=message.channel, withdrawn=withdrawn)
 
 
-# anymail's normalised event types (anymail.signals.EventType) and reject reasons, as plain strings so
-# this module does not need anymail to be importable.
-_ESP_FAIL_REASON = {
-    "bounced": SuppressionReason.BOUNCED,
-    "complained": SuppressionReason.COMPLAINED,
-}
-_REJECT_SUPPRESSES = {
-    "bounced": SuppressionReason.BOUNCED,
-    "spam": SuppressionReason.COMPLAINED,
-    "invalid": SuppressionReason.INVALID,
-    "unsubscribed": SuppressionReason.UNSUBSCRIBED,
-}
-_SOURCE_OF = {
-    SuppressionReason.BOUNCED: suppression.SOURCE_BOUNCE,
-    SuppressionReason.COMPLAINED: suppression.SOURCE_COMPLAINT,
-    SuppressionReason.INVALID: suppression.SOURCE_INVALID,
-    SuppressionReason.UNSUBSCRIBED: suppression.SOURCE_ESP_UNSUBSCRIBE,
-}
+# anymail's normalised event types (anymail.signals.EventType) and reject reasons, as plain strings: what
+# each failure means for the customer's consent (a withdrawal of campaigns.services.suppression).
+_WITHDRAWAL_OF = {"bounced": "bounce", "complained": "complaint"}
+_REJECT_WITHDRAWAL = {"bounced": "bounce", "spam": "complaint", "unsubscribed": "unsubscribe"}
+_SUPPRESSION_OF = {"bounce": SuppressionReason.BOUNCED, "complaint": SuppressionReason.COMPLAINED}
 
 
 @dataclass(frozen=True)
@@ -466,7 +465,6 @@ def esp_event_apply(*, event: EspEvent, now: datetime) -> str:
                 message_events_record(events, now=now)
         return kind
     if kind in ("bounced", "complained", "rejected", "failed"):
-        why = _ESP_FAIL_REASON.get(kind) or _REJECT_SUPPRESSES.get(event.reject_reason or "")
         if message is not None:
             reason, params = {
                 "bounced": ("bounced", {"detail": detail}),
@@ -483,18 +481,26 @@ def esp_event_apply(*, event: EspEvent, now: datetime) -> str:
             message_events_record(
                 [MessageEvent(MESSAGE_FAILED, m, at, {"reason": reason}) for m in moved], now=now
             )
-        if why is None:
+        withdrawal = _WITHDRAWAL_OF.get(kind) or _REJECT_WITHDRAWAL.get(event.reject_reason or "")
+        if message is not None and not message.address and event.recipient:
+            message.address = event.recipient  # suppress the address the provider names
+        if message is not None and withdrawal is not None:
+            if withdrawal != "unsubscribe" or not _opted_out(message):
+                suppression.consent_withdraw_for_message(
+                    message=message, why=withdrawal, detail=detail, now=now
+                )
+        elif event.reject_reason == "invalid" or (message is None and withdrawal in _SUPPRESSION_OF):
+            # An address the provider says cannot exist, or a bounce for a message we cannot find: the
+            # address goes on the list; no consent to withdraw.
+            address = event.recipient or (message.address if message is not None else "")
+            if not address:
+                return "ignored"
+            reason = _SUPPRESSION_OF.get(withdrawal or "", SuppressionReason.INVALID)
+            customer = Customer.objects.filter(pk=message.customer_id).first() if message else None
+            suppression.address_suppress(
+                channel="email", address=address, reason=reason, customer=customer, detail=detail, now=now
+            )
+        else:
             return "failed" if message is not None else "ignored"
-        address = event.recipient or (message.address if message is not None else "")
-        customer_id = message.customer_id if message is not None else None
-        suppression.opt_out_apply(
-            customer_id=customer_id,
-            channel="email",
-            why=why,
-            source=_SOURCE_OF[why],
-            address=address,
-            detail=detail,
-            now=now,
-        )
         return "suppressed"
     return "ignored"

@@ -34,7 +34,7 @@ def test_a_batch_is_recorded_in_two_queries_and_a_repeat_records_nothing(django_
             "message_failed", messages[0], now, {"reason": "provider_rejected", "error_code": "43004"}
         )
     ]
-    with django_assert_num_queries(2):  # the template codes, one insert
+    with django_assert_num_queries(2):  # the messages with their template codes, one insert
         message_events_record(events, now=now)
     assert Event.objects.filter(type="message_sent").count() == 50
     failed = Event.objects.get(type="message_failed")
@@ -51,3 +51,29 @@ def test_a_property_of_the_wrong_kind_is_a_programming_error_caught_before_writi
     with pytest.raises(ValueError):
         message_events_record([MessageEvent("page_view", message)])
     assert not Event.objects.exists()
+
+
+def test_the_outbox_dict_form_is_accepted():
+    message = message_make(customer=CustomerFactory(), channel="push", source_kind="journey", source_ref="n1")
+    now = timezone.now()
+    message_events_record(
+        [
+            {
+                "type": "message_sent",
+                "message_id": message.pk,
+                "customer_id": message.customer_id,
+                "channel": "push",
+                "occurred_at": now,
+                "properties": {
+                    "message_id": message.pk,
+                    "channel": "push",
+                    "source_kind": "journey",
+                    "source_ref": "n1",
+                    "provider_message_id": "p-1",
+                },
+            }
+        ]
+    )
+    event = Event.objects.get(type="message_sent")
+    assert event.channel == "app" and event.properties["provider_message_id"] == "p-1"
+    assert event.properties["template"] == message.template.code and "campaign_id" not in event.properties

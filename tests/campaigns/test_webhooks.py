@@ -95,7 +95,7 @@ def test_a_postmark_hard_bounce_fails_the_message_suppresses_the_address_and_wit
         customer.pk,
     )
     consent = Consent.objects.get(customer=customer, channel="email")
-    assert (consent.status, consent.source) == ("opted_out", "email_bounce")
+    assert (consent.status, consent.source) == ("opted_out", f"bounce:{message.pk}")
     assert Message.objects.get(pk=queued.pk).status == "cancelled"
     assert Event.objects.get(type="message_failed").properties["reason"] == "bounced"
 
@@ -118,7 +118,7 @@ def test_a_spam_complaint_suppresses_and_withdraws_consent(client):
     assert (message.status, message.reason) == ("failed", "complained")
     assert Suppression.objects.get(channel="email").reason == "complained"
     consent = Consent.objects.get(customer=customer, channel="email")
-    assert (consent.status, consent.source) == ("opted_out", "spam_complaint")
+    assert (consent.status, consent.source) == ("opted_out", f"complaint:{message.pk}")
 
 
 def test_postmark_open_click_and_unsubscribe_events(client):
