@@ -1,10 +1,10 @@
 """Creating outbox rows for the send API and the transactional notices.
 
-`messages_create` is the seam to the outbox helper's `messages_enqueue` (campaigns/services/outbox.py):
-a bulk insert that is idempotent on the message's unique key (ON CONFLICT DO NOTHING) and returns the id
-of every row asked for, created now or before. Until the outbox is merged it is written here; the
-merger points it at `messages_enqueue` (and the API at `message_send_now`, which also wakes the
-dispatcher at once).
+`messages_create` and `_send_one` are the seam to the outbox helper's module (campaigns/services/outbox.py,
+branch outbox): when it is there they call its `messages_enqueue` (bulk, idempotent on the unique key)
+and `message_send_now` (the API's message goes through the pipeline at once, in the request); until it
+is merged, the same idempotent insert is done here (ON CONFLICT DO NOTHING) and the dispatcher sends
+the row later.
 
 Templates: a template code names one template on one channel (MessageTemplate.channel); its variants for
 other channels are the templates coded `<code>.<channel>` (`points_earned` on WeChat, `points_earned.sms`,
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils.translation import gettext as _
 
 from campaigns.models import Channel, Message, MessageStatus, MessageTemplate
@@ -47,37 +47,56 @@ class MessageRequest:
         return (self.customer_id, self.source_kind, self.source_ref, self.occurrence)
 
 
+def _outbox():
+    try:
+        from campaigns.services import outbox
+    except ImportError:  # not merged yet
+        return None
+    return outbox
+
+
+def _outbox_request(outbox, r: MessageRequest):
+    return outbox.MessageRequest(
+        customer_id=r.customer_id,
+        channel=r.channel,
+        template_id=r.template_id,
+        purpose=r.purpose,
+        source_kind=r.source_kind,
+        source_ref=r.source_ref,
+        occurrence=r.occurrence,
+        data=r.data,
+        priority=r.priority,
+        source_label=r.source_label,
+        payload_fingerprint=r.payload_fingerprint,
+        due_at=r.due_at,
+    )
+
+
+def _send_one(request: MessageRequest, now: datetime) -> int | None:
+    """The id of the message for `request`, created (and, with the outbox, sent at once) or there before;
+    None when the key's row belongs to another customer (the API key's own unique key)."""
+    outbox = _outbox()
+    if outbox is not None:
+        try:
+            message, _created = outbox.message_send_now(request=_outbox_request(outbox, request), now=now)
+        except IndexError:  # enqueue reported no id: the API key constraint, another customer's row
+            return None
+        return message.pk if message.customer_id == request.customer_id else None
+    with transaction.atomic():
+        return messages_create(rows=[request], now=now).get(request.key)
+
+
 def messages_create(*, rows: Sequence[MessageRequest], now: datetime) -> dict[tuple, int]:
     """Insert the rows not stored yet (by their unique key) as queued messages, due now unless they say
     when; returns {key: message id} for every row, new or already there. Batches of 1,000."""
     result: dict[tuple, int] = {}
+    outbox = _outbox()
     for start in range(0, len(rows), 1000):
         chunk = rows[start : start + 1000]
-        Message.objects.bulk_create(
-            [
-                Message(
-                    customer_id=r.customer_id,
-                    channel=r.channel,
-                    purpose=r.purpose,
-                    source_kind=r.source_kind,
-                    source_ref=r.source_ref,
-                    occurrence=r.occurrence,
-                    source_label=r.source_label,
-                    payload_fingerprint=r.payload_fingerprint,
-                    template_id=r.template_id,
-                    data=r.data,
-                    priority=r.priority,
-                    status=MessageStatus.QUEUED,
-                    due_at=r.due_at or now,
-                    created_at=now,
-                    history=[
-                        {"status": MessageStatus.QUEUED, "at": now.isoformat(), "reason": "", "params": {}}
-                    ],
-                )
-                for r in chunk
-            ],
-            ignore_conflicts=True,
-        )
+        if outbox is not None:
+            outbox.messages_enqueue(rows=[_outbox_request(outbox, r) for r in chunk], now=now)
+        else:
+            _insert(chunk, now)
         wanted = {r.key for r in chunk}
         found = Message.objects.filter(
             customer_id__in={r.customer_id for r in chunk},
@@ -89,6 +108,32 @@ def messages_create(*, rows: Sequence[MessageRequest], now: datetime) -> dict[tu
             if (customer_id, kind, ref, occurrence) in wanted:
                 result[(customer_id, kind, ref, occurrence)] = pk
     return result
+
+
+def _insert(chunk: Sequence[MessageRequest], now: datetime) -> None:
+    Message.objects.bulk_create(
+        [
+            Message(
+                customer_id=r.customer_id,
+                channel=r.channel,
+                purpose=r.purpose,
+                source_kind=r.source_kind,
+                source_ref=r.source_ref,
+                occurrence=r.occurrence,
+                source_label=r.source_label,
+                payload_fingerprint=r.payload_fingerprint,
+                template_id=r.template_id,
+                data=r.data,
+                priority=r.priority,
+                status=MessageStatus.QUEUED,
+                due_at=r.due_at or now,
+                created_at=now,
+                history=[{"status": MessageStatus.QUEUED, "at": now.isoformat(), "reason": "", "params": {}}],
+            )
+            for r in chunk
+        ],
+        ignore_conflicts=True,
+    )
 
 
 # --- Templates -----------------------------------------------------------------------------------------
@@ -215,12 +260,7 @@ def message_send_api(
         source_label=template.name,
         payload_fingerprint=fingerprint,
     )
-    try:
-        with transaction.atomic():
-            ids = messages_create(rows=[request], now=now)
-    except IntegrityError:  # pragma: no cover - the insert ignores conflicts; kept for other backends
-        ids = {}
-    message_id = ids.get(request.key)
+    message_id = _send_one(request, now)
     if message_id is None:
         # Another request with this key (for another customer, since the key is the caller's) won the
         # insert: answer as its replay would.
