@@ -3,6 +3,7 @@ messages:read), with API keys. Thin: shape checks here, the rest in campaigns.se
 
 from __future__ import annotations
 
+from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -58,6 +59,13 @@ class MessagesApiView(APIView):
     permission_classes = [HasScope]
     parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # As crm's ApiView does: django-simple-history reads the Django request's user to attribute the
+        # rows the pipeline writes in this request (DeliverySettings created on first use); an API key
+        # is not a user and would fail as a foreign key.
+        request._request.user = AnonymousUser()
 
 
 class MessageSendView(MessagesApiView):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,8 @@ from django.utils.translation import gettext as _
 from campaigns.models import Channel, Message, MessageStatus, MessageTemplate
 from campaigns.services.channels import channel_best
 from crm.services.events import CustomerRef, customer_ids_find
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +84,30 @@ def _send_one(request: MessageRequest, now: datetime) -> int | None:
             message, _created = outbox.message_send_now(request=_outbox_request(outbox, request), now=now)
         except IndexError:  # enqueue reported no id: the API key constraint, another customer's row
             return None
+        except Exception:
+            # The row is committed before the pipeline runs; if sending it at once fails (a stage down),
+            # the message is the dispatcher's like any other (a claimed one is taken back by the reaper),
+            # and the caller still gets its id rather than a 500 for a message that exists.
+            logger.exception(
+                "send API: sending message %s at once failed; left to the dispatcher", request.key
+            )
+            return _message_id(request)
         return message.pk if message.customer_id == request.customer_id else None
     with transaction.atomic():
         return messages_create(rows=[request], now=now).get(request.key)
+
+
+def _message_id(request: MessageRequest) -> int | None:
+    return (
+        Message.objects.filter(
+            customer_id=request.customer_id,
+            source_kind=request.source_kind,
+            source_ref=request.source_ref,
+            occurrence=request.occurrence,
+        )
+        .values_list("pk", flat=True)
+        .first()
+    )
 
 
 def messages_create(*, rows: Sequence[MessageRequest], now: datetime) -> dict[tuple, int]:
