@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core import signing
 
 SIGNATURE_LENGTH = 16
@@ -38,8 +39,20 @@ class _ShortSigner(signing.Signer):
         return super().signature(value, key)[:SIGNATURE_LENGTH]
 
 
+_SIGNERS: dict[tuple, _ShortSigner] = {}
+
+
 def _signer(purpose: str) -> _ShortSigner:
-    return _ShortSigner(salt=purpose, sep=".", algorithm="sha256")
+    # One signer per purpose and key set: tracked_content signs a dozen links per message on the send
+    # path, and building a Signer reads settings each time. Keyed by the keys, so a rotation (or a test's
+    # override) gets a new one.
+    keys = (settings.SECRET_KEY, tuple(getattr(settings, "SECRET_KEY_FALLBACKS", ())))
+    signer = _SIGNERS.get((purpose, keys))
+    if signer is None:
+        if len(_SIGNERS) > 32:
+            _SIGNERS.clear()
+        signer = _SIGNERS[(purpose, keys)] = _ShortSigner(salt=purpose, sep=".", algorithm="sha256")
+    return signer
 
 
 def _b62(number: int) -> str:

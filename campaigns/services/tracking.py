@@ -15,6 +15,7 @@ record one open and write one event.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -86,16 +87,33 @@ def _absolute(path: str) -> str:
     return f"{settings.SITE_URL}{path}"
 
 
+_PLACEHOLDER = "TOKEN"
+
+
+@functools.lru_cache(maxsize=8)
+def _path_around(name: str, urlconf: str) -> tuple[str, str]:
+    """The path of URL `name` split around its token: reverse() costs more than signing, and a marketing
+    email has a dozen links (see BENCHMARKS.md, tracked_content)."""
+    path = reverse(name, args=[_PLACEHOLDER], urlconf=urlconf)
+    before, _token, after = path.partition(_PLACEHOLDER)
+    return before, after
+
+
+def _url(name: str, token: str) -> str:
+    before, after = _path_around(name, settings.ROOT_URLCONF)
+    return f"{settings.SITE_URL}{before}{token}{after}"
+
+
 def unsubscribe_url(message_id: int) -> str:
-    return _absolute(reverse("campaigns:unsubscribe", args=[signing.unsubscribe_token(message_id)]))
+    return _url("campaigns:unsubscribe", signing.unsubscribe_token(message_id))
 
 
 def open_pixel_url(message_id: int) -> str:
-    return _absolute(reverse("campaigns:open", args=[signing.open_token(message_id)]))
+    return _url("campaigns:open", signing.open_token(message_id))
 
 
 def click_url(message_id: int, link: int) -> str:
-    return _absolute(reverse("campaigns:click", args=[signing.click_token(message_id, link)]))
+    return _url("campaigns:click", signing.click_token(message_id, link))
 
 
 def unsubscribe_mailto(message_id: int) -> str:
@@ -135,6 +153,7 @@ class _Links:
         self.message_id = message_id
         self.urls: list[str] = []
         self._index: dict[str, int] = {}
+        self._tracked: list[str] = []
         self._own = own_prefix
 
     def tracked(self, url: str) -> str:
@@ -147,7 +166,9 @@ class _Links:
                 return url
             index = self._index[url] = len(self.urls)
             self.urls.append(url)
-        return click_url(self.message_id, index)
+            # Signed once per link: the HTML and the text part usually carry the same links.
+            self._tracked.append(click_url(self.message_id, index))
+        return self._tracked[index]
 
 
 def _rewrite_html(text: str, links: _Links) -> str:
