@@ -333,6 +333,10 @@ SPECTACULAR_SETTINGS = {
         "ConsentChannelEnum": "crm.models.ConsentChannel.choices",
         "ConsentStatusEnum": "crm.models.ConsentStatus.choices",
         "OrderStatusEnum": "crm.models.OrderStatus.choices",
+        "MessageStatusEnum": "campaigns.models.MessageStatus.choices",
+        "MessagePurposeEnum": "campaigns.models.MessagePurpose.choices",
+        "SendPurposeEnum": "campaigns.api.serializers.PURPOSE_CHOICES",
+        "SendChannelEnum": "campaigns.api.serializers.CHANNEL_CHOICES",
     },
 }
 # Request bodies above this size are refused with 413 before they are parsed.
