@@ -12,6 +12,7 @@ from pathlib import Path
 import environ
 from django.utils.translation import gettext_lazy as _
 
+from campaigns.notice_schedule import NOTICES_BEAT_SCHEDULE
 from crm.analytics.schedule import ANALYTICS_BEAT_SCHEDULE
 from crm.metrics.schedule import METRICS_BEAT_SCHEDULE
 from crm.recommendations.schedule import RECOMMENDATIONS_BEAT_SCHEDULE
@@ -304,6 +305,7 @@ CELERY_BEAT_SCHEDULE = {
     **ANALYTICS_BEAT_SCHEDULE,
     **RECOMMENDATIONS_BEAT_SCHEDULE,
     **LOYALTY_BEAT_SCHEDULE,
+    **NOTICES_BEAT_SCHEDULE,
 }
 
 # --- REST API -------------------------------------------------------------------------------------
@@ -337,6 +339,10 @@ SPECTACULAR_SETTINGS = {
         "ConsentChannelEnum": "crm.models.ConsentChannel.choices",
         "ConsentStatusEnum": "crm.models.ConsentStatus.choices",
         "OrderStatusEnum": "crm.models.OrderStatus.choices",
+        "MessageStatusEnum": "campaigns.models.MessageStatus.choices",
+        "MessagePurposeEnum": "campaigns.models.MessagePurpose.choices",
+        "SendPurposeEnum": "campaigns.api.serializers.PURPOSE_CHOICES",
+        "SendChannelEnum": "campaigns.api.serializers.CHANNEL_CHOICES",
     },
 }
 # Request bodies above this size are refused with 413 before they are parsed.
@@ -378,6 +384,13 @@ MESSAGING_PROVIDERS = {
 # Where the providers' global send rates count: a redis:// URL (production, several hosts) or "db" (the
 # embedded default: the provider_state table, one row per provider).
 MESSAGING_RATE_LIMIT_URL = env.str("MESSAGING_RATE_LIMIT_URL", default="db")
+# A mailbox that processes unsubscribe mails, for the mailto: form of List-Unsubscribe (optional: the
+# signed https link, with List-Unsubscribe-Post, is what RFC 8058 one-click uses).
+MESSAGING_UNSUBSCRIBE_MAILTO = env.str("MESSAGING_UNSUBSCRIBE_MAILTO", default="")
+# anymail's webhooks (/anymail/<esp>/tracking/) accept only requests with this HTTP basic auth,
+# "user:password" (several, comma-separated, while rotating); give the ESP the URL
+# https://user:password@<host>/anymail/<esp>/tracking/. Unset, anymail warns and accepts anyone.
+ANYMAIL = {"WEBHOOK_SECRET": env.list("ANYMAIL_WEBHOOK_SECRET", default=[])}
 
 # --- Logging --------------------------------------------------------------------------------------
 # One JSON object per line in production (LOG_FORMAT=json), readable lines elsewhere.

@@ -10,8 +10,13 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/v1/", include("crm.api.urls")),
     path("api/v1/", include("loyalty.api.urls")),
+    path("api/v1/", include("campaigns.api.urls")),
     path("analytics/", include("crm.urls_analytics")),
     path("member/", include("loyalty.urls")),
+    # Tracking and unsubscribe links of messages (/m/...), and the email providers' webhooks (anymail's
+    # URLs, e.g. /anymail/postmark/tracking/; secured by ANYMAIL["WEBHOOK_SECRET"], basic auth).
+    path("", include("campaigns.urls")),
+    path("anymail/", include("anymail.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path(

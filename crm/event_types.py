@@ -156,6 +156,7 @@ ADD_TO_CART = "add_to_cart"
 CHECKOUT_STARTED = "checkout_started"
 ORDER_PLACED = "order_placed"
 ORDER_REFUNDED = "order_refunded"
+# Registered by campaigns (campaigns/event_types.py), which writes it; named here for attribution.
 MESSAGE_CLICKED = "message_clicked"
 SIGNUP = "signup"
 LIFECYCLE_STAGE_CHANGED = "lifecycle_stage_changed"
@@ -210,11 +211,6 @@ for _type in (
             "channel": _S,
         },
         source="system",
-    ),
-    EventType(
-        MESSAGE_CLICKED,
-        pgettext_lazy("event type", "Message clicked"),
-        {"message_id": _S, "url": _S, "campaign": _S},
     ),
     EventType(SIGNUP, pgettext_lazy("event type", "Signed up"), {"source": _S}),
     EventType(

@@ -16,6 +16,8 @@ class ApiKey(models.Model):
         EVENTS_WRITE = "events:write", _("Write behaviour events")
         ORDERS_WRITE = "orders:write", _("Write orders and refunds")
         COUPONS_REDEEM = "coupons:redeem", _("Validate and redeem coupons (store)")
+        MESSAGES_SEND = "messages:send", _("Send messages (transactional and one-off)")
+        MESSAGES_READ = "messages:read", _("Read messages and their status")
 
     name = models.CharField(_("name"), max_length=100)
     prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)

@@ -38,6 +38,7 @@ from crm.models import ApiKey
 from loyalty.services.coupons import coupon_issue
 from loyalty.services.members import member_token_create, ruleset_cache_clear
 from loyalty.services.rewards import reward_redeem
+from tests.campaigns.tracking_support import message_make, opted_in, template_make
 from tests.factories import CustomerFactory, OrderFactory
 from tests.loyalty.test_member_support import (
     PASSWORD,
@@ -121,6 +122,9 @@ def api_key_half(live_server, fuzz_settings):
         total=Decimal("999999999.00"),
     )
     coupon = coupon_issue(programme=programme_make(uses_per_code=None), customer=None)
+    opted_in(customer, "sms")
+    template_make(code="fuzz_notice", channel="sms", purpose="transactional")
+    message = message_make(customer=customer, channel="sms")
     _key, token = api_key_create(name="fuzz", scopes=ApiKey.Scope.values)
     return FuzzTarget(
         schema=_schema(live_server).include(path_regex=r"^/api/v1/(?!me\b)"),
@@ -139,6 +143,10 @@ def api_key_half(live_server, fuzz_settings):
             "POST /api/v1/coupons/redeem": {
                 "body": {"code": coupon.code, "order_total": "150.00", "currency": "CNY"}
             },
+            "POST /api/v1/messages/": {
+                "body": {"customer": {"external_id": "C-FUZZ"}, "template": "fuzz_notice", "channel": "best"}
+            },
+            "GET /api/v1/messages/{id}/": {"path": {"id": message.pk}},
         },
     )
 
@@ -227,7 +235,8 @@ def _assert_reached(statuses: dict[str, Counter], target: FuzzTarget, *, operati
 
 def test_api_key_operations_answer_as_the_schema_says(api_key_half):
     statuses = _fuzz(api_key_half)
-    _assert_reached(statuses, api_key_half, operations=9)  # customers 3, events 1, orders 3, coupons 2
+    # customers 3, events 1, orders 3, coupons 2, messages 2
+    _assert_reached(statuses, api_key_half, operations=11)
 
 
 def test_member_operations_answer_as_the_schema_says(member_half):
