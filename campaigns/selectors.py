@@ -74,10 +74,9 @@ class CustomerMessages:
 def _local_moment(value: dt.datetime, *, tz: dt.tzinfo, now: dt.datetime) -> str:
     """A moment as staff read it next to a reason: "08:00" today (in `tz`), the date too otherwise."""
     local = value.astimezone(tz)
-    clock = formats.time_format(local, "H:i")
     if local.date() == now.astimezone(tz).date():
-        return clock
-    return f"{formats.date_format(local, 'SHORT_DATE_FORMAT')} {clock}"
+        return formats.time_format(local, "H:i")
+    return formats.date_format(local, "SHORT_DATETIME_FORMAT")
 
 
 def reason_display(code: str, params: dict | None, *, tz: dt.tzinfo, now: dt.datetime) -> str:

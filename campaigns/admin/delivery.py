@@ -9,7 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.translation import gettext as _t
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -28,7 +28,7 @@ def _chart_data(overview) -> dict:
             {"code": code, "label": label, "counts": [r["by_channel"].get(code, 0) for r in overview.rate]}
             for code, label in overview.channels
         ],
-        "labels": {"perMinute": _t("messages a minute")},
+        "labels": {"perMinute": gettext("messages a minute")},
     }
 
 
@@ -56,7 +56,7 @@ class DeliveryOverviewAdmin(ReadOnlyAdmin):
         messages_url = reverse("admin:campaigns_message_changelist")
         context = {
             **self.admin_site.each_context(request),
-            "title": _t("Delivery overview"),
+            "title": gettext("Delivery overview"),
             "opts": self.model._meta,
             "overview": overview,
             "queue_channels": channels,
