@@ -184,7 +184,7 @@ def customer_messages(
 
 RATE_WINDOW = dt.timedelta(hours=1)
 FAILURE_WINDOW = dt.timedelta(days=1)
-# Waiting or in flight: what "queue depth" counts. Each of the two groups is read on its partial index.
+# Waiting or in flight: what "queue depth" counts.
 IN_FLIGHT = (MessageStatus.SENDING,)
 
 
@@ -205,26 +205,23 @@ class DeliveryOverview:
     )
 
 
-def _queue(now) -> tuple[list[dict], int]:
+def _queue() -> tuple[list[dict], int]:
+    """Messages waiting (queued, deferred), in flight (sending) and to reconcile (unknown), by channel and
+    status: one GROUP BY answered from the campaigns_message_queue index alone."""
     rows = list(
-        Message.objects.filter(status__in=DUE_STATUSES)
-        .values("channel", "status")
-        .annotate(count=Count("*"))
-        .order_by()
-    ) + list(
-        Message.objects.filter(status__in=IN_FLIGHT)
+        Message.objects.filter(status__in=[*DUE_STATUSES, *IN_FLIGHT, MessageStatus.UNKNOWN])
         .values("channel", "status")
         .annotate(count=Count("*"))
         .order_by()
     )
-    to_reconcile = Message.objects.filter(status=MessageStatus.UNKNOWN).count()
-    return rows, to_reconcile
+    to_reconcile = sum(r["count"] for r in rows if r["status"] == MessageStatus.UNKNOWN)
+    return [r for r in rows if r["status"] != MessageStatus.UNKNOWN], to_reconcile
 
 
 def delivery_overview(*, now: dt.datetime) -> DeliveryOverview:
     """Queue depth by channel and status, messages sent a minute over the last hour (from sent_at), and
-    the failures of the last day by reason. Five queries, each on a partial index."""
-    queue_rows, to_reconcile = _queue(now)
+    the failures of the last day by reason. Three queries, each on a partial index."""
+    queue_rows, to_reconcile = _queue()
     order = {s: i for i, s in enumerate(MessageStatus.values)}
     channel_order = {c: i for i, c in enumerate(Channel.values)}
     queue_rows.sort(key=lambda r: (channel_order.get(r["channel"], 99), order.get(r["status"], 99)))

@@ -9,9 +9,8 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from campaigns.admin.messages import CustomerSearchMixin, MessageColumnsMixin
 from campaigns.models import DeadLetter, DeliveryOverview, MessageStatus

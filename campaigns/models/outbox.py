@@ -173,6 +173,12 @@ class Message(models.Model):
             models.Index(
                 fields=["sent_at"], condition=Q(sent_at__isnull=False), name="campaigns_message_sent"
             ),
+            # Queue depth by channel and status, counted from the index alone (the delivery overview).
+            models.Index(
+                fields=["status", "channel"],
+                condition=Q(status__in=["queued", "deferred", "sending", "unknown"]),
+                name="campaigns_message_queue",
+            ),
             models.Index(
                 fields=["-finished_at", "-id"],
                 condition=Q(status__in=["failed", "unknown"]),
