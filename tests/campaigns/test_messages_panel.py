@@ -237,3 +237,21 @@ def test_panel_is_withheld_from_a_user_without_the_message_permission(client):
     client.force_login(user)
     html = client.get(url_of(customer), HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "You may not see this customer's messages." in html and "秘密活动" not in html
+
+
+def test_the_360_page_reads_messages_in_one_query_however_many_there_are(admin_client):
+    few, many = CustomerFactory(), CustomerFactory()
+    message(few)
+    for i in range(30):
+        message(many, status=["sent", "suppressed", "deferred"][i % 3], reason="capped")
+    admin_client.get(url_of(few))  # warm-up: content types, sessions
+
+    def outbox_queries(customer):
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_client.get(url_of(customer)).status_code == 200
+        return len(queries), [q for q in queries.captured_queries if '"campaigns_message"' in q["sql"]]
+
+    few_total, few_outbox = outbox_queries(few)
+    many_total, many_outbox = outbox_queries(many)
+    assert many_total == few_total
+    assert len(few_outbox) == len(many_outbox) == 1
