@@ -103,7 +103,9 @@ def build(n: int) -> int:
         # bench_admin_list's customers, with the two columns messaging added (language, preferred channel).
         customers = seed_sql(CUSTOMERS + 1)[0]
         customers = customers.replace("erased_at)", "erased_at, language, preferred_channel)", 1)
-        customers = customers.replace("END\n        FROM generate_series", "END, '', ''\n        FROM generate_series")
+        customers = customers.replace(
+            "END\n        FROM generate_series", "END, '', ''\n        FROM generate_series"
+        )
         cursor.execute(customers)
         MessageTemplate.objects.create(code="bench", name="Bench", channel="sms")
         # The outbox's indexes are dropped for the load and built after it (sorted builds instead of 10^7

@@ -14,6 +14,7 @@ from django.db.models import Count
 from django.db.models.functions import TruncMinute
 from django.utils import formats, timezone
 from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from campaigns.models import Channel, Message, MessageStatus
 from campaigns.models.outbox import DUE_STATUSES, MessageSource
@@ -182,6 +183,15 @@ def customer_messages(
 
 # --- The delivery overview ---------------------------------------------------------------------------
 
+# A reason grouped over many messages has no one set of parameters: the overview names it in a few words
+# and shows the error code beside it (the dead letters' reason filter uses the same words).
+FAILURE_LABELS = {
+    "provider_rejected": _("Provider refused it"),
+    "retries_exhausted": _("Gave up after retries"),
+    "bounced": _("Bounced"),
+    "complained": _("Marked as spam"),
+    "render_failed": _("Template could not be rendered"),
+}
 RATE_WINDOW = dt.timedelta(hours=1)
 FAILURE_WINDOW = dt.timedelta(days=1)
 # Waiting or in flight: what "queue depth" counts.
@@ -259,9 +269,8 @@ def delivery_overview(*, now: dt.datetime) -> DeliveryOverview:
         .annotate(count=Count("*"))
         .order_by("-count", "reason", "error_code")
     )
-    tz = timezone.get_default_timezone()
     for f in failures:
-        f["why"] = reason_display(f["reason"], _placeholder_params(f), tz=tz, now=now) if f["reason"] else ""
+        f["why"] = str(FAILURE_LABELS.get(f["reason"], "")) or reason_text(f["reason"], {})
     return DeliveryOverview(
         now=now,
         queue=queue,
@@ -274,13 +283,6 @@ def delivery_overview(*, now: dt.datetime) -> DeliveryOverview:
         failures=failures,
         failed_last_day=sum(f["count"] for f in failures),
     )
-
-
-def _placeholder_params(row: dict) -> dict:
-    # A reason grouped over many messages has no one set of parameters: show its words with the error
-    # code in place of the per-message detail.
-    code = row["error_code"] or "…"
-    return {"error": code, "attempts": "…", "detail": code, "channel": "", "until": "…", "source": "…"}
 
 
 def dead_letters():

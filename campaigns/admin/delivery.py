@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from campaigns.admin.messages import CustomerSearchMixin, MessageColumnsMixin
 from campaigns.models import DeadLetter, DeliveryOverview, MessageStatus
-from campaigns.selectors import delivery_overview
+from campaigns.selectors import FAILURE_LABELS, delivery_overview
 from campaigns.services.dead_letters import dead_letters_retry, retried_as
 from crm.admin.base import CustomerColumnsMixin, LargeTableAdmin, ReadOnlyAdmin
 
@@ -76,16 +76,9 @@ class ReasonFilter(admin.SimpleListFilter):
 
     title = _("reason")
     parameter_name = "reason"
-    reasons = (
-        ("provider_rejected", _("Provider refused it")),
-        ("retries_exhausted", _("Gave up after retries")),
-        ("bounced", _("Bounced")),
-        ("complained", _("Marked as spam")),
-        ("render_failed", _("Template could not be rendered")),
-    )
 
     def lookups(self, request, model_admin):
-        return self.reasons
+        return list(FAILURE_LABELS.items())
 
     def queryset(self, request, queryset):
         return queryset.filter(reason=self.value()) if self.value() else queryset
