@@ -38,6 +38,8 @@ def message(customer, **fields) -> Message:
     values.setdefault("template", template(values["channel"]))
     if values["status"] in ("sent", "delivered", "opened", "clicked"):
         values.setdefault("sent_at", values["created_at"])
+    if values["status"] in ("failed", "suppressed", "cancelled", "unknown"):
+        values.setdefault("finished_at", values["created_at"])
     return Message.objects.create(customer=customer, **values)
 
 

@@ -194,6 +194,8 @@ def test_home_shows_messages_sent_today_and_waiting(admin_client, world):
     # Each figure's link lists what it counts.
     listed = admin_client.get(slot["figures"][1].link)
     assert {m.pk for m in listed.context["cl"].result_list} == {world["queued"].pk, world["deferred"].pk}
+    listed = admin_client.get(slot["figures"][0].link)
+    assert [m.pk for m in listed.context["cl"].result_list] == [world["sent"].pk]
 
 
 def test_messages_list_searches_by_customer_without_a_full_count(admin_client, world):

@@ -138,5 +138,9 @@ def test_messages_panel_and_delivery_overview_in_a_browser(browser, live_server,
             assert inside >= 400 and sum(drawn) == inside
             assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
             page.screenshot(path=str(SHOTS / f"delivery_overview_{short}_{name}.png"), full_page=True)
+
+            page.goto("/admin/campaigns/deadletter/")
+            expect(page.locator("#result_list tbody tr")).to_have_count(17)
+            page.screenshot(path=str(SHOTS / f"dead_letters_{short}_{name}.png"), full_page=True)
         finally:
             context.close()
