@@ -33,6 +33,10 @@ REASONS: dict[str, str] = {
     "unsubscribed": gettext_noop("customer unsubscribed from %(channel)s"),
     "source_cancelled": gettext_noop("%(source)s was cancelled"),
     "no_answer": gettext_noop("handed to the provider, no answer: to reconcile"),
+    # Staff retried a dead letter (campaigns/services/dead_letters.py): on the new message, and in the
+    # dead letter's history.
+    "retry_of": gettext_noop("retry of message #%(message)s"),
+    "retried": gettext_noop("retried by %(by)s as message #%(as)s"),
 }
 
 _PERIODS = {

@@ -15,6 +15,8 @@ from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
+from campaigns.models import MessageStatus
+from campaigns.selectors import messages_home_figures
 from crm.models.metrics import LifecycleStage
 from crm.selectors.home import HOME_WINDOW_DAYS, customer_home_figures
 from loyalty.models import EntryKind, LoyaltyAccount
@@ -49,7 +51,27 @@ def _change(current, previous) -> float | None:
     return float((Decimal(current) - Decimal(previous)) / Decimal(previous))
 
 
-def home_context(*, now) -> dict:
+def messages_figures(*, now) -> list[Figure]:
+    """The outbox today: sent since the business day began, and waiting (queued or deferred)."""
+    figures = messages_home_figures(now=now)
+    since = figures.day_start.astimezone(timezone.get_default_timezone()).isoformat(sep=" ")
+    return [
+        Figure(
+            _("Messages sent today"),
+            figures.sent_today,
+            _changelist("campaigns_message", sent_at__gte=since),
+            detail=_("%(failed)s failed for good today") % {"failed": grouped(figures.failed_today)},
+        ),
+        Figure(
+            _("Messages waiting to be sent"),
+            figures.queued,
+            _changelist("campaigns_message", status__in=f"{MessageStatus.QUEUED},{MessageStatus.DEFERRED}"),
+            detail=_("queued or deferred (quiet hours, caps, provider retries)"),
+        ),
+    ]
+
+
+def home_context(*, now, with_messages: bool = False) -> dict:
     crm = customer_home_figures(now=now)
     loyalty = loyalty_home_figures()
     window = {
@@ -136,7 +158,13 @@ def home_context(*, now) -> dict:
         "home_window": crm.current,
         # Filled by the campaigns and journeys apps when they land (their selectors, composed here).
         "home_slots": [
-            {"id": "campaigns", "title": _("Campaigns sending"), "note": _("Arrives with the campaigns app")},
+            {
+                "id": "campaigns",
+                "title": _("Campaigns sending"),
+                "note": _("Arrives with the campaigns app"),
+                # Until campaigns arrive, what the delivery pipeline did today.
+                "figures": messages_figures(now=now) if with_messages else [],
+            },
             {"id": "journeys", "title": _("Journeys live"), "note": _("Arrives with the journeys app")},
         ],
     }
@@ -145,6 +173,8 @@ def home_context(*, now) -> dict:
 def dashboard_callback(request, context: dict) -> dict:
     """unfold's DASHBOARD_CALLBACK: the home page's figures, for a user who may see the customer list."""
     if request.user.has_perm("crm.view_customer"):
-        context.update(home_context(now=timezone.now()))
+        context.update(
+            home_context(now=timezone.now(), with_messages=request.user.has_perm("campaigns.view_message"))
+        )
     context["title"] = _("Home")
     return context

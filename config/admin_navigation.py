@@ -66,8 +66,14 @@ LOYALTY = (
     NavEntry("loyalty.tierchange", "trending_up"),
     NavEntry("loyalty.memberlogin", "badge"),
 )
-CAMPAIGNS: tuple[NavEntry, ...] = (  # the campaigns app's entries
-    NavEntry("campaigns.messagetemplate", "mail"),
+CAMPAIGNS: tuple[NavEntry, ...] = (
+    NavEntry("campaigns.message", "mail"),
+    NavEntry("campaigns.deliveryoverview", "monitoring"),
+    NavEntry("campaigns.deadletter", "report"),
+    NavEntry("campaigns.messagetemplate", "article"),
+    NavEntry("campaigns.frequencycap", "speed"),
+    NavEntry("campaigns.deliverysettings", "bedtime"),
+    NavEntry("campaigns.suppression", "block"),
 )
 JOURNEYS: tuple[NavEntry, ...] = ()  # the journeys app's entries, when it lands
 SETTINGS = (
@@ -85,6 +91,7 @@ SYSTEM = (
     NavEntry("loyalty.couponbatch", "stacks"),
     NavEntry("loyalty.referralcode", "qr_code"),
     NavEntry("loyalty.memberapitoken", "token"),
+    NavEntry("campaigns.providerstate", "cell_tower"),
     NavEntry("django_celery_beat.crontabschedule", "calendar_month"),
     NavEntry("django_celery_beat.intervalschedule", "timer"),
     NavEntry("django_celery_beat.clockedschedule", "alarm"),

@@ -4,17 +4,34 @@ later reach the right roles without a data migration."""
 
 from django.contrib.auth.models import Group, Permission
 
-from crm.roles import ADMINISTRATOR, ANALYST, CRM_ROLE_GRANTS, MARKETER, roles_compose, roles_sync
+from campaigns.roles import CAMPAIGNS_ROLE_GRANTS
+from crm.roles import (
+    ADMINISTRATOR,
+    ANALYST,
+    CRM_ROLE_GRANTS,
+    MARKETER,
+    MARKETING_MANAGER,
+    roles_compose,
+    roles_sync,
+)
 from loyalty.roles import LOYALTY_ROLE_GRANTS
 
-# campaigns and journeys have no models yet; their shares move into their own roles modules with them.
+# journeys has no models yet; its share moves into its own roles module with it.
 PROJECT_ROLE_GRANTS = {
     ADMINISTRATOR: [("*", "*", "*")],  # every app's permissions, auth's included
-    MARKETER: [("campaigns", "*", "*"), ("journeys", "*", "*")],
-    ANALYST: [("campaigns", "view", "*"), ("journeys", "view", "*")],
+    MARKETER: [("journeys", "*", "*")],
+    ANALYST: [("journeys", "view", "*")],
 }
 
-ROLE_GRANTS = roles_compose(CRM_ROLE_GRANTS, LOYALTY_ROLE_GRANTS, PROJECT_ROLE_GRANTS)
+# The marketing manager is a marketer first: the marketer's share of crm and loyalty, then its own
+# campaigns share (campaigns/roles.py).
+MANAGER_AS_MARKETER = {
+    MARKETING_MANAGER: [*CRM_ROLE_GRANTS[MARKETER], *LOYALTY_ROLE_GRANTS[MARKETER], ("journeys", "*", "*")]
+}
+
+ROLE_GRANTS = roles_compose(
+    CRM_ROLE_GRANTS, LOYALTY_ROLE_GRANTS, MANAGER_AS_MARKETER, CAMPAIGNS_ROLE_GRANTS, PROJECT_ROLE_GRANTS
+)
 
 
 def sync_roles_after_migrate(sender, **kwargs) -> None:

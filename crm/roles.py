@@ -9,12 +9,16 @@ from django.utils.translation import gettext_lazy as _
 
 ADMINISTRATOR = "administrator"
 MARKETER = "marketer"
+# A marketer who also sets the delivery rules (caps, quiet hours, templates) and retries dead letters;
+# config/roles.py gives it the marketer's share of every app besides.
+MARKETING_MANAGER = "marketing_manager"
 ANALYST = "analyst"
 SUPPORT = "support"
 
 ROLE_LABELS = {
     ADMINISTRATOR: _("Administrator"),
     MARKETER: _("Marketer"),
+    MARKETING_MANAGER: _("Marketing manager"),
     ANALYST: _("Analyst"),
     SUPPORT: _("Support"),
 }

@@ -1,3 +1,5 @@
-"""The campaigns admin, one module per subject."""
+"""The campaigns app's admin: the outbox (messages, dead letters, the delivery overview), templates, the
+delivery rules (frequency caps, delivery settings, the suppression list), provider state, and the customer
+360's "Messages" panel."""
 
-from campaigns.admin import templates  # noqa: F401
+from campaigns.admin import customer_360, delivery, messages, rules, templates  # noqa: F401

@@ -168,6 +168,22 @@ class Message(models.Model):
                 condition=Q(sent_at__isnull=False, purpose="marketing"),
                 name="campaigns_message_caps",
             ),
+            # The delivery overview (send rate, sent today, failures, messages to reconcile) and the dead
+            # letters (campaigns/selectors.py): each reads a small recent slice of a table of millions.
+            models.Index(
+                fields=["sent_at"], condition=Q(sent_at__isnull=False), name="campaigns_message_sent"
+            ),
+            # Queue depth by channel and status, counted from the index alone (the delivery overview).
+            models.Index(
+                fields=["status", "channel"],
+                condition=Q(status__in=["queued", "deferred", "sending", "unknown"]),
+                name="campaigns_message_queue",
+            ),
+            models.Index(
+                fields=["-finished_at", "-id"],
+                condition=Q(status__in=["failed", "unknown"]),
+                name="campaigns_message_failed",
+            ),
             models.Index(
                 fields=["provider", "provider_message_id"],
                 condition=~Q(provider_message_id=""),

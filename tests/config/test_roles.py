@@ -4,6 +4,7 @@ migrate leaves in the role groups."""
 import pytest
 from django.contrib.auth.models import Group, Permission
 
+from campaigns.roles import CAMPAIGNS_ROLE_GRANTS
 from config.roles import ROLE_GRANTS
 from crm.roles import CRM_ROLE_GRANTS, roles_compose
 
@@ -13,22 +14,28 @@ def test_crm_grants_name_no_other_app():
 
 
 def test_the_composed_grants_are_the_projects_roles():
+    campaigns = CAMPAIGNS_ROLE_GRANTS
+    marketer_crm = [
+        ("crm", "view", "*"),
+        ("crm", "*", "tag"),
+        ("crm", "*", "customertag"),
+        ("crm", "*", "segment"),
+        ("crm", "*", "staticlist"),
+    ]
     assert ROLE_GRANTS == {
         "administrator": [("crm", "*", "*"), ("*", "*", "*")],
-        "marketer": [
-            ("crm", "view", "*"),
-            ("crm", "*", "tag"),
-            ("crm", "*", "customertag"),
-            ("crm", "*", "segment"),
-            ("crm", "*", "staticlist"),
+        "marketer": [*marketer_crm, ("loyalty", "view", "*"), *campaigns["marketer"], ("journeys", "*", "*")],
+        # A marketer first (crm, loyalty, journeys), then what the manager alone may do with campaigns.
+        "marketing_manager": [
+            *marketer_crm,
             ("loyalty", "view", "*"),
-            ("campaigns", "*", "*"),
             ("journeys", "*", "*"),
+            *campaigns["marketing_manager"],
         ],
         "analyst": [
             ("crm", "view", "*"),
             ("loyalty", "view", "*"),
-            ("campaigns", "view", "*"),
+            *campaigns["analyst"],
             ("journeys", "view", "*"),
         ],
         "support": [
@@ -41,8 +48,34 @@ def test_the_composed_grants_are_the_projects_roles():
             ("crm", "add", "privacyrequest"),
             ("loyalty", "view", "*"),
             ("loyalty", "add", "manualadjustment"),
+            *campaigns["support"],
         ],
     }
+
+
+@pytest.mark.django_db
+def test_campaigns_permissions_reach_the_roles():
+    def codenames(role):
+        return set(
+            Group.objects.get(name=role)
+            .permissions.filter(content_type__app_label="campaigns")
+            .values_list("codename", flat=True)
+        )
+
+    marketer, manager = codenames("marketer"), codenames("marketing_manager")
+    assert {"view_message", "view_deliveryoverview", "view_deadletter", "add_suppression"} <= marketer
+    assert not {"change_frequencycap", "change_deliverysettings", "retry_deadletter"} & marketer
+    assert {
+        "change_frequencycap",
+        "add_frequencycap",
+        "change_deliverysettings",
+        "retry_deadletter",
+    } <= manager
+    # Provider state is the administrators' (the System group); nobody edits the outbox by hand.
+    for role in ("marketer", "marketing_manager", "analyst", "support"):
+        assert not {"view_providerstate", "change_message", "delete_message"} & codenames(role), role
+    assert codenames("support") == {"view_message", "add_suppression"}
+    assert "retry_deadletter" in codenames("administrator")
 
 
 def test_a_share_for_a_role_that_does_not_exist_is_refused():
