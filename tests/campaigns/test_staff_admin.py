@@ -127,6 +127,7 @@ def test_the_sidebar_lists_the_campaigns_pages_by_role(client, world):
         "Messages",
         "Delivery overview",
         "Dead letters",
+        "Message templates",
         "Frequency caps",
         "Delivery settings",
         "Suppression list",
