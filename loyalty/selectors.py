@@ -447,7 +447,11 @@ def customer_points_overview(*, customer_id: int, now: datetime) -> dict | None:
         return None
     summary = account_summary(account=account, now=now)
     expiring = (
-        PointLot.objects.filter(account_id=account.pk, remaining__gt=0, expires_at__isnull=False)
+        # What can still be spent and has not expired yet: the member portal's definition (pending points
+        # cannot be spent, a lot past its instant is the expiry run's to close).
+        PointLot.objects.filter(
+            account_id=account.pk, state=PointLot.State.AVAILABLE, remaining__gt=0, expires_at__gt=now
+        )
         .values("expires_at")
         .annotate(points=Sum("remaining"))
         .order_by("expires_at")[:EXPIRY_DATES_SHOWN]
