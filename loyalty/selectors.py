@@ -46,9 +46,11 @@ class AccountSummary:
     downgrade_at: datetime | None
     progress: TierProgress
     expiring_soon: int  # points that expire within EXPIRING_SOON_DAYS
-    expiring_soon_until: datetime
+    expiring_soon_until: datetime  # the end of that window (not an expiry date: see expiring_soon_dates)
     next_expiry_at: datetime | None
     next_available_at: datetime | None  # when the earliest pending points become available
+    # The points of expiring_soon by their true expiry instant, soonest first (account_expiring_points).
+    expiring_soon_dates: tuple = ()
 
 
 def _spend_by_customer(customer_ids: list[int], since: datetime) -> list[tuple[int, Decimal]]:
@@ -139,13 +141,13 @@ def account_summary_build(
     now: datetime,
     ruleset,
     qualifying_value: Decimal,
-    expiring_soon: int | None,
+    expiring_soon: list,
     next_expiry_at: datetime | None,
     next_available_at: datetime | None,
 ) -> AccountSummary:
     """The one place an AccountSummary is put together: from the account row and the figures read about
     it, whichever way they were read (`account_summary` below, or the member API's one-statement query in
-    loyalty.services.members)."""
+    loyalty.services.members). `expiring_soon` is the ExpiringPoints of the next EXPIRING_SOON_DAYS."""
     tier = ruleset.tier_by_id(account.tier_id) or (
         Tier.objects.filter(pk=account.tier_id).first() if account.tier_id else None
     )
@@ -159,10 +161,11 @@ def account_summary_build(
         tier_review_at=account.tier_review_at,
         downgrade_at=account.downgrade_at,
         progress=tier_progress(ruleset=ruleset, tier=tier, value=qualifying_value),
-        expiring_soon=int(expiring_soon or 0),
+        expiring_soon=sum(item.points for item in expiring_soon),
         expiring_soon_until=now + timedelta(days=EXPIRING_SOON_DAYS),
         next_expiry_at=next_expiry_at,
         next_available_at=next_available_at,
+        expiring_soon_dates=tuple(expiring_soon),
     )
 
 
@@ -177,11 +180,7 @@ def account_summary(*, account: LoyaltyAccount, now: datetime, ruleset=None) -> 
         basis=ruleset.programme.tier_basis,
         customer_by_account={account.pk: account.customer_id},
     )[account.pk]
-    until = now + timedelta(days=EXPIRING_SOON_DAYS)
     open_lots = PointLot.objects.filter(account_id=account.pk, remaining__gt=0)
-    expiring = open_lots.filter(
-        state=PointLot.State.AVAILABLE, expires_at__gt=now, expires_at__lte=until
-    ).aggregate(points=Sum("remaining"))
     dates = open_lots.aggregate(
         next_expiry=Min("expires_at"),
         next_available=Min("available_at", filter=Q(state=PointLot.State.PENDING)),
@@ -191,7 +190,7 @@ def account_summary(*, account: LoyaltyAccount, now: datetime, ruleset=None) -> 
         now=now,
         ruleset=ruleset,
         qualifying_value=value,
-        expiring_soon=expiring["points"],
+        expiring_soon=account_expiring_points(account=account, now=now),
         next_expiry_at=dates["next_expiry"],
         next_available_at=dates["next_available"],
     )
