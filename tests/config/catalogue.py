@@ -86,6 +86,19 @@ def package_messages(package: str) -> tuple[Message, ...]:
     )
 
 
+def _inline_templates(source: Path) -> list[str]:
+    text = source.read_text(encoding="utf-8")
+    if "{% translate" not in text and "{% blocktranslate" not in text:
+        return []
+    return [
+        node.value
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and ("{% translate" in node.value or "{% blocktranslate" in node.value)
+    ]
+
+
 def _po_unquote(chunks: list[str]) -> str:
     return "".join(ast.literal_eval(c) for c in chunks)
 
@@ -141,6 +154,14 @@ def our_messages() -> tuple[Message, ...]:
             shim.write_text(templatize(template.read_text(encoding="utf-8"), origin=str(template)))
             inputs.append(str(shim))
             shims[str(shim)] = str(template.relative_to(REPO))
+        # Django templates written as Python strings (an admin panel's Template("""...""")): xgettext
+        # reads them as plain strings, so they are templatized like the template files.
+        for source in _sources():
+            for n, text in enumerate(_inline_templates(source)):
+                shim = Path(tmp) / f"{source.stem}_inline{n}.py"
+                shim.write_text(templatize(text, origin=str(source)))
+                inputs.append(str(shim))
+                shims[str(shim)] = str(source.relative_to(REPO))
         listing = Path(tmp) / "files.txt"
         listing.write_text("\n".join(inputs))
         pot = Path(tmp) / "ours.pot"

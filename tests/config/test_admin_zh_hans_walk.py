@@ -321,3 +321,14 @@ def test_the_walk_sees_an_english_message():
     """The check itself: a page that shows one of our messages in English is caught."""
     html = '<html lang="zh-hans"><body><h2>Points and tier</h2><p>积分与等级</p></body></html>'
     assert _untranslated(html, _english_patterns()) == {"'Points and tier' (shown as 'Points and tier')"}
+
+
+def test_both_catalogues_are_found_and_neither_shadows_the_other():
+    """loyalty's strings live partly in loyalty/locale (found as the app's catalogue) and partly in
+    locale/ (LOCALE_PATHS, which wins on a clash): every entry of each must be what gettext answers, so
+    that no string is lost and no translation is hidden by the same msgid translated otherwise."""
+    wrong = []
+    for message, msgstr in catalogue_entries():
+        if msgstr and message.translated(LANGUAGE) != msgstr:
+            wrong.append(f"{message.msgid!r}: catalogue {msgstr!r}, shown {message.translated(LANGUAGE)!r}")
+    assert not wrong, "\n".join(wrong)

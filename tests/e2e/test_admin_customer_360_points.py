@@ -59,9 +59,9 @@ def gold_member():
     lots = [(12_000, business_day_start(last_day + timedelta(days=1))), (8_008, now + timedelta(days=400))]
     entries = [
         ("earn", 12_000, reason_code("order", "TM-2026-1111"), 3),
-        ("earn", 8_008 + 150, reason_code("rule", "双十一"), 2),
+        ("earn", 8_008 + 100, reason_code("rule", "双十一"), 2),
         ("expire", -150, reason_code("expired"), 1),
-        ("adjust", 0, "客服补偿 goodwill", 0),
+        ("adjust", 50, "客服补偿 goodwill", 0),
     ]
     earned = []
     for n, (kind, points, reason, days_ago) in enumerate(entries):
