@@ -7,6 +7,7 @@ from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth.models import Group, User
+from django.utils.translation import gettext_lazy as _
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import (
     ClockedSchedule,
@@ -50,7 +51,14 @@ class IntervalScheduleAdmin(beat_admin.IntervalScheduleAdmin, ModelAdmin):
 
 
 class AccessAttemptAdmin(axes_admin.AccessAttemptAdmin, ModelAdmin):
-    pass
+    # axes gives these two columns no label, so Django shows their method names in English.
+    @admin.display(description=_("Expiration"))
+    def expiration(self, obj):
+        return super().expiration(obj)
+
+    @admin.display(description=_("Status"))
+    def status(self, obj):
+        return super().status(obj)
 
 
 class AccessLogAdmin(axes_admin.AccessLogAdmin, ModelAdmin):

@@ -46,9 +46,11 @@ class AccountSummary:
     downgrade_at: datetime | None
     progress: TierProgress
     expiring_soon: int  # points that expire within EXPIRING_SOON_DAYS
-    expiring_soon_until: datetime
+    expiring_soon_until: datetime  # the end of that window (not an expiry date: see expiring_soon_dates)
     next_expiry_at: datetime | None
     next_available_at: datetime | None  # when the earliest pending points become available
+    # The points of expiring_soon by their true expiry instant, soonest first (account_expiring_points).
+    expiring_soon_dates: tuple = ()
 
 
 def _spend_by_customer(customer_ids: list[int], since: datetime) -> list[tuple[int, Decimal]]:
@@ -139,13 +141,13 @@ def account_summary_build(
     now: datetime,
     ruleset,
     qualifying_value: Decimal,
-    expiring_soon: int | None,
+    expiring_soon: list,
     next_expiry_at: datetime | None,
     next_available_at: datetime | None,
 ) -> AccountSummary:
     """The one place an AccountSummary is put together: from the account row and the figures read about
     it, whichever way they were read (`account_summary` below, or the member API's one-statement query in
-    loyalty.services.members)."""
+    loyalty.services.members). `expiring_soon` is the ExpiringPoints of the next EXPIRING_SOON_DAYS."""
     tier = ruleset.tier_by_id(account.tier_id) or (
         Tier.objects.filter(pk=account.tier_id).first() if account.tier_id else None
     )
@@ -159,10 +161,11 @@ def account_summary_build(
         tier_review_at=account.tier_review_at,
         downgrade_at=account.downgrade_at,
         progress=tier_progress(ruleset=ruleset, tier=tier, value=qualifying_value),
-        expiring_soon=int(expiring_soon or 0),
+        expiring_soon=sum(item.points for item in expiring_soon),
         expiring_soon_until=now + timedelta(days=EXPIRING_SOON_DAYS),
         next_expiry_at=next_expiry_at,
         next_available_at=next_available_at,
+        expiring_soon_dates=tuple(expiring_soon),
     )
 
 
@@ -177,11 +180,7 @@ def account_summary(*, account: LoyaltyAccount, now: datetime, ruleset=None) -> 
         basis=ruleset.programme.tier_basis,
         customer_by_account={account.pk: account.customer_id},
     )[account.pk]
-    until = now + timedelta(days=EXPIRING_SOON_DAYS)
     open_lots = PointLot.objects.filter(account_id=account.pk, remaining__gt=0)
-    expiring = open_lots.filter(
-        state=PointLot.State.AVAILABLE, expires_at__gt=now, expires_at__lte=until
-    ).aggregate(points=Sum("remaining"))
     dates = open_lots.aggregate(
         next_expiry=Min("expires_at"),
         next_available=Min("available_at", filter=Q(state=PointLot.State.PENDING)),
@@ -191,7 +190,7 @@ def account_summary(*, account: LoyaltyAccount, now: datetime, ruleset=None) -> 
         now=now,
         ruleset=ruleset,
         qualifying_value=value,
-        expiring_soon=expiring["points"],
+        expiring_soon=account_expiring_points(account=account, now=now),
         next_expiry_at=dates["next_expiry"],
         next_available_at=dates["next_available"],
     )
@@ -211,46 +210,48 @@ def account_history(*, account: LoyaltyAccount) -> QuerySet[LedgerEntry]:
 
 @dataclass(frozen=True)
 class ExpiringPoints:
-    """Points of the account that expire at one instant, soon."""
+    """The available points of an account that expire at one instant (the member portal, the member API
+    and the customer 360 all read them from `account_expiring_points`)."""
 
     points: int
     expires_at: datetime  # the first instant they are gone
-    # The last business day on which they can be spent, when they expire at the end of a day (a business
-    # midnight: end-of-year expiry): "valid until 31 Dec 2026", not the 1 Jan 2027 the instant falls on.
-    # None when they expire during a day (rolling expiry): then the time is what the member needs.
-    last_day: date | None
+    last_day: date  # the last business day on which they can be spent (`lot_last_day`)
+    # Whether they expire at the end of a business day (a business midnight: end-of-year expiry), so that
+    # "valid until 31 Dec 2026" says it all; otherwise (rolling expiry) the time matters too.
+    at_day_end: bool
+
+
+def lot_last_day(expires_at: datetime) -> date:
+    """The last day, in the business time zone, on which points expiring at `expires_at` can be spent.
+    `expires_at` is the first instant they are gone (midnight opening the next year for the end-of-year
+    policy), so the day before that instant is the one a person reads: 2026-12-31, not 2027-01-01."""
+    return (expires_at - timedelta(microseconds=1)).astimezone(business_time_zone()).date()
+
+
+def expiring_points_item(expires_at: datetime, points: int) -> ExpiringPoints:
+    local = expires_at.astimezone(business_time_zone())
+    return ExpiringPoints(
+        points=int(points),
+        expires_at=expires_at,
+        last_day=lot_last_day(expires_at),
+        at_day_end=(local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0),
+    )
 
 
 def account_expiring_points(
-    *, account: LoyaltyAccount, now: datetime, days: int = EXPIRING_SOON_DAYS
+    *, account: LoyaltyAccount, now: datetime, days: int | None = EXPIRING_SOON_DAYS, limit: int | None = None
 ) -> list[ExpiringPoints]:
-    """The available points that expire within `days` of `now`, one item per expiry instant, soonest
-    first (one query, on the FIFO index)."""
-    rows = (
-        PointLot.objects.filter(
-            account_id=account.pk,
-            state=PointLot.State.AVAILABLE,
-            remaining__gt=0,
-            expires_at__gt=now,
-            expires_at__lte=now + timedelta(days=days),
-        )
-        .values("expires_at")
-        .annotate(points=Sum("remaining"))
-        .order_by("expires_at")
-        .values_list("expires_at", "points")
+    """The available points that expire after `now` (within `days` of it; None: whenever), one item per
+    expiry instant, soonest first, at most `limit` of them (one query, on the FIFO index)."""
+    rows = PointLot.objects.filter(
+        account_id=account.pk, state=PointLot.State.AVAILABLE, remaining__gt=0, expires_at__gt=now
     )
-    found = []
-    for expires_at, points in rows:
-        local = expires_at.astimezone(business_time_zone())
-        at_midnight = (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0)
-        found.append(
-            ExpiringPoints(
-                points=int(points),
-                expires_at=expires_at,
-                last_day=(local - timedelta(days=1)).date() if at_midnight else None,
-            )
-        )
-    return found
+    if days is not None:
+        rows = rows.filter(expires_at__lte=now + timedelta(days=days))
+    rows = rows.values("expires_at").annotate(points=Sum("remaining")).order_by("expires_at")
+    if limit is not None:
+        rows = rows[:limit]
+    return [expiring_points_item(row["expires_at"], row["points"]) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -422,22 +423,6 @@ EXPIRY_DATES_SHOWN = 5
 RECENT_ENTRIES_SHOWN = 10
 
 
-@dataclass(frozen=True)
-class PointsExpiryDate:
-    """The points of an account that expire at one instant, for the customer 360 (any horizon)."""
-
-    points: int
-    last_day: date  # the last day the points can be spent, in the business time zone
-    expires_at: datetime
-
-
-def lot_last_day(expires_at: datetime) -> date:
-    """The last day, in the business time zone, on which points expiring at `expires_at` can be spent.
-    `expires_at` is the first instant they are gone (midnight opening the next year for the end-of-year
-    policy), so the day before that instant is the one a person reads: 2026-12-31, not 2027-01-01."""
-    return timezone.localtime(expires_at - timedelta(microseconds=1), timezone.get_default_timezone()).date()
-
-
 def customer_points_overview(*, customer_id: int, now: datetime) -> dict | None:
     """What the customer 360 shows of a member: balances, tier and progress, the next expiry dates with
     their points, and the latest ledger entries; None for a customer without a loyalty account. A fixed
@@ -446,23 +431,10 @@ def customer_points_overview(*, customer_id: int, now: datetime) -> dict | None:
     if account is None:
         return None
     summary = account_summary(account=account, now=now)
-    expiring = (
-        PointLot.objects.filter(account_id=account.pk, remaining__gt=0, expires_at__isnull=False)
-        .values("expires_at")
-        .annotate(points=Sum("remaining"))
-        .order_by("expires_at")[:EXPIRY_DATES_SHOWN]
-    )
     return {
         "account": account,
         "summary": summary,
-        "expiring": [
-            PointsExpiryDate(
-                points=int(row["points"]),
-                last_day=lot_last_day(row["expires_at"]),
-                expires_at=row["expires_at"],
-            )
-            for row in expiring
-        ],
+        "expiring": account_expiring_points(account=account, now=now, days=None, limit=EXPIRY_DATES_SHOWN),
         "entries": list(account_history(account=account)[:RECENT_ENTRIES_SHOWN]),
     }
 

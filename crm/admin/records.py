@@ -67,7 +67,7 @@ class ConsentChangeAdmin(CustomerColumnsMixin, ReadOnlyAdmin, LargeTableAdmin):
         "channel",
         "previous_status",
         "status",
-        "source",
+        "source_text",
         "changed_by",
     )
     list_filter = ("channel", "status")
@@ -80,8 +80,13 @@ class ConsentChangeAdmin(CustomerColumnsMixin, ReadOnlyAdmin, LargeTableAdmin):
         "previous_status",
         "status",
         "occurred_at",
-        "source",
+        "source_text",
         "changed_by",
         "recorded_at",
     )
     readonly_fields = fields
+
+    # Writers store a code (signup, csv, api:<prefix>); the list shows it in the reader's language.
+    @admin.display(description=_("source"))
+    def source_text(self, obj):
+        return obj.source_display

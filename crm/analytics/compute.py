@@ -111,10 +111,21 @@ def lifecycle_history(*, months: int = 12, now: datetime | None = None) -> dict:
     )
     return {
         "months": series_months,
-        "stages": [{"key": s, "label": str(label)} for s, label in LifecycleStage.choices],
+        # Codes only: lifecycle_labelled adds the labels in the language of whoever reads the summary.
+        "stages": [{"key": s} for s in LifecycleStage.values],
         "series": series,
         "tracked_since": first_run.isoformat() if first_run else None,
     }
+
+
+def lifecycle_labelled(data: dict) -> dict:
+    """`data` (lifecycle_history()'s, perhaps stored with English labels) with each stage's label in the
+    current language, from its key."""
+    labels = dict(LifecycleStage.choices)
+    stages = [
+        {**stage, "label": str(labels.get(stage["key"], stage["key"]))} for stage in data.get("stages", [])
+    ]
+    return {**data, "stages": stages}
 
 
 # --- Orders: cohorts, repeat purchase, average order value ---------------------------------------------

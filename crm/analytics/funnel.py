@@ -43,14 +43,23 @@ def funnel(*, start: datetime, end: datetime, steps=FUNNEL_STEPS) -> dict:
         cursor.execute(f"WITH {', '.join(ctes)} SELECT {counts_sql}", params)
         counts = list(cursor.fetchone())
     out = []
-    for i, ((event_type, label), n) in enumerate(zip(steps, counts, strict=True)):
+    # Codes only: the figures are stored and read later in another language (funnel_labelled adds the
+    # labels when shown).
+    for i, ((event_type, _label), n) in enumerate(zip(steps, counts, strict=True)):
         out.append(
             {
                 "type": event_type,
-                "label": str(label),
                 "customers": n,
                 "from_previous": round(n / counts[i - 1], 4) if i and counts[i - 1] else None,
                 "from_first": round(n / counts[0], 4) if counts[0] else None,
             }
         )
     return {"steps": out, "from": start.isoformat(), "to": end.isoformat()}
+
+
+def funnel_labelled(data: dict) -> dict:
+    """`data` (funnel()'s, perhaps stored long ago, perhaps with English labels frozen in) with each
+    step's label in the current language, from its event type."""
+    labels = dict(FUNNEL_STEPS)
+    steps = [{**step, "label": str(labels.get(step["type"], step["type"]))} for step in data.get("steps", [])]
+    return {**data, "steps": steps}

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET
 
 from crm.analytics import compute, services
 from crm.analytics.attribution import merge_attribution
-from crm.analytics.funnel import funnel
+from crm.analytics.funnel import funnel, funnel_labelled
 from crm.analytics.ltv import ltv_by_channel
 from crm.analytics.sqlbits import reporting_currency
 from crm.clock import business_time_zone
@@ -68,8 +68,12 @@ def _payload(summary) -> dict:
 
 @analytics_endpoint
 def lifecycle_view(request):
-    return _payload(
-        services.summary_get_or_compute(chart="lifecycle", key="all", compute_fn=compute.lifecycle_history)
+    return compute.lifecycle_labelled(
+        _payload(
+            services.summary_get_or_compute(
+                chart="lifecycle", key="all", compute_fn=compute.lifecycle_history
+            )
+        )
     )
 
 
@@ -113,7 +117,7 @@ def funnel_view(request):
         tz = segment_time_zone()
         start = datetime.combine(start_day, time.min, tzinfo=tz)
         end = datetime.combine(end_day + timedelta(days=1), time.min, tzinfo=tz)
-        return {**funnel(start=start, end=end), "computed_at": timezone.now().isoformat()}
+        return funnel_labelled({**funnel(start=start, end=end), "computed_at": timezone.now().isoformat()})
     days = _int(request, "days", default=30)
     if days not in services.FUNNEL_WINDOWS:
         raise BadParameter(
@@ -122,9 +126,11 @@ def funnel_view(request):
         )
     now = timezone.now()
     start, end = services.funnel_window(days, now)
-    return _payload(
-        services.summary_get_or_compute(
-            chart="funnel", key=f"{days}d", compute_fn=lambda: funnel(start=start, end=end)
+    return funnel_labelled(
+        _payload(
+            services.summary_get_or_compute(
+                chart="funnel", key=f"{days}d", compute_fn=lambda: funnel(start=start, end=end)
+            )
         )
     )
 

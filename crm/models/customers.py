@@ -179,6 +179,14 @@ class CustomerIdentity(models.Model):
     def __str__(self) -> str:
         return f"{self.kind}:{self.value}"
 
+    @property
+    def kind_display(self) -> str:
+        """The kind in the reader's language; a `channel:<name>` kind is shown as typed."""
+        try:
+            return str(IdentityKind(self.kind).label)
+        except ValueError:
+            return self.kind
+
 
 class CustomerMerge(models.Model):
     """A record that one customer was folded into another, with what the loser looked like."""

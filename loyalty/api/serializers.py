@@ -60,7 +60,19 @@ def summary_json(summary) -> dict:
             "to_next_tier": str(progress.amount_to_next),
             "percent": progress.percent,
         },
-        "expiring_soon": {"points": summary.expiring_soon, "until": _dt(summary.expiring_soon_until)},
+        "expiring_soon": {
+            "points": summary.expiring_soon,
+            "until": _dt(summary.expiring_soon_until),
+            "dates": [
+                {
+                    "points": item.points,
+                    "expires_at": _dt(item.expires_at),
+                    "last_day": item.last_day.isoformat(),
+                    "at_day_end": item.at_day_end,
+                }
+                for item in summary.expiring_soon_dates
+            ],
+        },
         "next_expiry_at": _dt(summary.next_expiry_at),
         "next_available_at": _dt(summary.next_available_at),
     }
@@ -157,9 +169,23 @@ class ProgressOut(serializers.Serializer):
     percent = serializers.IntegerField(min_value=0, max_value=100)
 
 
+class ExpiringDateOut(serializers.Serializer):
+    points = serializers.IntegerField(min_value=1)
+    expires_at = serializers.DateTimeField(help_text=_("The first instant these points are gone."))
+    last_day = serializers.DateField(
+        help_text=_("The last day (business time zone) on which these points can be spent.")
+    )
+    at_day_end = serializers.BooleanField(
+        help_text=_("Whether they expire at the end of that day (else at the time of expires_at).")
+    )
+
+
 class ExpiringOut(serializers.Serializer):
-    points = serializers.IntegerField()
-    until = serializers.DateTimeField()
+    points = serializers.IntegerField(help_text=_("Available points that expire within the next 30 days."))
+    until = serializers.DateTimeField(
+        help_text=_("The end of that 30-day window; the points' own expiry dates are in dates.")
+    )
+    dates = ExpiringDateOut(many=True, help_text=_("The points by expiry date, soonest first."))
 
 
 class PointsOut(serializers.Serializer):

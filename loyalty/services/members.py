@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
@@ -46,6 +47,7 @@ from loyalty.selectors import (
     AccountSummary,
     account_summary,
     account_summary_build,
+    expiring_points_item,
 )
 from loyalty.services.ledger import account_for_customer
 from loyalty.services.programme import ruleset_load
@@ -565,9 +567,11 @@ def _summary_sql(basis: str, *, customer: str = "%(customer)s", account: str = "
         )
     return f"""
         SELECT ({qualifying}) AS qualifying,
-               (SELECT COALESCE(SUM(remaining), 0) FROM {lot}
-                 WHERE account_id = {account} AND remaining > 0 AND state = 'available'
-                   AND expires_at > %(now)s AND expires_at <= %(until)s) AS expiring_soon,
+               (SELECT COALESCE(json_agg(json_build_array(g.expires_at, g.points) ORDER BY g.expires_at), '[]')
+                  FROM (SELECT expires_at, SUM(remaining) AS points FROM {lot}
+                         WHERE account_id = {account} AND remaining > 0 AND state = 'available'
+                           AND expires_at > %(now)s AND expires_at <= %(until)s
+                         GROUP BY expires_at) g) AS expiring_soon,
                MIN(expires_at) AS next_expiry_at,
                MIN(available_at) FILTER (WHERE state = 'pending') AS next_available_at
           FROM {lot}
@@ -581,12 +585,17 @@ def _summary_params(*, ruleset, now: datetime) -> dict:
 
 def _summary_from_row(*, account: LoyaltyAccount, now: datetime, ruleset, row) -> AccountSummary:
     qualifying, expiring, next_expiry, next_available = row
+    if isinstance(expiring, str | bytes):  # Django hands json back as text, to decode as it pleases
+        expiring = json.loads(expiring)
     return account_summary_build(
         account=account,
         now=now,
         ruleset=ruleset,
         qualifying_value=Decimal(qualifying or 0).quantize(Decimal("0.01")),
-        expiring_soon=expiring,
+        # The same items as loyalty.selectors.account_expiring_points: (instant, points) per expiry instant.
+        expiring_soon=[
+            expiring_points_item(datetime.fromisoformat(at), points) for at, points in expiring or []
+        ],
         next_expiry_at=next_expiry,
         next_available_at=next_available,
     )
