@@ -12,6 +12,7 @@ from pathlib import Path
 import environ
 from django.utils.translation import gettext_lazy as _
 
+from campaigns.schedule import messaging_beat_schedule
 from crm.analytics.schedule import ANALYTICS_BEAT_SCHEDULE
 from crm.metrics.schedule import METRICS_BEAT_SCHEDULE
 from crm.recommendations.schedule import RECOMMENDATIONS_BEAT_SCHEDULE
@@ -298,6 +299,10 @@ CELERY_BEAT_SCHEDULE = {
     **ANALYTICS_BEAT_SCHEDULE,
     **RECOMMENDATIONS_BEAT_SCHEDULE,
     **LOYALTY_BEAT_SCHEDULE,
+    **messaging_beat_schedule(
+        dispatch_every=env.float("MESSAGING_DISPATCH_EVERY", default=2.0),
+        reap_every=env.float("MESSAGING_REAP_EVERY", default=15.0),
+    ),
 }
 
 # --- REST API -------------------------------------------------------------------------------------
@@ -372,6 +377,17 @@ MESSAGING_PROVIDERS = {
 # Where the providers' global send rates count: a redis:// URL (production, several hosts) or "db" (the
 # embedded default: the provider_state table, one row per provider).
 MESSAGING_RATE_LIMIT_URL = env.str("MESSAGING_RATE_LIMIT_URL", default="db")
+# The dispatcher (campaigns/services/dispatch.py): messages claimed at a time; the claim's lease, after
+# which the reaper takes a dead worker's batch back (a batch must be handed over within it; keep it well
+# above a provider's slowest answer for a batch); how long one wake drains before it lets the worker go.
+MESSAGING_BATCH_SIZE = env.int("MESSAGING_BATCH_SIZE", default=500)
+MESSAGING_CLAIM_SECONDS = env.float("MESSAGING_CLAIM_SECONDS", default=120.0)
+MESSAGING_DISPATCH_SECONDS = env.float("MESSAGING_DISPATCH_SECONDS", default=20.0)
+# Retries after "try again later": exponential back-off from the base, capped, with jitter; the last
+# attempt that still fails is final (retries_exhausted).
+MESSAGING_MAX_ATTEMPTS = env.int("MESSAGING_MAX_ATTEMPTS", default=8)
+MESSAGING_RETRY_BASE_SECONDS = env.float("MESSAGING_RETRY_BASE_SECONDS", default=30.0)
+MESSAGING_RETRY_MAX_SECONDS = env.float("MESSAGING_RETRY_MAX_SECONDS", default=3600.0)
 
 # --- Logging --------------------------------------------------------------------------------------
 # One JSON object per line in production (LOG_FORMAT=json), readable lines elsewhere.
