@@ -42,6 +42,7 @@ from campaigns.models import Message, MessagePurpose, MessageStatus
 from campaigns.models.outbox import DUE_STATUSES, MessageSource, OnCap
 from campaigns.providers.base import Outcome, OutgoingMessage, SendResult
 from campaigns.services import stages
+from crm.db import server_binding_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -358,8 +359,9 @@ def messages_claim(*, now: datetime, batch_size: int | None = None, ids: list[in
     with transaction.atomic():
         if _pg():
             with connection.cursor() as cursor:
-                where = "status = ANY(%s) AND due_at <= %s"
-                params: list = [list(_DUE), now]
+                # The statuses as literals: the partial claim index's predicate must be provable from them.
+                where = "status IN ('queued', 'deferred') AND due_at <= %s"
+                params: list = [now]
                 if ids is not None:
                     where += " AND id = ANY(%s)"
                     params.append(list(ids))
@@ -711,7 +713,7 @@ def _hand(items, code: str, claim: Claim, now: datetime) -> set[int]:
     returns the ids it changed, the only ones that may be sent."""
     lease_seconds = claim_duration().total_seconds()
     if _pg():
-        with connection.cursor() as cursor:
+        with server_binding_cursor() as cursor:
             cursor.execute(
                 "UPDATE campaigns_message m SET handed_at = %s, provider = %s, "
                 "claimed_until = now() + make_interval(secs => %s), address = v.address, subject = v.subject, "
@@ -815,7 +817,7 @@ def _event(o: _Outcome, now: datetime) -> dict:
 
 
 def _record_pg(outcomes: list[_Outcome], claim: Claim, now: datetime) -> set[int]:
-    with connection.cursor() as cursor:
+    with server_binding_cursor() as cursor:
         cursor.execute(
             "UPDATE campaigns_message m SET status = v.status, reason = v.reason, reason_params = v.params, "
             "due_at = COALESCE(v.due_at, m.due_at), "
