@@ -358,3 +358,14 @@ def test_reaper_requeues_unhanded_and_deduped_rows_and_marks_the_rest_unknown(pi
     assert stats.sent == 1 and stats.lost == 2
     assert Message.objects.get(pk=handed_push.pk).status == "sent"
     assert Message.objects.filter(status="queued").count() == 2
+
+
+def test_beat_wakes_the_dispatcher_every_few_seconds_and_runs_the_reaper(settings):
+    from config.celery import app
+
+    dispatch = settings.CELERY_BEAT_SCHEDULE["campaigns-dispatch"]
+    reap = settings.CELERY_BEAT_SCHEDULE["campaigns-outbox-reap"]
+    assert dispatch["schedule"] <= 5 and dispatch["options"]["expires"] == dispatch["schedule"]
+    assert reap["schedule"] <= 60
+    app.loader.import_default_modules()
+    assert {dispatch["task"], reap["task"]} <= set(app.tasks)
