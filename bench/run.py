@@ -30,6 +30,7 @@ BENCHMARKS = [
     ("bench_loyalty_expiry.py", []),
     ("bench_member_api.py", []),
     ("bench_smtp_delivery.py", []),
+    ("bench_outbox.py", ["--messages", "1000000"]),
 ]
 
 

@@ -13,6 +13,7 @@ import environ
 from django.utils.translation import gettext_lazy as _
 
 from campaigns.notice_schedule import NOTICES_BEAT_SCHEDULE
+from campaigns.schedule import messaging_beat_schedule
 from crm.analytics.schedule import ANALYTICS_BEAT_SCHEDULE
 from crm.metrics.schedule import METRICS_BEAT_SCHEDULE
 from crm.recommendations.schedule import RECOMMENDATIONS_BEAT_SCHEDULE
@@ -306,6 +307,10 @@ CELERY_BEAT_SCHEDULE = {
     **RECOMMENDATIONS_BEAT_SCHEDULE,
     **LOYALTY_BEAT_SCHEDULE,
     **NOTICES_BEAT_SCHEDULE,
+    **messaging_beat_schedule(
+        dispatch_every=env.float("MESSAGING_DISPATCH_EVERY", default=2.0),
+        reap_every=env.float("MESSAGING_REAP_EVERY", default=15.0),
+    ),
 }
 
 # --- REST API -------------------------------------------------------------------------------------
@@ -391,6 +396,17 @@ MESSAGING_UNSUBSCRIBE_MAILTO = env.str("MESSAGING_UNSUBSCRIBE_MAILTO", default="
 # "user:password" (several, comma-separated, while rotating); give the ESP the URL
 # https://user:password@<host>/anymail/<esp>/tracking/. Unset, anymail warns and accepts anyone.
 ANYMAIL = {"WEBHOOK_SECRET": env.list("ANYMAIL_WEBHOOK_SECRET", default=[])}
+# The dispatcher (campaigns/services/dispatch.py): messages claimed at a time; the claim's lease, after
+# which the reaper takes a dead worker's batch back (a batch must be handed over within it; keep it well
+# above a provider's slowest answer for a batch); how long one wake drains before it lets the worker go.
+MESSAGING_BATCH_SIZE = env.int("MESSAGING_BATCH_SIZE", default=500)
+MESSAGING_CLAIM_SECONDS = env.float("MESSAGING_CLAIM_SECONDS", default=120.0)
+MESSAGING_DISPATCH_SECONDS = env.float("MESSAGING_DISPATCH_SECONDS", default=20.0)
+# Retries after "try again later": exponential back-off from the base, capped, with jitter; the last
+# attempt that still fails is final (retries_exhausted).
+MESSAGING_MAX_ATTEMPTS = env.int("MESSAGING_MAX_ATTEMPTS", default=8)
+MESSAGING_RETRY_BASE_SECONDS = env.float("MESSAGING_RETRY_BASE_SECONDS", default=30.0)
+MESSAGING_RETRY_MAX_SECONDS = env.float("MESSAGING_RETRY_MAX_SECONDS", default=3600.0)
 
 # --- Logging --------------------------------------------------------------------------------------
 # One JSON object per line in production (LOG_FORMAT=json), readable lines elsewhere.

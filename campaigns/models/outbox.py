@@ -15,7 +15,7 @@ Due work is rows with a due time claimed in batches (FOR UPDATE SKIP LOCKED), ne
 claim is a lease (`claim_token`, `claimed_until`) so a killed worker's batch is taken back by the next."""
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -152,6 +152,14 @@ class Message(models.Model):
             ),
         ]
         indexes = [
+            # The claim's order (campaigns/services/outbox.py, messages_claim): highest priority first, then
+            # the longest due, read from the front of this index instead of sorting every due row.
+            models.Index(
+                F("priority").desc(),
+                F("due_at"),
+                condition=Q(status__in=["queued", "deferred"]),
+                name="campaigns_message_claim",
+            ),
             models.Index(
                 fields=["due_at"],
                 condition=Q(status__in=["queued", "deferred"]),
