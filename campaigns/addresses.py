@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import phonenumbers
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
-from django.db.models import Case, F, OuterRef, Subquery, When
+from django.db.models import Case, CharField, F, OuterRef, Subquery, When
 from django.utils.translation import gettext_lazy as _
 
 from campaigns.models import Channel
@@ -159,7 +159,11 @@ def address_annotations(channel: str) -> dict:
     if field is None:
         return {f"address_{channel}": identity}
     # The profile field wins; the identity is the fallback for a customer whose field is blank.
-    return {f"address_{channel}": Case(When(**{field: ""}, then=identity), default=F(field))}
+    return {
+        f"address_{channel}": Case(
+            When(**{field: ""}, then=identity), default=F(field), output_field=CharField()
+        )
+    }
 
 
 def addresses_for(customer_ids: Iterable[int], channel: str) -> dict[int, str]:
