@@ -2,6 +2,8 @@
 whole batch of customers in one query."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from campaigns.addresses import (
     InvalidAddress,
@@ -105,3 +107,23 @@ def test_addresses_for_a_batch_come_from_profile_then_identities_in_one_query(dj
     assert addresses_for(ids, "push") == {profile.pk: "f" * 64}
     assert valid_addresses_for(ids, "sms") == {profile.pk: "+8613800000001", fallback.pk: "+8613800000002"}
     assert addresses_for([], "sms") == {}
+
+
+@given(
+    prefix=st.sampled_from(["", "+86", "0086", "86", "+86 ", "+86-"]),
+    digits=st.from_regex(r"1[0-9]{10}", fullmatch=True),
+    spaced=st.booleans(),
+)
+def test_the_fast_path_for_chinese_mobiles_agrees_with_phonenumbers(prefix, digits, spaced):
+    from campaigns.addresses import _cn_mobile_fast, _phone_normalise_general
+
+    raw = prefix + (f"{digits[:3]} {digits[3:7]} {digits[7:]}" if spaced else digits)
+    try:
+        general = _phone_normalise_general(raw, mobile_only=True, region="CN")
+    except InvalidAddress:
+        general = None
+    fast = _cn_mobile_fast(raw)
+    # The fast path may pass a number on to the general one (None), never answer differently.
+    assert fast is None or fast == general
+    if general is not None and not prefix.startswith("86"):
+        assert fast == general  # and it does answer for the usual spellings of a valid mobile
