@@ -29,6 +29,7 @@ BENCHMARKS = [
     ("bench_loyalty_redeem.py", []),
     ("bench_loyalty_expiry.py", []),
     ("bench_member_api.py", []),
+    ("bench_rules_screen.py", []),
 ]
 
 
