@@ -23,6 +23,9 @@ REASONS: dict[str, str] = {
     "capped_deferred": gettext_noop(
         "capped: %(limit)s marketing %(channel)s %(period)s, deferred to %(until)s"
     ),
+    "capped_all_deferred": gettext_noop(
+        "capped: %(limit)s marketing messages %(period)s, deferred to %(until)s"
+    ),
     "provider_retry": gettext_noop("provider unavailable (%(error)s), retry at %(until)s"),
     "rate_limited": gettext_noop("provider send rate reached, retry at %(until)s"),
     # Failed, cancelled or unknown.

@@ -537,7 +537,7 @@ def _screen_and_render(pending: list[Message], outcomes: list, now: datetime):
                     )
                 )
                 continue
-            content, links = stages.track(m.pk, dict(r.content), m.channel)
+            content, links = stages.track(m.pk, dict(r.content), m.channel, m.purpose, m.language)
             headers = content.pop("headers", {}) if isinstance(content, dict) else {}
             m.subject = (getattr(r, "subject", "") or "")[:300]
             m.links = list(links) if links else None

@@ -49,10 +49,10 @@ def render(*, messages, now: datetime):
     return render_batch(messages=messages, now=now)
 
 
-def track(message_id: int, content: dict, channel: str):
+def track(message_id: int, content: dict, channel: str, purpose: str = "marketing", language: str = ""):
     from campaigns.signing import tracked_content
 
-    return tracked_content(message_id, content, channel)
+    return tracked_content(message_id, content, channel, purpose, language=language)
 
 
 def provider_for(channel: str):
@@ -86,6 +86,6 @@ def address_problems_record(*, problems, now: datetime) -> None:
 
 
 def message_events_record(*, events: list[dict]) -> None:
-    from campaigns.services.tracking import message_events_record as record
+    from campaigns.services.message_events import message_events_record as record
 
     record(events)

@@ -1,28 +1,35 @@
-"""Stopping messages to an address or a customer: the suppression list, and consent withdrawn in answer to a
-message (an unsubscribe link, a bounce, a spam complaint). Either takes effect at once: the customer's
-queued and deferred marketing messages on that channel are cancelled in the same transaction.
+"""Stopping messages to an address or a customer: the suppression list and consent withdrawn in answer to a
+message (an unsubscribe link, a bounce, a spam complaint, a provider saying "not subscribed").
 
-A MINIMAL STAND-IN written by the tracking helper, with the rules helper's interface
-(`consent_withdraw_for_message`, `address_suppress`, `WITHDRAWALS`, as on branch `rules`): the rules
-helper owns this module, and the merger takes theirs (which also normalises phones and openids and
-cancels for every customer sharing a suppressed address). Cancelling goes through the outbox's
-`messages_cancel` when it is there, and otherwise through the same conditional UPDATE here.
+Either takes effect at once for what is still waiting: the customer's queued and deferred marketing
+messages on that channel are cancelled in the same transaction (the outbox's `messages_cancel`), so that
+a campaign queued for tomorrow does not reach someone who unsubscribed today. What is already claimed by
+a worker is stopped by the screen (campaigns/services/rules.py), which reads consent and the suppression
+list again for every batch.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from campaigns.models import Message, MessagePurpose, MessageStatus, Suppression, SuppressionReason
-from crm.models import Consent, ConsentStatus, Customer
+from campaigns.addresses import (
+    EMAIL_IDENTITY,
+    PHONE_IDENTITY,
+    PUSH_TOKEN_IDENTITY,
+    WECHAT_OPENID_IDENTITY,
+    address_check,
+)
+from campaigns.models import Channel, Message, MessagePurpose, Suppression, SuppressionReason
+from crm.models import Consent, ConsentStatus, Customer, CustomerIdentity
 from crm.services.consent import consent_set
 
-# Why consent is withdrawn -> (the consent source kind, the suppression reason the address goes on the list
-# with, or None to leave the address be).
+# Why consent is withdrawn -> (the consent source kind, what it does to the address: the suppression
+# reason it goes on the list with, or None to leave it be, and then the reason cancelled messages carry).
 WITHDRAWALS: dict[str, tuple[str, str | None]] = {
     "unsubscribe": ("unsubscribe", None),
     "bounce": ("bounce", SuppressionReason.BOUNCED),
@@ -30,8 +37,40 @@ WITHDRAWALS: dict[str, tuple[str, str | None]] = {
     "not_subscribed": ("not_subscribed", None),
 }
 
+_IDENTITY_KIND = {
+    Channel.EMAIL: EMAIL_IDENTITY,
+    Channel.SMS: PHONE_IDENTITY,
+    Channel.WECHAT: WECHAT_OPENID_IDENTITY,
+    Channel.PUSH: PUSH_TOKEN_IDENTITY,
+}
+
+
+def _messages_cancel() -> Callable:
+    """The outbox's `messages_cancel(*, customer_ids, channel, purpose, reason, params, now) -> int`, looked up when
+    called. A seam: the outbox owns the message states, so only it cancels; tests of this module replace
+    this function with their own cancel until the outbox lands beside it."""
+    from campaigns.services.outbox import messages_cancel
+
+    return messages_cancel
+
+
+def _cancel_queued_marketing(
+    customer_ids: list[int], channel: str, reason: str, params: dict, now: datetime
+) -> int:
+    if not customer_ids:
+        return 0
+    return _messages_cancel()(
+        customer_ids=customer_ids,
+        channel=channel,
+        purpose=MessagePurpose.MARKETING,
+        reason=reason,
+        params=params,
+        now=now,
+    )
+
 
 def _cancel_reason(channel: str, suppression_reason: str, detail: str) -> tuple[str, dict]:
+    """The reason code (campaigns/reasons.py) and parameters a cancelled message is left with."""
     if suppression_reason == SuppressionReason.UNSUBSCRIBED:
         return "unsubscribed", {"channel": channel}
     if suppression_reason == SuppressionReason.BOUNCED:
@@ -41,58 +80,19 @@ def _cancel_reason(channel: str, suppression_reason: str, detail: str) -> tuple[
     return "suppressed_address", {"why": suppression_reason}
 
 
-def _cancel_queued_marketing(
-    customer_ids: list[int], channel: str, reason: str, params: dict, now: datetime
-) -> int:
-    customer_ids = sorted(set(customer_ids))
-    if not customer_ids:
-        return 0
-    try:
-        from campaigns.services.outbox import messages_cancel  # the outbox's, once merged
-    except ImportError:
-        messages_cancel = None
-    if messages_cancel is not None:
-        return messages_cancel(
-            customer_ids=customer_ids,
-            channel=channel,
-            purpose=MessagePurpose.MARKETING,
-            reason=reason,
-            params=params,
-            now=now,
-        )
-    pg = connection.vendor == "postgresql"
-    entry = json.dumps(
-        {"status": MessageStatus.CANCELLED, "at": now.isoformat(), "reason": reason, "params": params}
+def _customers_with_address(channel: str, address: str) -> list[int]:
+    """Every customer whose address on `channel` is `address`: one address may be shared (a family's email)
+    and a suppressed address stops them all."""
+    if channel == Channel.EMAIL:
+        profile = Q(email__iexact=address)
+    elif channel == Channel.SMS:
+        profile = Q(phone=address)
+    else:
+        profile = Q(pk__in=[])
+    owners = CustomerIdentity.objects.filter(kind=_IDENTITY_KIND[channel], value=address).values(
+        "customer_id"
     )
-    append = "history || jsonb_build_array(%s::jsonb)" if pg else "json_insert(history, '$[#]', json(%s))"
-    ids = ", ".join(["%s"] * len(customer_ids))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            UPDATE {Message._meta.db_table}
-               SET status = %s, reason = %s, reason_params = {"%s::jsonb" if pg else "%s"},
-                   finished_at = %s, history = {append}
-             WHERE customer_id IN ({ids}) AND channel = %s AND purpose = %s AND status IN (%s, %s)
-            """,
-            [
-                MessageStatus.CANCELLED,
-                reason,
-                json.dumps(params),
-                now,
-                entry,
-                *customer_ids,
-                channel,
-                MessagePurpose.MARKETING,
-                MessageStatus.QUEUED,
-                MessageStatus.DEFERRED,
-            ],
-        )
-        return cursor.rowcount
-
-
-def _normalised(channel: str, address: str) -> str:
-    address = (address or "").strip()
-    return address.lower() if channel == "email" else address
+    return list(Customer.objects.filter(profile | Q(pk__in=owners)).values_list("pk", flat=True))
 
 
 @transaction.atomic
@@ -105,24 +105,29 @@ def address_suppress(
     detail: str = "",
     now: datetime | None = None,
 ) -> Suppression:
-    """Put `address` on the suppression list for `channel` (an address already there keeps its first
-    reason) and cancel the queued marketing on that channel of `customer` and of every customer whose
-    profile has that email or phone."""
+    """Put `address` on the suppression list for `channel` (idempotent: an address already there keeps its
+    first reason) and cancel the queued marketing messages on that channel of `customer` and of every
+    other customer with that address."""
+    if channel not in Channel.values:
+        raise ValueError(f"unknown channel {channel!r}")
+    if reason not in SuppressionReason.values:
+        raise ValueError(f"unknown suppression reason {reason!r}")
     now = now or timezone.now()
-    normalised = _normalised(channel, address)
+    # Stored in its one spelling, so that the screen finds it whatever way the customer's record writes it;
+    # an address that cannot be normalised (suppressed for being invalid) is stored as given.
+    normalised, _problem = address_check(channel, address)
+    normalised = normalised.strip()
     if not normalised:
         raise ValueError("address is empty")
-    entry, _created = Suppression.objects.get_or_create(
+    entry, created = Suppression.objects.get_or_create(
         channel=channel,
         address=normalised,
         defaults={"reason": reason, "detail": detail[:300], "customer": customer, "created_at": now},
     )
-    owners = Customer.objects.none()
-    if channel == "email":
-        owners = Customer.objects.filter(email__iexact=normalised)
-    elif channel == "sms":
-        owners = Customer.objects.filter(phone=normalised)
-    customer_ids = set(owners.values_list("pk", flat=True))
+    if not created and entry.customer_id is None and customer is not None:
+        entry.customer = customer
+        entry.save(update_fields=["customer"])
+    customer_ids = set(_customers_with_address(channel, normalised))
     if customer is not None:
         customer_ids.add(customer.pk)
     code, params = _cancel_reason(channel, reason, detail)
@@ -134,32 +139,56 @@ def address_suppress(
 def consent_withdraw_for_message(
     *, message: Message, why: str, detail: str = "", now: datetime | None = None
 ) -> Consent:
-    """Withdraw the consent of `message`'s customer to its channel because of what happened to it (`why`:
-    unsubscribe, bounce, complaint, not_subscribed), with the source `<why>:<message id>`; a bounce or a
-    complaint also suppresses the message's address. The customer's queued marketing on the channel is
-    cancelled."""
+    """Withdraw the consent of `message`'s customer to its channel because of what happened to it: `why` is
+    "unsubscribe", "bounce", "complaint" or "not_subscribed". Recorded through crm's consent service with
+    the source `<why>:<message id>`, so the customer's consent history says which message it answered. A
+    bounce or a complaint also puts the message's address on the suppression list. The customer's queued
+    marketing messages on the channel are cancelled."""
     if why not in WITHDRAWALS:
         raise ValueError(f"unknown withdrawal {why!r}; one of {', '.join(WITHDRAWALS)}")
     now = now or timezone.now()
     source_kind, suppression_reason = WITHDRAWALS[why]
     customer = Customer.objects.get(pk=message.customer_id)
+    source = f"{source_kind}:{message.pk}"
     consent = consent_set(
         customer=customer,
         channel=message.channel,
         status=ConsentStatus.OPTED_OUT,
         occurred_at=now,
-        source=f"{source_kind}:{message.pk}",
+        source=source,
     )
     if suppression_reason is not None and (message.address or "").strip():
+        # Cancels the queued messages of every customer sharing the address, this one's included.
         address_suppress(
             channel=message.channel,
             address=message.address,
             reason=suppression_reason,
             customer=customer,
-            detail=detail or f"{source_kind}:{message.pk}",
+            detail=detail or source,
             now=now,
         )
     else:
         code, params = _cancel_reason(message.channel, SuppressionReason.UNSUBSCRIBED, detail)
         _cancel_queued_marketing([customer.pk], message.channel, code, params, now)
     return consent
+
+
+def address_problems_record(*, problems, now: datetime) -> None:
+    """What permanent provider failures said about addresses (the outbox calls this in its recording
+    transaction): an invalid address goes on the suppression list, "not subscribed" (WeChat 43004 / 43101)
+    withdraws the consent. A failure with no address problem (a bad template) marks nothing."""
+    for message, result in problems:
+        problem = getattr(result, "address_problem", "")
+        if problem == "invalid" and (message.address or "").strip():
+            address_suppress(
+                channel=message.channel,
+                address=message.address,
+                reason=SuppressionReason.INVALID,
+                customer=None,
+                detail=f"{result.error_code}: {result.error_detail}"[:300],
+                now=now,
+            )
+        elif problem == "unsubscribed":
+            consent_withdraw_for_message(
+                message=message, why="not_subscribed", detail=result.error_code, now=now
+            )

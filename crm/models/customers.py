@@ -40,6 +40,7 @@ class IdentityKind(models.TextChoices):
     TMALL_BUYER_ID = "tmall_buyer_id", _("Tmall buyer id")
     JD_BUYER_ID = "jd_buyer_id", _("JD buyer id")
     APP_DEVICE_ID = "app_device_id", _("App device id")
+    PUSH_TOKEN = "push_token", _("App push token")
     EXTERNAL_ID = "external_id", _("Customer external id")
 
 
