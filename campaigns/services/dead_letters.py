@@ -48,31 +48,22 @@ def _request_fields(message: Message, *, now: dt.datetime) -> dict:
 
 
 def _enqueue(rows: list[dict], *, now: dt.datetime) -> None:
-    """The seam to the outbox (campaigns/services/outbox.py, messages_enqueue, owned by the outbox
-    helper): used when it is there; until it lands, the same thing it does, an insert that leaves an
-    existing key alone (ON CONFLICT DO NOTHING)."""
-    try:
-        from campaigns.services.outbox import MessageRequest, messages_enqueue
-    except ImportError:
-        messages = [
-            Message(
-                **row,
-                status=MessageStatus.QUEUED,
-                created_at=now,
-                history=[
-                    {
-                        "status": "queued",
-                        "at": now.isoformat(),
-                        "reason": row["reason"],
-                        "params": row["reason_params"],
-                    }
-                ],
-            )
-            for row in rows
-        ]
-        Message.objects.bulk_create(messages, ignore_conflicts=True)
-    else:  # pragma: no cover - exercised once the outbox lands
-        messages_enqueue(rows=[MessageRequest(**row) for row in rows], now=now)
+    """Queue the retries through the outbox (an existing key is left alone), each saying in its first
+    history entry which dead letter it retries."""
+    from campaigns.services.outbox import MessageRequest, messages_enqueue
+
+    notes = {}
+    requests = []
+    for row in rows:
+        row = dict(row)
+        notes[(row["customer_id"], row["occurrence"])] = (row.pop("reason"), row.pop("reason_params"))
+        requests.append(MessageRequest(**row))
+    result = messages_enqueue(rows=requests, now=now)
+    for message in Message.objects.filter(pk__in=result.created_ids):
+        reason, params = notes[(message.customer_id, message.occurrence)]
+        message.reason, message.reason_params = reason, params
+        message.history = [{"status": "queued", "at": now.isoformat(), "reason": reason, "params": params}]
+        message.save(update_fields=["reason", "reason_params", "history"])
 
 
 def dead_letters_retry(*, message_ids: list[int], user, now: dt.datetime) -> RetryResult:

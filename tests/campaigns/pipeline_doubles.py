@@ -77,7 +77,7 @@ def render(*, messages, now):
     return out
 
 
-def track(message_id, content, channel):
+def track(message_id, content, channel, purpose="marketing", language=""):
     return content, []
 
 

@@ -318,6 +318,7 @@ def test_delivery_settings_refuse_equal_quiet_hours_and_an_empty_opt_out(admin_c
 
 
 def test_a_manager_edits_frequency_caps_in_the_list(client):
+    FrequencyCap.objects.all().delete()  # the install's default caps (migration 0006)
     FrequencyCap.objects.create(channel="sms", period="day", limit=2)
     client.force_login(staff_user("marketing_manager"))
     add = client.post(

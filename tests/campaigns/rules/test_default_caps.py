@@ -1,4 +1,4 @@
-"""The frequency caps a fresh install starts with (campaigns/migrations/0002_default_frequency_caps.py)."""
+"""The frequency caps a fresh install starts with (campaigns/migrations/0006_default_frequency_caps.py)."""
 
 import pytest
 
@@ -12,7 +12,7 @@ def test_a_fresh_install_caps_marketing_at_2_a_day_and_5_a_week_across_channels(
 
     from campaigns.models import FrequencyCap
 
-    seed = import_module("campaigns.migrations.0002_default_frequency_caps")
+    seed = import_module("campaigns.migrations.0006_default_frequency_caps")
     FrequencyCap.objects.all().delete()  # whatever earlier tests left: seed afresh
     seed.add_defaults(apps, None)
     seed.add_defaults(apps, None)  # re-running adds nothing
