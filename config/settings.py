@@ -6,6 +6,7 @@ DJANGO_ENV=production turns on the secure settings that `manage.py check --deplo
 refuses to start without a real secret key and allowed hosts.
 """
 
+import os
 import zoneinfo
 from pathlib import Path
 
@@ -381,7 +382,15 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 # One provider per channel (campaigns/providers/): BACKEND is its class, OPTIONS its settings, RATE its
 # global send rate in messages per second across every worker process and host (0: unlimited).
 MESSAGING_PROVIDERS = {
-    "email": {"BACKEND": "campaigns.providers.email.DjangoMailProvider", "OPTIONS": {}, "RATE": 0},
+    # Outside production, email goes to the console too unless EMAIL_BACKEND or EMAIL_HOST names a real one:
+    # `make run` has no mail server to hand messages to.
+    "email": {
+        "BACKEND": "campaigns.providers.email.DjangoMailProvider"
+        if PRODUCTION or "EMAIL_BACKEND" in os.environ or "EMAIL_HOST" in os.environ
+        else "campaigns.providers.console.ConsoleProvider",
+        "OPTIONS": {},
+        "RATE": 0,
+    },
     "sms": {"BACKEND": "campaigns.providers.console.ConsoleProvider", "OPTIONS": {}, "RATE": 0},
     "wechat": {"BACKEND": "campaigns.providers.console.ConsoleProvider", "OPTIONS": {}, "RATE": 0},
     "push": {"BACKEND": "campaigns.providers.console.ConsoleProvider", "OPTIONS": {}, "RATE": 0},
