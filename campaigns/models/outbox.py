@@ -119,6 +119,11 @@ class Message(models.Model):
     claim_token = models.UUIDField(_("claim token"), null=True, blank=True, editable=False)
     claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True, editable=False)
     handed_at = models.DateTimeField(_("handed to the provider at"), null=True, blank=True)
+    # Set by the screen, under the customer's lock, on a marketing message it let through: while the
+    # message is `sending` it holds a slot of the customer's frequency caps, so a second worker screening
+    # the same customer at the same time counts it as if it were sent (campaigns/services/rules.py).
+    # Cleared by the claim: a message taken back and claimed again is screened again.
+    screened_at = models.DateTimeField(_("let through the screen at"), null=True, blank=True, editable=False)
 
     address = models.CharField(_("address"), max_length=254, blank=True)
     provider = models.CharField(_("provider"), max_length=64, blank=True)
@@ -175,6 +180,12 @@ class Message(models.Model):
                 fields=["customer", "channel", "sent_at"],
                 condition=Q(sent_at__isnull=False, purpose="marketing"),
                 name="campaigns_message_caps",
+            ),
+            # The cap slots held by messages in flight (screened, not yet recorded): few rows at any time.
+            models.Index(
+                fields=["customer", "channel"],
+                condition=Q(status="sending", screened_at__isnull=False, purpose="marketing"),
+                name="campaigns_message_slots",
             ),
             # The delivery overview (send rate, sent today, failures, messages to reconcile) and the dead
             # letters (campaigns/selectors.py): each reads a small recent slice of a table of millions.

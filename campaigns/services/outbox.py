@@ -369,7 +369,8 @@ def messages_claim(*, now: datetime, batch_size: int | None = None, ids: list[in
                 # other; the ORDER BY matches the campaigns_message_claim index.
                 cursor.execute(
                     "UPDATE campaigns_message m SET status = 'sending', claim_token = %s, "
-                    "claimed_until = now() + make_interval(secs => %s), attempts = m.attempts + 1 "
+                    "claimed_until = now() + make_interval(secs => %s), attempts = m.attempts + 1, "
+                    "screened_at = NULL "
                     f"FROM (SELECT id FROM campaigns_message WHERE {where} "
                     "ORDER BY priority DESC, due_at LIMIT %s FOR UPDATE SKIP LOCKED) c "
                     "WHERE m.id = c.id RETURNING m.id",
@@ -389,6 +390,7 @@ def messages_claim(*, now: datetime, batch_size: int | None = None, ids: list[in
                     claim_token=token,
                     claimed_until=Now() + claim_duration(),
                     attempts=F("attempts") + 1,
+                    screened_at=None,
                 )
     if not claimed:
         return Claim(token=token, messages=[])

@@ -28,10 +28,16 @@ local Monday 00:00, a month from the 1st. Every local moment is turned into UTC 
 instant it names, never by adding hours to a UTC time: across a DST change a local day lasts 23 or 25
 hours and "08:00 tomorrow" is not "now + n hours" computed with today's offset.
 
-Two workers screening two batches that hold messages for the same customer at the same time may both let
-one through where the cap had room for only one of them: the count is read, not locked. The outbox claims
-a customer's due messages together (they share a due time in a campaign), which keeps this rare; the
-overshoot is at most one message per concurrent batch.
+Caps hold when two workers screen messages of the same customer at the same time. Counting only what was
+sent is not enough: both would count the same past and both let a message through. So the cap step runs
+in one short transaction that first takes a transaction-level advisory lock per customer of the batch (in
+one statement, in key order, so two screens never wait for each other in a cycle), then counts what was
+sent plus the slots held by messages in flight (`sending`, let through by an earlier screen that committed
+its `screened_at`), decides, and marks the messages it lets through before it commits. The second screen
+waits for the first one's commit and counts its messages. A batch of more customers than
+`_CUSTOMER_LOCKS_MAX` takes one exclusive lock instead (every smaller screen holds it shared), so a
+benchmark-sized batch does not fill PostgreSQL's shared lock table. SQLite's IMMEDIATE transaction
+serialises the step by itself.
 """
 
 from __future__ import annotations
@@ -44,12 +50,20 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import BooleanField, Case, Count, DateTimeField, F, Func, Q, Value, When
 from django.utils import timezone
 
 from campaigns.addresses import address_annotations, address_check
-from campaigns.models import DeliverySettings, FrequencyCap, Message, MessagePurpose, OnCap, Suppression
+from campaigns.models import (
+    DeliverySettings,
+    FrequencyCap,
+    Message,
+    MessagePurpose,
+    MessageStatus,
+    OnCap,
+    Suppression,
+)
 from crm.models import Consent, ConsentStatus, Customer
 
 SEND = "send"
@@ -335,6 +349,59 @@ def _sent_counts(
     return counts
 
 
+# pg_advisory_xact_lock(namespace, key) namespaces of the cap step: one key per customer (hashint8 of the
+# id: two customers sharing a key only wait for each other), and one for the whole screen, held shared by
+# every screen that locks customers one by one and exclusive by one that has too many to.
+_CAP_LOCK_CUSTOMER = 0x63617073  # "caps"
+_CAP_LOCK_ALL = 0x63617041
+_CUSTOMER_LOCKS_MAX = 2_000
+
+
+def _cap_locks(customer_ids: list[int]) -> None:
+    """Take the cap step's locks for these customers; call inside the step's transaction."""
+    if connection.vendor != "postgresql" or not customer_ids:
+        return
+    with connection.cursor() as cursor:
+        if len(customer_ids) > _CUSTOMER_LOCKS_MAX:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, 0)", [_CAP_LOCK_ALL])
+            return
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, 0)", [_CAP_LOCK_ALL])
+        # Volatile functions in the select list run after the ORDER BY (PostgreSQL >= 9.6): the locks are
+        # taken in key order, the same in every screen, so two screens cannot deadlock on them.
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(%s, k) FROM "
+            "(SELECT DISTINCT hashint8(id) AS k FROM unnest(%s::bigint[]) AS id) keys ORDER BY k) locked",
+            [_CAP_LOCK_CUSTOMER, customer_ids],
+        )
+
+
+def _slots_in_flight(customer_ids: list[int], batch_ids: set[int]) -> dict[tuple[int, str], int]:
+    """{(customer, channel): marketing messages of other batches let through and not yet recorded}: they
+    go out now, so they count in every current period (the campaigns_message_slots index: a few rows)."""
+    found: dict[tuple[int, str], int] = defaultdict(int)
+    for ids in _slices(customer_ids):
+        rows = Message.objects.filter(
+            _AnyOf("customer_id", ids),
+            purpose=MessagePurpose.MARKETING,
+            status=MessageStatus.SENDING,
+            screened_at__isnull=False,
+        ).values_list("id", "customer_id", "channel")
+        for pk, customer_id, channel in rows:
+            if pk not in batch_ids:
+                found[(customer_id, channel)] += 1
+    return found
+
+
+def _slots_hold(messages: list, now: datetime) -> None:
+    """Mark the claimed messages the cap step let through, in its transaction (see the module docstring).
+    Rows not claimed (a caller screening queued rows to see what would happen) have nothing to hold."""
+    ids = [m.id for m in messages if _attr(m, "claim_token") is not None]
+    if not ids:
+        return
+    for chunk in _slices(ids):
+        Message.objects.filter(_AnyOf("id", chunk), status=MessageStatus.SENDING).update(screened_at=now)
+
+
 def _attr(message, name: str, default=None):
     return getattr(message, name, default)
 
@@ -452,13 +519,39 @@ def messages_screen(*, messages: Iterable[ScreenedMessage], now: datetime) -> li
         return [decided[m.id] for m in messages]
 
     capped_ids = sorted({m.customer_id for m in capped_candidates})
+    with transaction.atomic():
+        _cap_locks(capped_ids)
+        winners = _caps_decide(
+            capped_candidates,
+            caps,
+            customers,
+            clock_for,
+            quiet_applies,
+            send=lambda m: decided.__setitem__(m.id, Decision(m.id, SEND, address=address_of[m.id][0])),
+            suppress=suppress,
+            defer=defer,
+            now=now,
+        )
+        _slots_hold(winners, now)
+    return [decided[m.id] for m in messages]
+
+
+def _caps_decide(capped_candidates, caps, customers, clock_for, quiet_applies, *, send, suppress, defer, now):
+    """Step 7 of the module docstring, under the customers' cap locks: decide every candidate (through
+    `send`, `suppress`, `defer`) and return the messages let through."""
+    capped_ids = sorted({m.customer_id for m in capped_candidates})
+    periods = {cap.period for cap in caps}
     sent = _sent_counts(
         capped_ids,
         {pk: customers[pk].zone_name for pk in capped_ids},
         {customers[pk].zone_name: clock_for(customers[pk]) for pk in capped_ids},
-        {cap.period for cap in caps},
+        periods,
         now,
     )
+    for key, n in _slots_in_flight(capped_ids, {m.id for m in capped_candidates}).items():
+        counts = sent.setdefault(key, {period: 0 for period in periods})
+        for period in periods:
+            counts[period] = counts.get(period, 0) + n
 
     sent_all: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for (pk, _channel), counts in sent.items():
@@ -470,6 +563,7 @@ def messages_screen(*, messages: Iterable[ScreenedMessage], now: datetime) -> li
         by_customer[m.customer_id].append(m)
 
     far_past = datetime.min.replace(tzinfo=UTC)
+    let_through: list = []
     for customer_id, candidates in by_customer.items():
         clock = clock_for(customers[customer_id])
         candidates.sort(key=lambda m: (-(_attr(m, "priority", 0) or 0), _attr(m, "due_at") or far_past, m.id))
@@ -489,7 +583,8 @@ def messages_screen(*, messages: Iterable[ScreenedMessage], now: datetime) -> li
                     full.append((cap, [w for w in on_cap if (_attr(w, "priority", 0) or 0) > priority]))
             if not full:
                 winners.append(m)
-                decided[m.id] = Decision(m.id, SEND, address=address_of[m.id][0])
+                let_through.append(m)
+                send(m)
                 continue
             # The cap that frees last decides when the message may go.
             applies = quiet_applies(m)
@@ -512,4 +607,4 @@ def messages_screen(*, messages: Iterable[ScreenedMessage], now: datetime) -> li
                 suppress(m, "capped" if cap.channel else "capped_all", **params)
             else:
                 defer(m, until, "capped_deferred" if cap.channel else "capped_all_deferred", clock, **params)
-    return [decided[m.id] for m in messages]
+    return let_through
