@@ -4,7 +4,7 @@ so a Chinese marketer and an English one read the same row each in their own lan
 
 from django.utils.translation import gettext, gettext_noop, pgettext
 
-from campaigns.models import Channel
+from campaigns.models import Channel, SuppressionReason
 
 REASONS: dict[str, str] = {
     # Suppressed before sending: the rules said no.
@@ -18,6 +18,9 @@ REASONS: dict[str, str] = {
     "expired": gettext_noop("not sent before it expired"),
     "customer_erased": gettext_noop("customer erased"),
     "render_failed": gettext_noop("template could not be rendered: %(error)s"),
+    "screen_failed": gettext_noop(
+        "gave up after %(attempts)s attempts: the checks before sending failed: %(error)s"
+    ),
     # Deferred: it will go later.
     "quiet_hours": gettext_noop("quiet hours, deferred to %(until)s"),
     "capped_deferred": gettext_noop(
@@ -28,6 +31,13 @@ REASONS: dict[str, str] = {
     ),
     "provider_retry": gettext_noop("provider unavailable (%(error)s), retry at %(until)s"),
     "rate_limited": gettext_noop("provider send rate reached, retry at %(until)s"),
+    "screen_error": gettext_noop("the checks before sending failed (%(error)s), retry at %(until)s"),
+    "render_error": gettext_noop("rendering failed (%(error)s), retry at %(until)s"),
+    # The reaper took the message back from a worker that stopped (campaigns/services/outbox.py).
+    "claim_lapsed": gettext_noop("its worker stopped before sending it: queued again"),
+    "claim_lapsed_handed": gettext_noop(
+        "its worker stopped after handing it to a provider that ignores repeats: queued again"
+    ),
     # Failed, cancelled or unknown.
     "provider_rejected": gettext_noop("provider refused it: %(error)s"),
     "retries_exhausted": gettext_noop("gave up after %(attempts)s attempts: %(error)s"),
@@ -60,6 +70,11 @@ def reason_text(code: str, params: dict | None = None) -> str:
     if "channel" in values:
         try:
             values["channel"] = Channel(values["channel"]).label
+        except ValueError:
+            pass
+    if "why" in values:  # suppressed_address: the suppression list's reason code
+        try:
+            values["why"] = SuppressionReason(values["why"]).label
         except ValueError:
             pass
     if "period" in values and values["period"] in _PERIODS:

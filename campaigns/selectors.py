@@ -191,6 +191,7 @@ FAILURE_LABELS = {
     "bounced": _("Bounced"),
     "complained": _("Marked as spam"),
     "render_failed": _("Template could not be rendered"),
+    "screen_failed": _("Checks before sending failed"),
 }
 RATE_WINDOW = dt.timedelta(hours=1)
 FAILURE_WINDOW = dt.timedelta(days=1)

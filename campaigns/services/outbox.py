@@ -435,6 +435,10 @@ class _Outcome:
     final: bool = False
     event: str = ""  # message_sent / message_failed
     result: SendResult | None = None
+    # False when the message went back without being tried (deferred by the rules, held back by the rate
+    # limit or a provider's cool-down, left without a decision): the claim's attempt is given back, so
+    # MESSAGING_MAX_ATTEMPTS counts tries, not how often a message waited its turn.
+    attempted: bool = True
 
 
 def _iso(moment: datetime | None) -> str:
@@ -451,22 +455,75 @@ def retry_delay(attempts: int) -> float:
 
 
 def batch_process(*, claim: Claim, now: datetime) -> BatchStats:
-    """Screen, render, hand over, send and record one claimed batch (see the module docstring). Should a
-    stage raise before anything was handed over, the batch goes back to the queue at once (rather than
-    when its lease lapses) and the error propagates."""
+    """Screen, render, hand over, send and record one claimed batch (see the module docstring).
+
+    Should the screen or the renderer raise, the batch is split in halves and each half tried again, down
+    to single messages, so that one message that makes a stage raise (a poison row) holds back only
+    itself. That message goes back to the queue with back-off (reason screen_error / render_error) and,
+    once it has been tried MESSAGING_MAX_ATTEMPTS times, ends `failed` (screen_failed / render_failed, with
+    the error): a dead letter staff can retry once the cause is fixed, never a loop. The error is logged,
+    not raised: the dispatcher goes on with the next batch."""
     stats = BatchStats(claimed=len(claim.messages))
     if not claim.messages:
         return stats
+    return _batch_process(claim, now, stats)
+
+
+def max_attempts() -> int:
+    return int(_setting("MESSAGING_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
+
+
+# A stage that raised: (the reason while it is tried again, the reason once it gives up), both codes of
+# campaigns/reasons.py; the first is also the error code the dead letters show.
+_STAGE_REASONS = {
+    "screen": ("screen_error", "screen_failed"),
+    "render": ("render_error", "render_failed"),
+}
+
+
+def _stage_failed(m: Message, stage: str, exc: BaseException, now: datetime) -> _Outcome:
+    """A message that made the screen or the renderer raise even alone: back with back-off, or, at the
+    attempts limit, failed for good with the error."""
+    error = f"{type(exc).__name__}: {exc}"[:500]
+    retrying, giving_up = _STAGE_REASONS[stage]
+    if m.attempts >= max_attempts():
+        return _Outcome(
+            m,
+            MessageStatus.FAILED,
+            reason=giving_up,
+            params={"error": error, "attempts": m.attempts},
+            error_code=retrying,
+            error_detail=error,
+            final=True,
+            event="message_failed",
+        )
+    retry_at = now + timedelta(seconds=retry_delay(m.attempts))
+    return _Outcome(
+        m,
+        MessageStatus.QUEUED,
+        reason=retrying,
+        params={"error": error, "until": _iso(retry_at)},
+        due_at=retry_at,
+        release=True,
+        error_code=retrying,
+        error_detail=error,
+    )
+
+
+def _isolating(stage: str, call, messages: list[Message]):
+    """`call(messages)`'s results, and [(message, exception)] for the messages that make it raise: on an
+    exception the batch is halved and each half tried again, so k poison messages cost about
+    k * log2(batch) calls while every other message gets its answer."""
     try:
-        return _batch_process(claim, now, stats)
-    except _StageFailed as failed:
-        _record([_release(m, now) for m in failed.unhanded], claim, now, stats)
-        raise failed.__cause__ from None
-
-
-class _StageFailed(Exception):
-    def __init__(self, unhanded: list[Message]):
-        self.unhanded = unhanded
+        return list(call(messages)), []
+    except Exception as exc:
+        if len(messages) == 1:
+            logger.exception("%s raised for message %s", stage, messages[0].pk)
+            return [], [(messages[0], exc)]
+    half = len(messages) // 2
+    done, failed = _isolating(stage, call, messages[:half])
+    more, more_failed = _isolating(stage, call, messages[half:])
+    return done + more, failed + more_failed
 
 
 def _batch_process(claim: Claim, now: datetime, stats: BatchStats) -> BatchStats:
@@ -478,10 +535,7 @@ def _batch_process(claim: Claim, now: datetime, stats: BatchStats) -> BatchStats
         else:
             pending.append(m)
 
-    try:
-        to_render, outgoing_by_channel = _screen_and_render(pending, outcomes, now)
-    except Exception as exc:
-        raise _StageFailed(pending) from exc
+    to_render, outgoing_by_channel = _screen_and_render(pending, outcomes, now)
 
     for channel, items in outgoing_by_channel.items():
         outcomes.extend(_send_channel(channel, items, claim, now, stats))
@@ -494,11 +548,16 @@ def _screen_and_render(pending: list[Message], outcomes: list, now: datetime):
     # Screening (consent, suppression, address, caps, priority, quiet hours) for the whole batch.
     to_render: list[Message] = []
     if pending:
-        decisions = {d.message_id: d for d in stages.screen(messages=pending, now=now)}
+        screened, failed = _isolating("screen", lambda ms: stages.screen(messages=ms, now=now), pending)
+        outcomes.extend(_stage_failed(m, "screen", exc, now) for m, exc in failed)
+        decisions = {d.message_id: d for d in screened}
+        failed_ids = {m.pk for m, _exc in failed}
         for m in pending:
             d = decisions.get(m.pk)
+            if m.pk in failed_ids:
+                continue
             if d is None:
-                outcomes.append(_release(m, now))
+                outcomes.append(_release(m, now, attempted=False))
             elif d.action == "send":
                 if getattr(d, "address", ""):
                     m.address = d.address
@@ -512,6 +571,7 @@ def _screen_and_render(pending: list[Message], outcomes: list, now: datetime):
                         params=dict(d.params or {}),
                         due_at=d.until or now + timedelta(seconds=RELEASE_DELAY_SECONDS),
                         release=True,
+                        attempted=False,
                     )
                 )
             else:
@@ -523,10 +583,17 @@ def _screen_and_render(pending: list[Message], outcomes: list, now: datetime):
 
     outgoing_by_channel: dict[str, list[tuple[Message, OutgoingMessage]]] = defaultdict(list)
     if to_render:
-        rendered = {r.message_id: r for r in stages.render(messages=to_render, now=now)}
+        results, failed = _isolating("render", lambda ms: stages.render(messages=ms, now=now), to_render)
+        outcomes.extend(_stage_failed(m, "render", exc, now) for m, exc in failed)
+        failed_ids = {m.pk for m, _exc in failed}
+        rendered = {r.message_id: r for r in results}
         for m in to_render:
+            if m.pk in failed_ids:
+                continue
             r = rendered.get(m.pk)
             if r is None or getattr(r, "content", None) is None:
+                # The template cannot render for this customer: it would fail the same way every time,
+                # so it is failed for good at once (a dead letter with the error), not retried blindly.
                 error = str(getattr(r, "error", "") or "no rendering") if r is not None else "no rendering"
                 outcomes.append(
                     _Outcome(
@@ -534,12 +601,19 @@ def _screen_and_render(pending: list[Message], outcomes: list, now: datetime):
                         MessageStatus.FAILED,
                         reason="render_failed",
                         params={"error": error[:500]},
+                        error_code=str(getattr(r, "code", "") or "render_failed")[:64],
+                        error_detail=error,
                         final=True,
                         event="message_failed",
                     )
                 )
                 continue
-            content, links = stages.track(m.pk, dict(r.content), m.channel, m.purpose, m.language)
+            try:
+                content, links = stages.track(m.pk, dict(r.content), m.channel, m.purpose, m.language)
+            except Exception as exc:
+                logger.exception("tracking raised for message %s", m.pk)
+                outcomes.append(_stage_failed(m, "render", exc, now))
+                continue
             headers = content.pop("headers", {}) if isinstance(content, dict) else {}
             m.subject = (getattr(r, "subject", "") or "")[:300]
             m.links = list(links) if links else None
@@ -562,7 +636,9 @@ def _screen_and_render(pending: list[Message], outcomes: list, now: datetime):
     return to_render, outgoing_by_channel
 
 
-def _release(m: Message, now: datetime, *, reason: str = "", params: dict | None = None) -> _Outcome:
+def _release(
+    m: Message, now: datetime, *, reason: str = "", params: dict | None = None, attempted: bool = True
+) -> _Outcome:
     return _Outcome(
         m,
         MessageStatus.QUEUED if m.status != MessageStatus.DEFERRED else MessageStatus.DEFERRED,
@@ -570,6 +646,7 @@ def _release(m: Message, now: datetime, *, reason: str = "", params: dict | None
         params=params or {},
         due_at=now + timedelta(seconds=RELEASE_DELAY_SECONDS),
         release=True,
+        attempted=attempted,
     )
 
 
@@ -588,6 +665,7 @@ def _send_channel(channel, items, claim: Claim, now: datetime, stats: BatchStats
                     params={"error": "cooling down", "until": _iso(cooling)},
                     due_at=cooling,
                     release=True,
+                    attempted=False,
                 )
             )
         return outcomes
@@ -603,6 +681,7 @@ def _send_channel(channel, items, claim: Claim, now: datetime, stats: BatchStats
                     params={"until": _iso(retry_at)},
                     due_at=retry_at,
                     release=True,
+                    attempted=False,
                 )
             )
         items = items[:granted]
@@ -661,8 +740,7 @@ def _from_result(m: Message, result: SendResult, now: datetime) -> _Outcome:
         )
     error = result.error_code or result.error_detail or "error"
     if result.outcome == Outcome.RETRY:
-        max_attempts = int(_setting("MESSAGING_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
-        if m.attempts >= max_attempts:
+        if m.attempts >= max_attempts():
             return _Outcome(
                 m,
                 MessageStatus.FAILED,
@@ -829,10 +907,11 @@ def _record_pg(outcomes: list[_Outcome], claim: Claim, now: datetime) -> set[int
             "finished_at = CASE WHEN v.final THEN %s ELSE m.finished_at END, "
             "handed_at = CASE WHEN v.release THEN NULL ELSE m.handed_at END, "
             "claim_token = CASE WHEN v.release THEN NULL ELSE m.claim_token END, claimed_until = NULL, "
+            "attempts = CASE WHEN v.tried THEN m.attempts ELSE GREATEST(m.attempts - 1, 0) END, "
             "history = m.history || jsonb_build_array(v.entry) "
             "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::jsonb[], %s::timestamptz[], %s::text[], "
-            "%s::text[], %s::text[], %s::bool[], %s::bool[], %s::bool[], %s::jsonb[]) "
-            "AS v(id, status, reason, params, due_at, pid, ecode, edetail, sent, final, release, entry) "
+            "%s::text[], %s::text[], %s::bool[], %s::bool[], %s::bool[], %s::jsonb[], %s::bool[]) "
+            "AS v(id, status, reason, params, due_at, pid, ecode, edetail, sent, final, release, entry, tried) "
             "WHERE m.id = v.id AND m.claim_token = %s AND m.status = ANY(%s) RETURNING m.id",
             [
                 now,
@@ -849,6 +928,7 @@ def _record_pg(outcomes: list[_Outcome], claim: Claim, now: datetime) -> set[int
                 [o.final for o in outcomes],
                 [o.release for o in outcomes],
                 [json.dumps(_entry(o, now), default=str) for o in outcomes],
+                [o.attempted for o in outcomes],
                 claim.token,
                 list(_RECORDABLE),
             ],
@@ -871,6 +951,8 @@ def _record_portable(outcomes: list[_Outcome], claim: Claim, now: datetime) -> s
         }
         if o.release:
             values.update(due_at=o.due_at, handed_at=None, claim_token=None)
+        if not o.attempted:
+            values["attempts"] = max(0, m.attempts - 1)
         if o.provider_message_id:
             values["provider_message_id"] = o.provider_message_id
         if o.sent:

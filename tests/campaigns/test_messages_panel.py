@@ -67,8 +67,8 @@ WHY = [
         "suppressed",
         "suppressed_address",
         {"why": "bounced"},
-        "address on the suppression list (bounced)",
-        "地址在屏蔽名单中（bounced）",
+        "address on the suppression list (Bounced)",
+        "地址在屏蔽名单中（退信）",
     ),
     ("failed", "provider_rejected", {"error": "43004"}, "provider refused it: 43004", "服务商拒绝：43004"),
     (

@@ -258,7 +258,9 @@ def test_screen_decisions_defer_and_suppress_with_their_reasons(pipeline, templa
     )
 
 
-def test_a_screen_that_raises_puts_the_batch_back_at_once(pipeline, template, monkeypatch):
+def test_a_screen_that_raises_puts_the_batch_back_with_back_off_and_the_error(
+    pipeline, template, monkeypatch
+):
     now = timezone.now()
     outbox.messages_enqueue(rows=requests_for(CustomerFactory.create_batch(2), template), now=now)
 
@@ -266,10 +268,11 @@ def test_a_screen_that_raises_puts_the_batch_back_at_once(pipeline, template, mo
         raise RuntimeError("rules exploded")
 
     monkeypatch.setattr(outbox.stages, "screen", broken)
-    with pytest.raises(RuntimeError, match="rules exploded"):
-        dispatch_run(worker="t", now_fn=lambda: now)
-    assert set(Message.objects.values_list("status", flat=True)) == {"queued"}
+    stats = dispatch_run(worker="t", now_fn=lambda: now)
+    assert stats.claimed == 2 and stats.sent == 0
+    assert set(Message.objects.values_list("status", "reason")) == {("queued", "screen_error")}
     assert not Message.objects.filter(claim_token__isnull=False).exists()
+    assert all(m.due_at > now and "rules exploded" in m.error_detail for m in Message.objects.all())
 
 
 def test_expired_messages_are_suppressed_not_sent(pipeline, template):
