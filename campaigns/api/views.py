@@ -1,5 +1,6 @@
 """The send API: POST /api/v1/messages/ (scope messages:send) and GET /api/v1/messages/{id}/ (scope
-messages:read), with API keys. Thin: shape checks here, the rest in campaigns.services.sending."""
+messages:read for the messages sent with the same key, messages:read_all for any message), with API keys.
+Thin: shape checks here, the rest in campaigns.services.sending."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rest_framework.views import APIView
 
 from campaigns.api import serializers as s
 from campaigns.models import Message
+from campaigns.models.outbox import MessageSource
 from campaigns.reasons import reason_text
 from campaigns.services.sending import SendRefused, message_send_api, payload_fingerprint
 from crm.api.authentication import ApiKeyAuthentication, HasScope
@@ -155,20 +157,30 @@ def _history(message: Message) -> list[dict]:
 
 
 class MessageDetailView(MessagesApiView):
+    # messages:read is the least a reader needs; which messages it may see is decided in get().
     required_scopes = {"GET": ApiKey.Scope.MESSAGES_READ}
 
     @extend_schema(
         tags=["messages"],
         summary=gettext_lazy("One message: its status, every change of it, and why it was not sent"),
+        description=gettext_lazy(
+            "A key with the scope messages:read reads the messages sent with it through this API; a key "
+            "that also has messages:read_all reads any message (campaigns, journeys, notices, other keys). "
+            "Another key's message answers 404, as a message that does not exist does."
+        ),
         responses={
             200: s.MessageOut,
             403: _errors(gettext_lazy("The key lacks the messages:read scope.")),
-            404: _errors(gettext_lazy("No message with this id.")),
+            404: _errors(gettext_lazy("No message with this id that this key may read.")),
             **KEY_ERRORS,
         },
     )
     def get(self, request, pk: int):
-        message = Message.objects.select_related("template").filter(pk=pk).first()
+        messages = Message.objects.select_related("template").filter(pk=pk)
+        if ApiKey.Scope.MESSAGES_READ_ALL not in request.auth.scopes:
+            # 404, not 403: a key must not learn which ids exist among messages it may not read.
+            messages = messages.filter(source_kind=MessageSource.API, source_ref=request.auth.prefix)
+        message = messages.first()
         if message is None:
             return Response(
                 {

@@ -17,7 +17,8 @@ class ApiKey(models.Model):
         ORDERS_WRITE = "orders:write", _("Write orders and refunds")
         COUPONS_REDEEM = "coupons:redeem", _("Validate and redeem coupons (store)")
         MESSAGES_SEND = "messages:send", _("Send messages (transactional and one-off)")
-        MESSAGES_READ = "messages:read", _("Read messages and their status")
+        MESSAGES_READ = "messages:read", _("Read the messages sent with this key and their status")
+        MESSAGES_READ_ALL = "messages:read_all", _("Read every message and its status, whoever sent it")
 
     name = models.CharField(_("name"), max_length=100)
     prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)

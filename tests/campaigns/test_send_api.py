@@ -165,7 +165,54 @@ def test_scopes_and_keys(customer, shipped):
     sender.defaults["HTTP_AUTHORIZATION"] = f"Api-Key {api_key_create(name='s', scopes=['messages:send'])[1]}"
     message_id = _send(sender, _body()).json()["id"]
     assert sender.get(f"{URL}{message_id}/").status_code == 403
-    assert reader.get(f"{URL}{message_id}/").status_code == 200
+    # Another key's message, read with messages:read only: as if it did not exist.
+    assert reader.get(f"{URL}{message_id}/").status_code == 404
+
+
+def _client(*scopes):
+    client = Client()
+    client.defaults["HTTP_AUTHORIZATION"] = f"Api-Key {api_key_create(name='k', scopes=list(scopes))[1]}"
+    return client
+
+
+def test_a_key_reads_only_the_messages_sent_with_it_unless_it_may_read_all(customer, shipped):
+    from campaigns.services.outbox import MessageRequest, messages_enqueue
+
+    shop, service = _client("messages:send", "messages:read"), _client("messages:send", "messages:read")
+    auditor = _client("messages:read", "messages:read_all")
+    mine = _send(shop, _body()).json()["id"]
+    theirs = _send(service, _body(idempotency_key="ship-TM-2")).json()["id"]
+    (campaign,) = messages_enqueue(
+        rows=[
+            MessageRequest(
+                customer_id=customer.pk,
+                channel="sms",
+                template_id=Message.objects.get(pk=mine).template_id,
+                source_kind="campaign",
+                source_ref="double-11",
+                occurrence="1",
+            )
+        ],
+        now=timezone.now(),
+    ).created_ids
+
+    assert shop.get(f"{URL}{mine}/").status_code == 200
+    for other in (theirs, campaign):
+        response = shop.get(f"{URL}{other}/")
+        assert response.status_code == 404
+        # The same answer as for an id that does not exist: nothing tells the key the message is there.
+        missing = shop.get(f"{URL}{campaign + 1000}/")
+        assert response.json()["errors"][0]["code"] == missing.json()["errors"][0]["code"] == "not_found"
+    assert service.get(f"{URL}{theirs}/").status_code == 200
+    for any_message in (mine, theirs, campaign):
+        assert auditor.get(f"{URL}{any_message}/").status_code == 200
+
+
+def test_the_schema_describes_the_read_scopes():
+    schema = Client().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    get = schema["paths"]["/api/v1/messages/{id}/"]["get"]
+    assert "messages:read_all" in get["description"]
+    assert "404" in get["responses"]
 
 
 def test_get_gives_the_status_history_and_the_reason_text(api, customer, shipped):
