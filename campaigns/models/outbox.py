@@ -203,10 +203,13 @@ class Message(models.Model):
                 condition=Q(status__in=["failed", "unknown"]),
                 name="campaigns_message_failed",
             ),
+            # A provider's webhook names the message by the provider's id alone when it carries none of
+            # our metadata (campaigns/services/tracking.py): the id leads, so that lookup reads one entry;
+            # the provider second serves a lookup that knows it too.
             models.Index(
-                fields=["provider", "provider_message_id"],
+                fields=["provider_message_id", "provider"],
                 condition=~Q(provider_message_id=""),
-                name="campaigns_message_provider_id",
+                name="campaigns_message_esp_id",
             ),
         ]
 

@@ -224,3 +224,38 @@ def test_an_event_for_a_message_we_do_not_know_is_accepted_and_ignored(client):
     }
     assert _post(client, POSTMARK, payload).status_code == 200
     assert not Event.objects.exists()
+
+
+def _index_names(plan: dict) -> list[str]:
+    found = [plan["Index Name"]] if "Index Name" in plan else []
+    for child in plan.get("Plans", []):
+        found += _index_names(child)
+    return found
+
+
+def test_a_webhook_without_our_metadata_finds_its_message_through_an_index_led_by_the_provider_id():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from campaigns.services.tracking import EspEvent, _esp_message
+
+    message = _sent(CustomerFactory())
+    with CaptureQueriesContext(connection) as queries:
+        found = _esp_message(EspEvent(event_type="delivered", esp_message_id="pm-0001-abcd"))
+    assert found == message
+    (query,) = queries.captured_queries
+    with connection.cursor() as cursor:
+        # A handful of rows would be read by a sequential scan whatever the indexes: take that choice away
+        # and look at which index the lookup can use at all.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {query['sql']}")
+        plan = cursor.fetchone()[0][0]["Plan"]
+        names = _index_names(plan)
+        assert names, plan
+        cursor.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] WHERE c.relname = %s",
+            [names[0]],
+        )
+        # The index's first column is the one the webhook knows: one entry read, not the whole index.
+        assert cursor.fetchone()[0] == "provider_message_id", names
