@@ -7,6 +7,7 @@ from crm.event_types import EventType, PropertySpec, event_type_register
 
 TIER_CHANGED = "tier_changed"
 POINTS_EXPIRING = "points_expiring"
+POINTS_EARNED = "points_earned"
 
 _S, _I = PropertySpec("string"), PropertySpec("integer")
 
@@ -23,6 +24,21 @@ def register() -> None:
                 "direction": _S,
                 "reason": _S,
                 "qualifying_value": PropertySpec("decimal"),
+            },
+            source="system",
+        )
+    )
+    event_type_register(
+        EventType(
+            POINTS_EARNED,
+            pgettext_lazy("event type", "Points earned"),
+            {
+                "account_id": PropertySpec("integer", required=True),
+                # Every point of the write, pending ones included; pending ones count once the return
+                # window has passed (loyalty/services/accrual.py).
+                "points": PropertySpec("integer", required=True),
+                "pending_points": _I,
+                "references": PropertySpec("array"),  # the orders' external ids, the bonuses' references
             },
             source="system",
         )

@@ -6,9 +6,8 @@ the customer's best), in the transaction that moves the cursor. The message key 
 event type, event id): reading the same events again (a cursor reset for a replay, a batch retried after
 a crash) makes no second message.
 
-Loyalty writes `points_expiring` and `tier_changed` (loyalty/event_types.py; a downgrade sends nothing).
-It writes no points-earned event yet: `points_earned` is handled when it appears in the log under that
-code, with `points` and `account_id` properties.
+Loyalty writes `points_earned` (with the ledger entries, one per account and write), `points_expiring`
+and `tier_changed` (loyalty/event_types.py; a downgrade sends nothing).
 """
 
 from __future__ import annotations
@@ -22,10 +21,9 @@ from campaigns.models import MessagePurpose
 from campaigns.services.channels import channel_best
 from campaigns.services.sending import MessageRequest, messages_create, template_variants
 from crm.services.event_log import LoggedEvent, event_log_read
-from loyalty.event_types import POINTS_EXPIRING, TIER_CHANGED
+from loyalty.event_types import POINTS_EARNED, POINTS_EXPIRING, TIER_CHANGED
 
 CONSUMER = "campaigns.notices"
-POINTS_EARNED = "points_earned"  # not written by loyalty yet (see the module docstring)
 
 # event type -> template code
 NOTICE_TEMPLATES = {

@@ -21,7 +21,8 @@ from django.utils import timezone
 
 from crm.db import server_binding_cursor
 from crm.models import Order
-from crm.services.event_log import LoggedEvent, event_log_read
+from crm.services.event_log import LoggedEvent, NewEvent, event_log_read, events_append
+from loyalty.event_types import POINTS_EARNED
 from loyalty.ledger_reasons import reason_code
 from loyalty.models import (
     EarnRule,
@@ -84,7 +85,9 @@ class _Earn:
 
 class EarnWriter:
     """Collects earnings for accounts the caller has locked and writes them in three statements: the
-    entries, their lots, the accounts' balances."""
+    entries, their lots, the accounts' balances; then one `points_earned` event per account that gained
+    points, appended to crm's log in the same transaction (so the event exists exactly when the entries
+    do, and a replay that writes no entry writes no event)."""
 
     def __init__(self, now: datetime, done: set[str] | None = None):
         self.now = now
@@ -120,6 +123,7 @@ class EarnWriter:
             account.pending += w.pending_delta
         if connection.vendor != "postgresql":
             balances_save_many(accounts[a] for a in {w.account_id for w in written})
+        _points_earned_append(written, {i.key: i for i in items}, self.now)
         return written
 
     def _flush_postgresql(self, items: list[_Earn]) -> list[Written]:
@@ -163,7 +167,7 @@ class EarnWriter:
                               FROM e GROUP BY account_id) s
                      WHERE a.id = s.account_id
                 )
-                SELECT id, account_id, points, pending_delta FROM e ORDER BY id
+                SELECT id, account_id, points, pending_delta, idempotency_key FROM e ORDER BY id
                 """,
                 {
                     "account": [i.account.pk for i in items],
@@ -227,7 +231,44 @@ class EarnWriter:
                 for i, e in zip(items, entries, strict=True)
             ]
         )
-        return [Written(e.pk, e.account_id, e.points, e.pending_delta) for e in entries]
+        return [Written(e.pk, e.account_id, e.points, e.pending_delta, e.idempotency_key) for e in entries]
+
+
+def _points_earned_append(written: list[Written], items: dict[str, _Earn], now: datetime) -> None:
+    """One `points_earned` event per account of this write (a batch holding three orders of a customer
+    tells them once, with every order's reference), through crm's append and its catalogue. The external
+    id names the write's first entry: unique, and the same on a retry of the same transaction."""
+    per_account: dict[int, dict] = {}
+    for w in written:
+        item = items[w.key]
+        group = per_account.setdefault(
+            w.account_id,
+            {"customer_id": item.account.customer_id, "first": w.pk, "points": 0, "pending": 0, "refs": []},
+        )
+        group["first"] = min(group["first"], w.pk)
+        group["points"] += w.points + w.pending_delta
+        group["pending"] += w.pending_delta
+        if item.reference and item.reference not in group["refs"]:
+            group["refs"].append(item.reference)
+        group["at"] = max(group.get("at", item.earned_at), item.earned_at)
+    events = [
+        NewEvent(
+            type=POINTS_EARNED,
+            customer_id=group["customer_id"],
+            occurred_at=group["at"],
+            properties={
+                "account_id": account_id,
+                "points": group["points"],
+                "pending_points": group["pending"],
+                "references": group["refs"],
+            },
+            external_id=f"loyalty:points_earned:{group['first']}",
+        )
+        for account_id, group in sorted(per_account.items())
+        if group["points"] > 0 and group["customer_id"] is not None
+    ]
+    if events:
+        events_append(events=events, now=now, skip_existing=True)
 
 
 @dataclass(frozen=True)
@@ -236,6 +277,7 @@ class Written:
     account_id: int
     points: int
     pending_delta: int
+    key: str = ""
 
 
 def balances_save_many(accounts) -> None:
