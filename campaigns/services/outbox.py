@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 
@@ -466,7 +466,18 @@ def batch_process(*, claim: Claim, now: datetime) -> BatchStats:
     stats = BatchStats(claimed=len(claim.messages))
     if not claim.messages:
         return stats
-    return _batch_process(claim, now, stats)
+    try:
+        return _batch_process(claim, now, stats)
+    except _DatabaseDown as down:
+        # Not one message's fault: the whole batch goes back at once (if the database takes the write;
+        # otherwise the reaper takes it back when the lease lapses) and the error propagates.
+        _record([_release(m, now) for m in down.unhanded], claim, now, stats)
+        raise down.__cause__ from None
+
+
+class _DatabaseDown(Exception):
+    def __init__(self, unhanded: list[Message]):
+        self.unhanded = unhanded
 
 
 def max_attempts() -> int:
@@ -516,6 +527,8 @@ def _isolating(stage: str, call, messages: list[Message]):
     k * log2(batch) calls while every other message gets its answer."""
     try:
         return list(call(messages)), []
+    except (OperationalError, InterfaceError):
+        raise  # the database is unreachable: halving the batch would only ask it again 2n times
     except Exception as exc:
         if len(messages) == 1:
             logger.exception("%s raised for message %s", stage, messages[0].pk)
@@ -535,7 +548,10 @@ def _batch_process(claim: Claim, now: datetime, stats: BatchStats) -> BatchStats
         else:
             pending.append(m)
 
-    to_render, outgoing_by_channel = _screen_and_render(pending, outcomes, now)
+    try:
+        to_render, outgoing_by_channel = _screen_and_render(pending, outcomes, now)
+    except (OperationalError, InterfaceError) as exc:
+        raise _DatabaseDown(pending) from exc
 
     for channel, items in outgoing_by_channel.items():
         outcomes.extend(_send_channel(channel, items, claim, now, stats))

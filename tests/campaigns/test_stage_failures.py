@@ -117,3 +117,24 @@ def test_waiting_for_the_rate_limit_is_not_an_attempt(pipeline, template, monkey
         dispatch_run(worker="t", now_fn=lambda at=now: at)
     m = Message.objects.get(pk=pk)
     assert m.status == "queued" and m.reason == "rate_limited" and m.attempts == 0
+
+
+def test_a_database_that_went_away_during_the_screen_puts_the_batch_back_and_raises(
+    pipeline, template, monkeypatch
+):
+    from django.db import OperationalError
+
+    now = timezone.now()
+    outbox.messages_enqueue(rows=requests_for(CustomerFactory.create_batch(4), template), now=now)
+    calls = []
+
+    def unreachable(*, messages, now):
+        calls.append(len(messages))
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(stages, "screen", unreachable)
+    with pytest.raises(OperationalError):
+        dispatch_run(worker="t", now_fn=lambda: now)
+    assert calls == [4]  # not halved: no message is to blame
+    assert set(Message.objects.values_list("status", flat=True)) == {"queued"}
+    assert not Message.objects.filter(claim_token__isnull=False).exists()
