@@ -7,7 +7,9 @@ One batch goes through these steps (`batch_process`), and the order is the exact
    PostgreSQL (an IMMEDIATE transaction on SQLite, settings.DATABASES), become `sending` with a fresh
    claim token and a lease (`claimed_until`, on the database's clock so hosts need not agree on the time);
    the claim commits before anything else happens, so no row lock is held over a network call.
-2. screen and render, outside any transaction (campaigns/services/stages.py names who does them).
+2. screen and render, outside the claim's transaction (campaigns/services/stages.py names who does
+   them; the screen's cap step takes its own short one, with the customers' advisory locks, to mark the
+   messages it lets through: campaigns/services/rules.py).
 3. hand (one UPDATE): the rows still ours (same claim token) get `handed_at`, and only the rows that
    UPDATE returned go to the provider. A batch the reaper took back before this point is not sent.
 4. send: the provider's `send_batch`, outside any transaction.
