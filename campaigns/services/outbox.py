@@ -43,6 +43,7 @@ from campaigns.models.outbox import DUE_STATUSES, MessageSource, OnCap
 from campaigns.providers.base import Outcome, OutgoingMessage, SendResult
 from campaigns.services import stages
 from crm.db import server_binding_cursor
+from crm.services.bulk_sql import staging_copy
 
 logger = logging.getLogger(__name__)
 
@@ -210,34 +211,35 @@ def _enqueue_pg(batch, now) -> list[int]:
     history_now = json.dumps(_initial_history(None, now))
     columns = ", ".join(_ENQUEUE_COLUMNS)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS outbox_enqueue ON COMMIT DROP AS "
-            f"SELECT {columns} FROM campaigns_message WITH NO DATA; TRUNCATE outbox_enqueue"
-        )
-        with cursor.cursor.copy(f"COPY outbox_enqueue ({columns}) FROM STDIN") as copy:
-            for r in batch:
-                copy.write_row(
-                    (
-                        r.customer_id,
-                        r.channel,
-                        r.purpose,
-                        r.source_kind,
-                        r.source_ref,
-                        r.occurrence,
-                        r.source_label,
-                        r.payload_fingerprint,
-                        r.template_id,
-                        r.language,
-                        json.dumps(r.data, ensure_ascii=False, default=str) if r.data else "{}",
-                        r.priority,
-                        r.on_cap,
-                        "queued",
-                        r.due_at or now,
-                        r.expires_at,
-                        r.address,
-                        history_now,
-                    )
+        staging_copy(
+            cursor,
+            staging="outbox_enqueue",
+            columns=_ENQUEUE_COLUMNS,
+            like_table="campaigns_message",
+            rows=(
+                (
+                    r.customer_id,
+                    r.channel,
+                    r.purpose,
+                    r.source_kind,
+                    r.source_ref,
+                    r.occurrence,
+                    r.source_label,
+                    r.payload_fingerprint,
+                    r.template_id,
+                    r.language,
+                    json.dumps(r.data, ensure_ascii=False, default=str) if r.data else "{}",
+                    r.priority,
+                    r.on_cap,
+                    "queued",
+                    r.due_at or now,
+                    r.expires_at,
+                    r.address,
+                    history_now,
                 )
+                for r in batch
+            ),
+        )
         # ON CONFLICT without a target: either unique key (the message key, the send API's key) makes
         # the row a replay. created_at, attempts and the other columns take their database defaults.
         cursor.execute(
