@@ -42,7 +42,7 @@ from campaigns.models import Message, MessagePurpose, MessageStatus
 from campaigns.models.outbox import DUE_STATUSES, MessageSource, OnCap
 from campaigns.providers.base import Outcome, OutgoingMessage, SendResult
 from campaigns.services import stages
-from crm.db import server_binding_cursor
+from crm.db import AnyOf, server_binding_cursor
 from crm.services.bulk_sql import staging_copy
 
 logger = logging.getLogger(__name__)
@@ -394,7 +394,7 @@ def messages_claim(*, now: datetime, batch_size: int | None = None, ids: list[in
                 )
     if not claimed:
         return Claim(token=token, messages=[])
-    messages = list(Message.objects.filter(id__in=claimed).order_by("-priority", "due_at", "id"))
+    messages = list(Message.objects.filter(AnyOf("id", claimed)).order_by("-priority", "due_at", "id"))
     return Claim(token=token, messages=messages)
 
 
