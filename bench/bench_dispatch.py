@@ -134,6 +134,13 @@ def enqueue(template_id: int) -> int:
     )
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE campaigns_message")
+        # The claim's plan (its statement from messages_claim, without the UPDATE): the claim index alone.
+        cursor.execute(
+            "EXPLAIN SELECT id FROM campaigns_message WHERE status IN ('queued', 'deferred') AND due_at <= %s "
+            "ORDER BY priority DESC, due_at LIMIT 1000 FOR UPDATE SKIP LOCKED",
+            [BENCH_NOW],
+        )
+        print("claim plan:", " / ".join(row[0].strip() for row in cursor.fetchall()), flush=True)
     return result.created
 
 
