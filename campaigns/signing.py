@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -83,11 +84,17 @@ def _key(purpose: str) -> bytes:
 
 
 def _sign(purpose: str, value: str) -> str:
-    digest = hmac.digest(_key(purpose), value.encode(), "sha256")
+    return _signed(_key(purpose), value)
+
+
+def _signed(key: bytes, value: str) -> str:
+    digest = hmac.digest(key, value.encode(), "sha256")
     return f"{value}.{base64.urlsafe_b64encode(digest[:_SIGNATURE_BYTES]).decode()}"
 
 
 def _b62(number: int) -> str:
+    if 0 <= number < 62:  # a link index, nearly always
+        return _ALPHABET[number]
     if number < 0:
         raise ValueError("negative")
     digits = []
@@ -148,6 +155,19 @@ def click_token(message_id: int, link: int) -> str:
     if not 0 <= link <= _MAX_LINK:
         raise ValueError(f"link index {link} out of range")
     return _sign(CLICK, f"{_b62(message_id)}-{_b62(link)}")
+
+
+def click_token_maker(message_id: int) -> Callable[[int], str]:
+    """`click_token(message_id, link)` as a function of the link alone, for one message's many links: the
+    key and the message id's base 62 are worked out once."""
+    key, prefix = _key(CLICK), f"{_b62(message_id)}-"
+
+    def token(link: int) -> str:
+        if not 0 <= link <= _MAX_LINK:
+            raise ValueError(f"link index {link} out of range")
+        return _signed(key, prefix + _b62(link))
+
+    return token
 
 
 def click_token_read(token: str) -> ClickRef:

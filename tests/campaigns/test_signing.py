@@ -66,3 +66,12 @@ def test_the_fast_signing_follows_a_change_of_secret_key():
         after = signing.open_token(9)
         assert after == signing._signer(signing.OPEN).sign(signing._b62(9))
     assert after != before
+
+
+def test_the_click_token_maker_makes_click_tokens():
+    make = signing.click_token_maker(123_456)
+    assert [make(link) for link in (0, 7, 61, 62, 999)] == [
+        signing.click_token(123_456, link) for link in (0, 7, 61, 62, 999)
+    ]
+    with pytest.raises(ValueError):
+        make(1000)
