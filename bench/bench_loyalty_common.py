@@ -1,5 +1,6 @@
-"""Shared set-up of the loyalty benchmarks: a private database `mo_bench_loyalty` (created, migrated,
-dropped), Django configured against it, and SQL builders for customers, orders and lots at scale."""
+"""Shared set-up of the loyalty benchmarks (and of the messaging ones, which pass their own database name):
+a private database, `mo_bench_loyalty` by default (created, migrated, dropped), Django configured against
+it, and SQL builders for customers, orders and lots at scale."""
 
 from __future__ import annotations
 
@@ -17,12 +18,18 @@ sys.path.insert(0, str(ROOT))
 
 
 def server_url() -> str:
-    return os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    """DATABASE_URL's server, else the one PGHOST/PGPORT/PGUSER name (default 127.0.0.1:5432, postgres)."""
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    host = os.environ.get("PGHOST", "127.0.0.1")
+    port = os.environ.get("PGPORT", "5432")
+    user = os.environ.get("PGUSER", "postgres")
+    return f"postgres://{user}@{host}:{port}/postgres"
 
 
-def bench_url() -> str:
+def bench_url(db_name: str = DB_NAME) -> str:
     parts = urllib.parse.urlsplit(server_url())
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{DB_NAME}"))
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{db_name}"))
 
 
 def _admin(sql: str) -> None:
@@ -33,26 +40,26 @@ def _admin(sql: str) -> None:
         conn.execute(sql)
 
 
-def database_create() -> None:
-    _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-    _admin(f'CREATE DATABASE "{DB_NAME}"')
-    env = {**os.environ, "DATABASE_URL": bench_url(), "DJANGO_ENV": "test"}
+def database_create(db_name: str = DB_NAME) -> None:
+    _admin(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    _admin(f'CREATE DATABASE "{db_name}"')
+    env = {**os.environ, "DATABASE_URL": bench_url(db_name), "DJANGO_ENV": "test"}
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
     )
-    print(f"database {DB_NAME} migrated in {time.perf_counter() - started:.1f}s", flush=True)
+    print(f"database {db_name} migrated in {time.perf_counter() - started:.1f}s", flush=True)
 
 
-def database_drop() -> None:
+def database_drop(db_name: str = DB_NAME) -> None:
     from django.db import connections
 
     connections.close_all()
-    _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+    _admin(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
-def django_setup() -> None:
-    os.environ["DATABASE_URL"] = bench_url()
+def django_setup(db_name: str = DB_NAME) -> None:
+    os.environ["DATABASE_URL"] = bench_url(db_name)
     os.environ.setdefault("DJANGO_ENV", "test")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")

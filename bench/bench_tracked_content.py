@@ -28,12 +28,16 @@ TEXT = " ".join(f"https://brand.cn/p/{i}" for i in range(10)) + " 你好" * 200
 
 
 def rate(n: int, runs: int, *args, **kwargs) -> list[float]:
-    out = []
+    # Per CPU second of this process: on the shared machine the wall time also counts other processes'
+    # turns on the two cores (the wall rate is printed too).
+    out, wall = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i in range(n):
             tracked_content(1000 + i, *args, **kwargs)
-        out.append(n / (time.perf_counter() - start))
+        out.append(n / (time.process_time() - cpu))
+        wall.append(n / (time.perf_counter() - start))
+    print(f"  wall: median {statistics.median(wall):,.0f}/s", flush=True)
     return out
 
 
@@ -53,8 +57,10 @@ def main():
         language="zh-hans",
         delivery_settings=DeliverySettings(pk=1),
     )
-    print(f"email, 10 links, {len(HTML)} B HTML: median {statistics.median(email):,.0f} messages/s per core")
-    print(f"sms, 1 link: median {statistics.median(sms):,.0f} messages/s per core")
+    print(
+        f"email, 10 links, {len(HTML)} B HTML: median {statistics.median(email):,.0f} messages per CPU second"
+    )
+    print(f"sms, 1 link: median {statistics.median(sms):,.0f} messages per CPU second")
     print(f"load average {os.getloadavg()[0]:.1f}")
 
 

@@ -31,6 +31,7 @@ BENCHMARKS = [
     ("bench_member_api.py", []),
     ("bench_smtp_delivery.py", []),
     ("bench_outbox.py", ["--messages", "1000000"]),
+    ("bench_dispatch.py", ["--messages", "1000000"]),
     ("bench_rules_screen.py", []),
 ]
 

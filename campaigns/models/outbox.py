@@ -158,17 +158,14 @@ class Message(models.Model):
         ]
         indexes = [
             # The claim's order (campaigns/services/outbox.py, messages_claim): highest priority first, then
-            # the longest due, read from the front of this index instead of sorting every due row.
+            # the longest due, read from the front of this index instead of sorting every due row. It also
+            # serves every other query of due rows by due time (there was a second index on due_at alone:
+            # one index less to write per enqueued row, see BENCHMARKS.md, outbox enqueue).
             models.Index(
                 F("priority").desc(),
                 F("due_at"),
                 condition=Q(status__in=["queued", "deferred"]),
                 name="campaigns_message_claim",
-            ),
-            models.Index(
-                fields=["due_at"],
-                condition=Q(status__in=["queued", "deferred"]),
-                name="campaigns_message_due",
             ),
             models.Index(
                 fields=["claimed_until"], condition=Q(status="sending"), name="campaigns_message_claimed"

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from campaigns.event_types import MESSAGE_CLICKED, MESSAGE_EVENT_TYPES
 from campaigns.models import Message
+from crm.db import AnyOf
 from crm.services.event_log import NewEvent, events_append
 
 # crm's Event.channel is where a touch happened (crm.models.Channel): an app push happened in the app.
@@ -59,7 +60,7 @@ def message_events_record(events: Iterable[MessageEvent | Mapping], *, now: date
     rows = {
         pk: (customer_id, channel, purpose, kind, ref, code)
         for pk, customer_id, channel, purpose, kind, ref, code in Message.objects.filter(
-            pk__in={message_id for _t, message_id, _w, _p in items}
+            AnyOf("id", sorted({message_id for _t, message_id, _w, _p in items}))
         ).values_list(
             "pk", "customer_id", "channel", "purpose", "source_kind", "source_ref", "template__code"
         )

@@ -44,7 +44,8 @@ from campaigns.models import Message, MessagePurpose, MessageStatus
 from campaigns.models.outbox import DUE_STATUSES, MessageSource, OnCap
 from campaigns.providers.base import Outcome, OutgoingMessage, SendResult
 from campaigns.services import stages
-from crm.db import server_binding_cursor
+from crm.db import AnyOf, server_binding_cursor
+from crm.services.bulk_sql import staging_copy
 
 logger = logging.getLogger(__name__)
 
@@ -125,47 +126,49 @@ class EnqueueRefused(ValueError):
     """A request names a channel, purpose, source or cap rule that does not exist; nothing was written."""
 
 
-def _check(position: int, r: MessageRequest) -> None:
-    choices = {
-        "channel": Message._meta.get_field("channel").choices,
-        "purpose": MessagePurpose.choices,
-        "source_kind": MessageSource.choices,
-        "on_cap": OnCap.choices,
+def _choices() -> dict[str, frozenset]:
+    return {
+        "channel": frozenset(v for v, _ in Message._meta.get_field("channel").choices),
+        "purpose": frozenset(MessagePurpose.values),
+        "source_kind": frozenset(MessageSource.values),
+        "on_cap": frozenset(OnCap.values),
     }
+
+
+def _check(position: int, r: MessageRequest, choices: dict[str, frozenset]) -> None:
+    # `choices` is built once per call: a million requests are checked on the enqueue's hot path.
     for name, options in choices.items():
         value = getattr(r, name)
-        if value not in {v for v, _ in options}:
-            raise EnqueueRefused(
-                f"message {position}: {name} {value!r} is not one of {[v for v, _ in options]}"
-            )
+        if value not in options:
+            raise EnqueueRefused(f"message {position}: {name} {value!r} is not one of {sorted(options)}")
     for name in ("source_ref", "occurrence"):
         value = getattr(r, name)
         if not value or len(value) > 100:
             raise EnqueueRefused(f"message {position}: {name} must be 1 to 100 characters")
 
 
-# The columns enqueue writes; the rest take their defaults. COPY carries only these, so a million rows
-# move as a narrow text stream (see BENCHMARKS.md, outbox enqueue).
-_ENQUEUE_COLUMNS = (
-    "customer_id",
-    "channel",
-    "purpose",
-    "source_kind",
-    "source_ref",
-    "occurrence",
-    "source_label",
-    "payload_fingerprint",
-    "template_id",
-    "language",
-    "data",
-    "priority",
-    "on_cap",
-    "status",
-    "due_at",
-    "expires_at",
-    "address",
-    "history",
+# The columns enqueue stages, with their types for the binary COPY (_enqueue_pg writes the status, the
+# first history entry and the other columns as constants of its INSERT ... SELECT). COPY
+# carries only these, so a million rows move as a narrow binary stream (see BENCHMARKS.md, outbox enqueue).
+_ENQUEUE_STAGED = (
+    ("customer_id", "int8"),
+    ("channel", "text"),
+    ("purpose", "text"),
+    ("source_kind", "text"),
+    ("source_ref", "text"),
+    ("occurrence", "text"),
+    ("source_label", "text"),
+    ("payload_fingerprint", "text"),
+    ("template_id", "int8"),
+    ("language", "text"),
+    ("data", "text"),
+    ("priority", "int2"),
+    ("on_cap", "text"),
+    ("due_at", "timestamptz"),
+    ("expires_at", "timestamptz"),
+    ("address", "text"),
 )
+_ENQUEUE_COLUMNS = tuple(name for name, _type in _ENQUEUE_STAGED)
 _KEY = ("customer_id", "source_kind", "source_ref", "occurrence")
 
 
@@ -178,8 +181,9 @@ def messages_enqueue(*, rows: Iterable[MessageRequest], now: datetime, chunk: in
     conflicting: list[int] = []
     batch: list[MessageRequest] = []
     position = 0
+    choices = _choices()
     for request in rows:
-        _check(position, request)
+        _check(position, request, choices)
         position += 1
         batch.append(request)
         if len(batch) >= chunk:
@@ -195,9 +199,6 @@ def _initial_history(r: MessageRequest, now: datetime) -> list:
 
 
 def _enqueue_chunk(batch, now, created, existing, conflicting) -> None:
-    # Sorted by the key, so two concurrent enqueues of overlapping rows take the unique index's locks in
-    # the same order and one waits for the other instead of deadlocking.
-    batch = sorted(batch, key=lambda r: (r.customer_id, r.source_kind, r.source_ref, r.occurrence))
     with transaction.atomic():
         if _pg():
             ids = _enqueue_pg(batch, now)
@@ -212,43 +213,45 @@ def _enqueue_pg(batch, now) -> list[int]:
     history_now = json.dumps(_initial_history(None, now))
     columns = ", ".join(_ENQUEUE_COLUMNS)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS outbox_enqueue ON COMMIT DROP AS "
-            f"SELECT {columns} FROM campaigns_message WITH NO DATA; TRUNCATE outbox_enqueue"
-        )
-        with cursor.cursor.copy(f"COPY outbox_enqueue ({columns}) FROM STDIN") as copy:
-            for r in batch:
-                copy.write_row(
-                    (
-                        r.customer_id,
-                        r.channel,
-                        r.purpose,
-                        r.source_kind,
-                        r.source_ref,
-                        r.occurrence,
-                        r.source_label,
-                        r.payload_fingerprint,
-                        r.template_id,
-                        r.language,
-                        json.dumps(r.data, ensure_ascii=False, default=str) if r.data else "{}",
-                        r.priority,
-                        r.on_cap,
-                        "queued",
-                        r.due_at or now,
-                        r.expires_at,
-                        r.address,
-                        history_now,
-                    )
+        staging_copy(
+            cursor,
+            staging="outbox_enqueue",
+            columns=_ENQUEUE_COLUMNS,
+            types=[t for _name, t in _ENQUEUE_STAGED],
+            rows=(
+                (
+                    r.customer_id,
+                    r.channel,
+                    r.purpose,
+                    r.source_kind,
+                    r.source_ref,
+                    r.occurrence,
+                    r.source_label,
+                    r.payload_fingerprint,
+                    r.template_id,
+                    r.language,
+                    json.dumps(r.data, ensure_ascii=False, default=str) if r.data else "{}",
+                    r.priority,
+                    r.on_cap,
+                    r.due_at or now,
+                    r.expires_at,
+                    r.address,
                 )
+                for r in batch
+            ),
+        )
         # ON CONFLICT without a target: either unique key (the message key, the send API's key) makes
-        # the row a replay. created_at, attempts and the other columns take their database defaults.
+        # the row a replay. Inserted in the key's order, so two concurrent enqueues of overlapping rows
+        # take the unique index's locks in the same order and one waits for the other instead of
+        # deadlocking.
+        selected = ", ".join("data::jsonb" if c == "data" else c for c in _ENQUEUE_COLUMNS)
         cursor.execute(
-            f"INSERT INTO campaigns_message ({columns}, reason, reason_params, attempts, provider, "
-            "provider_message_id, error_code, error_detail, subject, created_at) "
-            f"SELECT {columns}, '', '{{}}'::jsonb, 0, '', '', '', '', '', %s FROM outbox_enqueue "
-            "ORDER BY customer_id, source_kind, source_ref, occurrence "
+            f"INSERT INTO campaigns_message ({columns}, status, history, reason, reason_params, attempts, "
+            "provider, provider_message_id, error_code, error_detail, subject, created_at) "
+            f"SELECT {selected}, 'queued', %s::jsonb, '', '{{}}'::jsonb, 0, '', '', '', '', '', %s "
+            "FROM outbox_enqueue ORDER BY customer_id, source_kind, source_ref, occurrence "
             "ON CONFLICT DO NOTHING RETURNING id",
-            [now],
+            [history_now, now],
         )
         return [row[0] for row in cursor.fetchall()]
 
@@ -396,7 +399,7 @@ def messages_claim(*, now: datetime, batch_size: int | None = None, ids: list[in
                 )
     if not claimed:
         return Claim(token=token, messages=[])
-    messages = list(Message.objects.filter(id__in=claimed).order_by("-priority", "due_at", "id"))
+    messages = list(Message.objects.filter(AnyOf("id", claimed)).order_by("-priority", "due_at", "id"))
     return Claim(token=token, messages=messages)
 
 
@@ -815,8 +818,10 @@ def _hand(items, code: str, claim: Claim, now: datetime) -> set[int]:
             cursor.execute(
                 "UPDATE campaigns_message m SET handed_at = %s, provider = %s, "
                 "claimed_until = now() + make_interval(secs => %s), address = v.address, subject = v.subject, "
-                "links = v.links, template_version_id = v.version_id, language = v.language "
-                "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::jsonb[], %s::bigint[], %s::text[]) "
+                "links = v.links::jsonb, template_version_id = v.version_id, language = v.language "
+                # The arrays in binary (%b): psycopg's text form quotes every element, which was a third
+                # of a 1,000-message batch's recording CPU (see BENCHMARKS.md, outbox dispatch).
+                "FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[]) "
                 "AS v(id, address, subject, links, version_id, language) "
                 "WHERE m.id = v.id AND m.claim_token = %s AND m.status = 'sending' RETURNING m.id",
                 [
@@ -917,7 +922,7 @@ def _event(o: _Outcome, now: datetime) -> dict:
 def _record_pg(outcomes: list[_Outcome], claim: Claim, now: datetime) -> set[int]:
     with server_binding_cursor() as cursor:
         cursor.execute(
-            "UPDATE campaigns_message m SET status = v.status, reason = v.reason, reason_params = v.params, "
+            "UPDATE campaigns_message m SET status = v.status, reason = v.reason, reason_params = v.params::jsonb, "
             "due_at = COALESCE(v.due_at, m.due_at), "
             "provider_message_id = CASE WHEN v.pid = '' THEN m.provider_message_id ELSE v.pid END, "
             "error_code = v.ecode, error_detail = v.edetail, "
@@ -926,9 +931,10 @@ def _record_pg(outcomes: list[_Outcome], claim: Claim, now: datetime) -> set[int
             "handed_at = CASE WHEN v.release THEN NULL ELSE m.handed_at END, "
             "claim_token = CASE WHEN v.release THEN NULL ELSE m.claim_token END, claimed_until = NULL, "
             "attempts = CASE WHEN v.tried THEN m.attempts ELSE GREATEST(m.attempts - 1, 0) END, "
-            "history = m.history || jsonb_build_array(v.entry) "
-            "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::jsonb[], %s::timestamptz[], %s::text[], "
-            "%s::text[], %s::text[], %s::bool[], %s::bool[], %s::bool[], %s::jsonb[], %s::bool[]) "
+            "history = m.history || jsonb_build_array(v.entry::jsonb) "
+            # The arrays in binary (%b), as in _hand.
+            "FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], "
+            "%b::text[], %b::text[], %b::bool[], %b::bool[], %b::bool[], %b::text[], %b::bool[]) "
             "AS v(id, status, reason, params, due_at, pid, ecode, edetail, sent, final, release, entry, tried) "
             "WHERE m.id = v.id AND m.claim_token = %s AND m.status = ANY(%s) RETURNING m.id",
             [

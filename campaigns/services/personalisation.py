@@ -30,6 +30,7 @@ from django.db import transaction
 from django.utils import translation
 
 from campaigns.models import Message, MessageCoupon, MessagePurpose, MessageTemplate
+from crm.db import AnyOf
 from crm.models import Customer, CustomerMetrics
 from crm.models.metrics import LifecycleStage, RfmSegment, ValueTier
 from crm.recommendations.selectors import recommendations_for_customers
@@ -150,7 +151,7 @@ def contexts_build(*, messages, needs: dict[int, frozenset], now: datetime, samp
 
     customers = {
         row["pk"]: row
-        for row in Customer.objects.filter(pk__in=customer_ids).values(
+        for row in Customer.objects.filter(AnyOf("id", customer_ids)).values(
             "pk", "birthday", "erased_at", *_PROFILE
         )
     }
@@ -159,7 +160,7 @@ def contexts_build(*, messages, needs: dict[int, frozenset], now: datetime, samp
     if "metrics" in wanted:
         metrics = {
             row["customer_id"]: row
-            for row in CustomerMetrics.objects.filter(customer_id__in=customer_ids).values(
+            for row in CustomerMetrics.objects.filter(AnyOf("customer_id", customer_ids)).values(
                 "customer_id",
                 "lifecycle_stage",
                 "value_tier",

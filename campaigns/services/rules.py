@@ -51,7 +51,7 @@ from typing import Protocol
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import BooleanField, Case, Count, DateTimeField, F, Func, Q, Value, When
+from django.db.models import Case, Count, DateTimeField, Q, Value, When
 from django.utils import timezone
 
 from campaigns.addresses import address_annotations, address_check
@@ -64,6 +64,7 @@ from campaigns.models import (
     OnCap,
     Suppression,
 )
+from crm.db import AnyOf
 from crm.models import Consent, ConsentStatus, Customer
 
 SEND = "send"
@@ -225,26 +226,8 @@ def _slices(values: Sequence) -> Iterable[Sequence]:
         yield values[offset : offset + _SQLITE_SLICE]
 
 
-class _AnyOf(Func):
-    """`column = ANY(%s)` with the whole list as one array parameter on PostgreSQL, `column IN (...)`
-    elsewhere. Django's `__in` writes one placeholder per value: for a batch of 100,000 customers psycopg
-    then spends seconds building the statement and PostgreSQL parsing it (see BENCHMARKS.md, delivery
-    rules screen)."""
-
-    output_field = BooleanField()
-
-    def __init__(self, column: str, values: Sequence) -> None:
-        super().__init__(F(column))
-        self.values = list(values)
-
-    def as_sql(self, compiler, connection, **extra_context):
-        lhs, params = compiler.compile(self.source_expressions[0])
-        placeholders = ", ".join(["%s"] * len(self.values)) or "NULL"
-        return f"{lhs} IN ({placeholders})", [*params, *self.values]
-
-    def as_postgresql(self, compiler, connection, **extra_context):
-        lhs, params = compiler.compile(self.source_expressions[0])
-        return f"{lhs} = ANY(%s)", [*params, self.values]
+# Kept under its old name: the screen was the first to bind its lists as one array.
+_AnyOf = AnyOf
 
 
 @dataclass

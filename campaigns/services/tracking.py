@@ -155,6 +155,10 @@ class _Links:
         self._index: dict[str, int] = {}
         self._tracked: list[str] = []
         self._own = own_prefix
+        # What click_url works out per link, once per message (a marketing email has a dozen links).
+        self._token = signing.click_token_maker(message_id)
+        before, after = _path_around("campaigns:click", settings.ROOT_URLCONF)
+        self._before, self._after = f"{settings.SITE_URL}{before}", after
 
     def tracked(self, url: str) -> str:
         """The click link for `url`, or `url` itself when it is not to be tracked."""
@@ -167,7 +171,7 @@ class _Links:
             index = self._index[url] = len(self.urls)
             self.urls.append(url)
             # Signed once per link: the HTML and the text part usually carry the same links.
-            self._tracked.append(click_url(self.message_id, index))
+            self._tracked.append(f"{self._before}{self._token(index)}{self._after}")
         return self._tracked[index]
 
 
@@ -193,8 +197,18 @@ def _rewrite_text(text: str, links: _Links) -> str:
     return _BARE_URL.sub(replace, text)
 
 
+_TAIL = 4096
+
+
 def _append_to_body(document: str, snippet: str) -> str:
-    closing = document.lower().rfind("</body>")
+    # The last "</body>" in any case. Looked for in the lower-cased tail first: lower-casing a whole long
+    # email for it cost more than the search (an occurrence found in the tail is the last one).
+    tail_start = max(0, len(document) - _TAIL)
+    closing = document[tail_start:].lower().rfind("</body>")
+    if closing >= 0:
+        closing += tail_start
+    elif tail_start:
+        closing = document.lower().rfind("</body>")
     if closing < 0:
         return document + snippet
     return document[:closing] + snippet + document[closing:]

@@ -287,3 +287,21 @@ def test_forged_unsubscribe_tokens_are_refused_with_a_page(client, method):
         assert response.status_code == 404
         assert "not valid" in response.content.decode()
     assert Consent.objects.get(customer=customer, channel="email").status == "opted_in"
+
+
+@pytest.mark.parametrize(
+    "document, expected",
+    [
+        ("<html><body>hi</body></html>", "<html><body>hi<X></body></html>"),
+        ("<html><BODY>hi</BODY></html>", "<html><BODY>hi<X></BODY></html>"),
+        ("no body tag", "no body tag<X>"),
+        # A long email: the closing tag far from the end, then one in the tail, then none in the tail.
+        ("<body>" + "a" * 5000 + "</Body>" + "b" * 5000, "<body>" + "a" * 5000 + "<X></Body>" + "b" * 5000),
+        ("<body>" + "a" * 5000 + "</body>" + "b" * 10, "<body>" + "a" * 5000 + "<X></body>" + "b" * 10),
+        ("</body>" + "a" * 5000 + "</BODY>x", "</body>" + "a" * 5000 + "<X></BODY>x"),
+    ],
+)
+def test_snippets_go_before_the_last_closing_body_tag_in_any_case(document, expected):
+    from campaigns.services.tracking import _append_to_body
+
+    assert _append_to_body(document, "<X>") == expected

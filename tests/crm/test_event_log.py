@@ -66,6 +66,43 @@ def test_append_refuses_a_type_outside_the_catalogue_and_writes_nothing():
 
 
 @pytest.mark.django_db
+def test_a_large_append_goes_by_copy_in_order_with_its_transaction_id_and_skips_what_is_stored():
+    from crm.services import event_log
+
+    now = timezone.now()
+    customer = CustomerFactory()
+    n = event_log._COPY_FROM + 50  # the COPY path
+    events = [
+        NewEvent(
+            "page_view",
+            customer.pk if i % 2 else None,
+            now - timedelta(seconds=i),
+            properties={"url": f"/p/{i}", "title": "双11"},
+            channel="web",
+            external_id=f"x:{i}",
+        )
+        for i in range(n)
+    ]
+    with transaction.atomic():
+        assert events_append(events=events, now=now) == n
+    stored = list(Event.objects.order_by("id"))
+    assert [e.external_id for e in stored] == [f"x:{i}" for i in range(n)]
+    assert stored[1].properties == {"url": "/p/1", "title": "双11"} and stored[1].customer_id == customer.pk
+    assert stored[0].customer_id is None and stored[0].received_at == now and stored[0].channel == "web"
+    assert len({e.xact_id for e in stored}) == 1 and stored[0].xact_id > 0
+    # A retry of the same batch with skip_existing writes only what is new; without it, it raises.
+    more = events + [NewEvent("page_view", None, now, properties={"url": "/new"}, external_id="x:new")]
+    with transaction.atomic():
+        events_append(events=more, now=now, skip_existing=True)
+    assert Event.objects.count() == n + 1
+    from django.db import IntegrityError
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        events_append(events=events, now=now)
+    assert Event.objects.count() == n + 1
+
+
+@pytest.mark.django_db
 def test_append_refuses_properties_that_do_not_fit_the_type_naming_the_property():
     now = timezone.now()
     bad = NewEvent("add_to_cart", None, now, properties={"sku": "WIPES-80", "quantity": "two"})
