@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("campaigns", "0006_default_frequency_caps"),
+        ("campaigns", "0008_message_provider_id_lookup"),
     ]
 
     operations = [
