@@ -42,7 +42,9 @@ def test_a_webhook_is_signed_keyed_and_passed_on_success():
     headers = {k.lower(): v for k, v in request["headers"].items()}
     assert headers["idempotency-key"] == f"journey:{e.pk}:h:2"
     assert signature_valid(header=headers["x-journey-signature"], body=request["raw"], secret=b"s3cret")
-    assert not signature_valid(header=headers["x-journey-signature"], body=request["raw"] + b" ", secret=b"s3cret")
+    assert not signature_valid(
+        header=headers["x-journey-signature"], body=request["raw"] + b" ", secret=b"s3cret"
+    )
     assert request["json"]["enrollment_id"] == e.pk
 
 
