@@ -101,6 +101,7 @@ class Compiled:
     nodes: dict[str, dict]
     next: dict[tuple[str, str], str]
     settings: dict
+    published_at: datetime | None = None
 
 
 _COMPILED: dict[int, Compiled] = {}
@@ -117,6 +118,7 @@ def compiled(version_ids: set[int]) -> dict[int, Compiled]:
                 nodes=graph_nodes(version.graph),
                 next=graph_next(version.graph),
                 settings=settings_normalised(version.settings),
+                published_at=version.published_at,
             )
     return {v: _COMPILED[v] for v in version_ids if v in _COMPILED}
 
@@ -189,16 +191,20 @@ _LIVE_COLUMNS = (
 def _lock(claim: Claim) -> list[Live]:
     """The claimed rows still ours, locked by id (one order for every locker), read under the lock."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {_LIVE_COLUMNS} FROM journeys_enrollment "
-            f"WHERE id IN ({', '.join(['%s'] * len(claim.ids))}) AND claim_token = %s "
-            "AND state IN ('active', 'waiting') ORDER BY id FOR UPDATE"
-            if connection.vendor == "postgresql"
-            else f"SELECT {_LIVE_COLUMNS} FROM journeys_enrollment "
-            f"WHERE id IN ({', '.join(['%s'] * len(claim.ids))}) AND claim_token = %s "
-            "AND state IN ('active', 'waiting') ORDER BY id",
-            [*claim.ids, claim.token.hex if connection.vendor != "postgresql" else claim.token],
-        )
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"SELECT {_LIVE_COLUMNS} FROM journeys_enrollment "
+                "WHERE id = ANY(%s) AND claim_token = %s AND state IN ('active', 'waiting') "
+                "ORDER BY id FOR UPDATE",
+                [claim.ids, claim.token],
+            )
+        else:
+            cursor.execute(
+                f"SELECT {_LIVE_COLUMNS} FROM journeys_enrollment "
+                f"WHERE id IN ({', '.join(['%s'] * len(claim.ids))}) AND claim_token = %s "
+                "AND state IN ('active', 'waiting') ORDER BY id",
+                [*claim.ids, claim.token.hex],
+            )
         rows = cursor.fetchall()
     lives = []
     for r in rows:
@@ -407,24 +413,52 @@ def _write(advance: Advance, claim: Claim) -> None:
     if advance.steps:
         # A plain insert, not ON CONFLICT: a step recorded twice would mean two workers advanced one
         # enrollment, and the unique key then rolls the whole batch back, side effects included.
-        EnrollmentStep.objects.bulk_create(
-            [
-                EnrollmentStep(
-                    enrollment_id=s.enrollment_id,
-                    version_id=s.version_id,
-                    node_id=s.node_id,
-                    visit=s.visit,
-                    entered_at=s.entered_at,
-                    left_at=s.left_at,
-                    outcome=s.outcome,
-                    handle=s.handle,
-                    detail=s.detail,
-                )
-                for s in advance.steps
-            ],
-            batch_size=5000,
-        )
+        if connection.vendor == "postgresql":
+            _steps_copy(advance.steps)
+        else:
+            EnrollmentStep.objects.bulk_create(
+                [
+                    EnrollmentStep(
+                        enrollment_id=s.enrollment_id,
+                        version_id=s.version_id,
+                        node_id=s.node_id,
+                        visit=s.visit,
+                        entered_at=s.entered_at,
+                        left_at=s.left_at,
+                        outcome=s.outcome,
+                        handle=s.handle,
+                        detail=s.detail,
+                    )
+                    for s in advance.steps
+                ],
+                batch_size=2000,
+            )
     _enrollments_update(list(advance.touched.values()), claim)
+
+
+_STEP_COLUMNS = "enrollment_id, version_id, node_id, visit, entered_at, left_at, outcome, handle, detail"
+
+
+def _steps_copy(steps: list[StepRow]) -> None:
+    # COPY straight into the table: the batch's steps are one narrow stream, not thousands of INSERT rows.
+    import json
+
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY journeys_enrollmentstep ({_STEP_COLUMNS}) FROM STDIN") as copy:
+            for s in steps:
+                copy.write_row(
+                    (
+                        s.enrollment_id,
+                        s.version_id,
+                        s.node_id,
+                        s.visit,
+                        s.entered_at,
+                        s.left_at,
+                        s.outcome,
+                        s.handle,
+                        json.dumps(s.detail, default=str) if s.detail else "{}",
+                    )
+                )
 
 
 def _steps_close(closes, now) -> None:
