@@ -83,6 +83,13 @@ function exitsOf(spec, config) {
   return spec.exits || [];
 }
 
+// A problem's field is a path from the node ("config.duration.value", "exits.yes") or the journey
+// ("settings.re_entry.days"); a panel field owns the problems at its path and under it.
+function problemFor(problems, prefix, name) {
+  const full = `${prefix}${name}`;
+  return problems.find((p) => p.field && (p.field === full || p.field.startsWith(`${full}.`)));
+}
+
 // --- Graph <-> React Flow --------------------------------------------------------------------------
 
 function toFlow(graph) {
@@ -204,7 +211,14 @@ function FieldInput({ field, value, onChange, t, problem, inputId }) {
   switch (field.kind) {
     case "select":
       return (
-        <select {...common} value={value ?? ""} onChange={(e) => onChange(e.target.value === "" ? undefined : e.target.value)}>
+        <select
+          {...common}
+          value={value ?? ""}
+          onChange={(e) => {
+            const v = e.target.value;
+            onChange(v === "" ? undefined : field.coerce === "int" ? Number(v) : v);
+          }}
+        >
           <option value="">{t("choose")}</option>
           {(field.choices || []).map((c) => (
             <option key={c.value} value={c.value}>
@@ -258,7 +272,24 @@ function FieldInput({ field, value, onChange, t, problem, inputId }) {
     case "branches":
       return <BranchesInput inputId={inputId} value={value} onChange={onChange} t={t} />;
     default:
-      return <input {...common} type="text" value={value ?? ""} onChange={(e) => onChange(e.target.value === "" ? undefined : e.target.value)} />;
+      return (
+        <>
+          <input
+            {...common}
+            type="text"
+            list={field.suggestions ? `${inputId}-list` : undefined}
+            value={value ?? ""}
+            onChange={(e) => onChange(e.target.value === "" ? undefined : e.target.value)}
+          />
+          {field.suggestions && (
+            <datalist id={`${inputId}-list`}>
+              {field.suggestions.map((v) => (
+                <option key={v} value={v} />
+              ))}
+            </datalist>
+          )}
+        </>
+      );
   }
 }
 
@@ -362,8 +393,17 @@ function NodePanel({ node, nodes, edges, onConfig, onConnectExit, onDelete, t, c
   const spec = catalogue.byType[node.data.nodeType];
   const config = node.data.config || {};
   const exits = exitsOf(spec, config);
-  const fieldProblem = (name) => problems.find((p) => p.field === name || p.field === `config.${name}`);
-  const general = problems.filter((p) => !p.field || !spec?.fields.some((f) => p.field === f.name || p.field === `config.${f.name}`));
+  const visible = (spec?.fields || []).filter((f) => fieldVisible(f, config));
+  const owned = new Set();
+  for (const f of visible) {
+    const p = problemFor(problems, "config.", f.name);
+    if (p) owned.add(p);
+  }
+  for (const exit of exits) {
+    const p = problemFor(problems, "exits.", exit.id);
+    if (p) owned.add(p);
+  }
+  const general = problems.filter((p) => !owned.has(p));
   return (
     <section className="jd-panel" aria-labelledby="jd-panel-title" data-testid="node-panel">
       <h2 id="jd-panel-title">
@@ -378,19 +418,17 @@ function NodePanel({ node, nodes, edges, onConfig, onConnectExit, onDelete, t, c
         </ul>
       )}
       <fieldset disabled={readonly}>
-        {(spec?.fields || [])
-          .filter((f) => fieldVisible(f, config))
-          .map((f) => (
+        {visible.map((f) => (
             <FieldRow
               key={`${node.id}-${f.name}`}
               field={f}
               config={config}
               onChange={onConfig}
               t={t}
-              problem={fieldProblem(f.name)}
+              problem={problemFor(problems, "config.", f.name)}
               idPrefix={`jd-${node.id}`}
             />
-          ))}
+        ))}
         {exits.length > 0 && (
           <div className="jd-exits-panel">
             <h3>{t("exits")}</h3>
@@ -398,8 +436,9 @@ function NodePanel({ node, nodes, edges, onConfig, onConnectExit, onDelete, t, c
             {exits.map((exit) => {
               const edge = edges.find((e) => e.source === node.id && e.sourceHandle === exit.id);
               const inputId = `jd-${node.id}-exit-${exit.id}`;
+              const problem = problemFor(problems, "exits.", exit.id);
               return (
-                <div className="jd-field" key={exit.id} data-exit={exit.id}>
+                <div className={`jd-field${problem ? " has-problem" : ""}`} key={exit.id} data-exit={exit.id}>
                   <label htmlFor={inputId}>{t("exit_goes_to", { exit: exit.label })}</label>
                   <select id={inputId} value={edge ? edge.target : ""} onChange={(e) => onConnectExit(node.id, exit.id, e.target.value)}>
                     <option value="">{t("not_connected")}</option>
@@ -411,6 +450,7 @@ function NodePanel({ node, nodes, edges, onConfig, onConnectExit, onDelete, t, c
                         </option>
                       ))}
                   </select>
+                  {problem && <span className="jd-field-error">{problem.message}</span>}
                 </div>
               );
             })}
@@ -425,7 +465,6 @@ function NodePanel({ node, nodes, edges, onConfig, onConnectExit, onDelete, t, c
 }
 
 function SettingsPanel({ settings, fields, onChange, t, problems, readonly }) {
-  const fieldProblem = (name) => problems.find((p) => p.field === name || p.field === `settings.${name}`);
   return (
     <section className="jd-panel" aria-labelledby="jd-settings-title" data-testid="settings-panel">
       <h2 id="jd-settings-title">{t("journey_settings")}</h2>
@@ -434,7 +473,7 @@ function SettingsPanel({ settings, fields, onChange, t, problems, readonly }) {
         {fields
           .filter((f) => fieldVisible(f, settings))
           .map((f) => (
-            <FieldRow key={f.name} field={f} config={settings} onChange={onChange} t={t} problem={fieldProblem(f.name)} idPrefix="jd-settings" />
+            <FieldRow key={f.name} field={f} config={settings} onChange={onChange} t={t} problem={problemFor(problems, "settings.", f.name)} idPrefix="jd-settings" />
           ))}
       </fieldset>
     </section>
@@ -686,7 +725,7 @@ function Designer({ boot }) {
     setStatus({ kind: "busy", text: t("saving") });
     const { nodes: n, edges: e, settings: s } = doc.current;
     try {
-      const answer = await callJson(boot.urls.graph, "PUT", { graph: toGraph(n, e), settings: s, version: version.number }, boot.csrf_token);
+      const answer = await callJson(boot.urls.graph, "PUT", { graph: toGraph(n, e), settings: s, revision: version.revision }, boot.csrf_token);
       return applyAnswer(answer, t("saved"));
     } catch {
       setStatus({ kind: "error", text: t("network_error") });
@@ -698,13 +737,24 @@ function Designer({ boot }) {
     if (dirty && !(await save())) return;
     setStatus({ kind: "busy", text: t("publishing") });
     try {
-      const answer = await callJson(boot.urls.publish, "POST", { version: version.number }, boot.csrf_token);
+      const answer = await callJson(boot.urls.publish, "POST", { revision: version.revision }, boot.csrf_token);
       const ok = applyAnswer(answer, t("published"));
       if (!ok && answer.data?.problems?.length) setStatus({ kind: "error", text: t("publish_refused", { count: answer.data.problems.length }) });
     } catch {
       setStatus({ kind: "error", text: t("network_error") });
     }
   }, [boot, dirty, save, version, applyAnswer, t]);
+
+  // A published version is frozen: editing it starts a new draft (the server copies it), opened here.
+  const newDraft = useCallback(async () => {
+    try {
+      const answer = await callJson(boot.urls.new_draft, "POST", {}, boot.csrf_token);
+      if (answer.ok && answer.data?.designer_url) window.location.assign(answer.data.designer_url);
+      else setStatus({ kind: "error", text: answer.data?.message || t("request_failed", { status: answer.status }) });
+    } catch {
+      setStatus({ kind: "error", text: t("network_error") });
+    }
+  }, [boot, t]);
 
   const problemsByNode = useMemo(() => {
     const by = {};
@@ -754,6 +804,14 @@ function Designer({ boot }) {
           {status.text}
         </span>
         {dirty && <span className="jd-dirty">{t("unsaved_changes")}</span>}
+        {readonly && boot.urls.new_draft && (
+          <span className="jd-readonly">
+            {t("readonly_note")}{" "}
+            <button type="button" onClick={newDraft} data-testid="new-draft">
+              {t("new_draft")}
+            </button>
+          </span>
+        )}
       </div>
       <div className="jd-layout">
         <nav className="jd-palette" aria-label={t("palette")}>
