@@ -270,7 +270,7 @@ def _fields(node_type: str, events: list[str], choices: dict) -> list[dict]:
             }
         ]
     if node_type == "random_split":
-        return [{"name": "branches", "label": _("branches (shares add up to 100%)"), "kind": "branches"}]
+        return [{"name": "branches", "label": _("branches (their shares add up to 100)"), "kind": "branches"}]
     if node_type == "send_message":
         channels = [
             ("best", _("the customer's best channel")),
@@ -409,7 +409,7 @@ def _settings_fields() -> list[dict]:
             "suggestions": _event_type_suggestions(),
         },
         {"name": "goal.filters", "label": _("goal filters (JSON)"), "kind": "json"},
-        {"name": "holdout_percent", "label": _("holdout (% of customers who get nothing)"), "kind": "number"},
+        {"name": "holdout_percent", "label": _("holdout: the share of customers who get nothing, in percent"), "kind": "number"},
         {"name": "priority", "label": _("priority for the shared caps (−100 to 100)"), "kind": "number"},
         {
             "name": "ends_at",
@@ -484,7 +484,7 @@ def designer_labels() -> dict[str, str]:
         "json_invalid": _("Not valid JSON yet: the last valid value is kept."),
         "branch_id": _("branch id"),
         "branch_label": _("branch label"),
-        "branch_percent": _("share (%)"),
+        "branch_percent": _("share in percent"),
         "add_branch": _("Add a branch"),
         "remove": _("Remove"),
         "problems_title": _("Problems ({count})"),
