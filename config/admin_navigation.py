@@ -75,7 +75,10 @@ CAMPAIGNS: tuple[NavEntry, ...] = (
     NavEntry("campaigns.deliverysettings", "bedtime"),
     NavEntry("campaigns.suppression", "block"),
 )
-JOURNEYS: tuple[NavEntry, ...] = ()  # the journeys app's entries, when it lands
+JOURNEYS: tuple[NavEntry, ...] = (
+    NavEntry("journeys.journey", "route"),
+    NavEntry("journeys.enrollment", "directions_walk"),
+)
 SETTINGS = (
     NavEntry("loyalty.programmesettings", "settings"),
     NavEntry("crm.apikey", "key"),
