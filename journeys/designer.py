@@ -409,7 +409,11 @@ def _settings_fields() -> list[dict]:
             "suggestions": _event_type_suggestions(),
         },
         {"name": "goal.filters", "label": _("goal filters (JSON)"), "kind": "json"},
-        {"name": "holdout_percent", "label": _("holdout: the share of customers who get nothing, in percent"), "kind": "number"},
+        {
+            "name": "holdout_percent",
+            "label": _("holdout: the share of customers who get nothing, in percent"),
+            "kind": "number",
+        },
         {"name": "priority", "label": _("priority for the shared caps (−100 to 100)"), "kind": "number"},
         {
             "name": "ends_at",
