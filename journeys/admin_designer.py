@@ -23,6 +23,7 @@ from django.contrib.staticfiles import finders
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, JsonResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -32,7 +33,7 @@ from django.utils.translation import gettext as _
 
 from journeys import designer
 from journeys.models import Journey, JourneyVersion, VersionStatus
-from journeys.nodes import GraphInvalid, graph_validate
+from journeys.nodes import GraphInvalid, graph_validate, settings_normalised
 from journeys.services.journeys import (
     JourneyRefused,
     journey_draft_create,
@@ -217,10 +218,12 @@ class JourneyDesignerMixin:
             "aria_labels": designer.designer_aria_labels(),
             "catalogue": designer.designer_catalogue(),
             "graph": version.graph,
-            "settings": version.settings,
+            "settings": settings_normalised(version.settings),
             "version": self._version_payload(request, version),
             "journey": {"id": journey.pk, "name": journey.name, "status": journey.status},
             "urls": self._version_urls(journey, version),
+            # Sent back in X-CSRFToken with every save, publish and new draft.
+            "csrf_token": get_token(request),
             "counts": {} if version.status == VersionStatus.DRAFT else _node_counts(version),
             # The problems of the stored graph, so a draft saved with some shows them on opening.
             "problems": _problems(graph_validate(version.graph, settings=version.settings))

@@ -73,9 +73,12 @@ def open_designer(page, journey):
     expect(page.get_by_test_id("journey-designer")).to_have_attribute("data-ready", "true")
 
 
-def drop(page, node_type: str, x: int, y: int):
+def drop(page, node_type: str, x: float, y: float):
+    """Drag a palette entry onto the canvas, `x` and `y` a fraction of the canvas's width and height."""
+    canvas = page.get_by_test_id("canvas")
+    box = canvas.bounding_box()
     page.locator(f".jd-palette-item[data-node-type='{node_type}']").drag_to(
-        page.get_by_test_id("canvas"), target_position={"x": x, "y": y}
+        canvas, target_position={"x": box["width"] * x, "y": box["height"] * y}
     )
 
 
@@ -120,9 +123,9 @@ def test_a_marketer_builds_fixes_and_publishes_a_three_node_journey(browser, liv
         expect(page.locator(".react-flow__node")).to_have_count(0)
 
         # Drag three nodes in, connect them exit by exit.
-        drop(page, "entry", 120, 160)
-        drop(page, "send_message", 420, 160)
-        drop(page, "exit", 720, 160)
+        drop(page, "entry", 0.05, 0.3)
+        drop(page, "send_message", 0.37, 0.3)
+        drop(page, "exit", 0.7, 0.3)
         expect(page.locator(".react-flow__node")).to_have_count(3)
         connect(page, "n1", "next", "n2")
         connect(page, "n2", "next", "n3")
