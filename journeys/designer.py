@@ -492,6 +492,7 @@ def designer_labels() -> dict[str, str]:
         "add_branch": _("Add a branch"),
         "remove": _("Remove"),
         "problems_title": _("Problems ({count})"),
+        "problem_at": _("{where}: {message}"),
         "no_problems": _("No problems found at the last save."),
         "handle_in": _("Entrance"),
         "handle_exit": _("Exit “{exit}”: drag to the next node"),

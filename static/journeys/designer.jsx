@@ -31,6 +31,7 @@ const DRAG_MIME = "application/x-journey-node";
 // Typing in a field records one undo step per field per pause, not one per keystroke.
 const TYPING_COALESCE_MS = 1000;
 const HISTORY_LIMIT = 200;
+const COUNTS_REFRESH_MS = 15000;
 
 // --- Labels and the catalogue ----------------------------------------------------------------------
 
@@ -88,6 +89,21 @@ function exitsOf(spec, config) {
 function problemFor(problems, prefix, name) {
   const full = `${prefix}${name}`;
   return problems.find((p) => p.field && (p.field === full || p.field.startsWith(`${full}.`)));
+}
+
+// A problem as staff read it on the node and in the list: the field's label (or the exit's) first.
+function describe(problem, spec, config, t) {
+  const path = problem.field || "";
+  if (spec && path.startsWith("config.")) {
+    const name = path.slice("config.".length);
+    const field = spec.fields.find((f) => name === f.name || name.startsWith(`${f.name}.`));
+    if (field) return t("problem_at", { where: field.label, message: problem.message });
+  }
+  if (spec && path.startsWith("exits.")) {
+    const exit = exitsOf(spec, config).find((e) => e.id === path.slice("exits.".length));
+    if (exit) return t("problem_at", { where: exit.label, message: problem.message });
+  }
+  return problem.message;
 }
 
 // --- Graph <-> React Flow --------------------------------------------------------------------------
@@ -169,7 +185,7 @@ function JourneyNode({ id, data, selected }) {
       {problems.length > 0 && (
         <ul className="jd-node-problems" role="alert">
           {problems.map((p, i) => (
-            <li key={i}>{p.message}</li>
+            <li key={i}>{describe(p, spec, data.config, t)}</li>
           ))}
         </ul>
       )}
@@ -745,6 +761,21 @@ function Designer({ boot }) {
     }
   }, [boot, dirty, save, version, applyAnswer, t]);
 
+  // A live version's counts move while staff look at it: fetched again every COUNTS_REFRESH_MS.
+  useEffect(() => {
+    if (version.status === "draft" || !boot.urls.counts) return undefined;
+    const timer = setInterval(async () => {
+      if (document.hidden) return;
+      try {
+        const answer = await callJson(boot.urls.counts, "GET", undefined, boot.csrf_token);
+        if (answer.ok && answer.data?.counts) setCounts(answer.data.counts);
+      } catch {
+        // The next tick tries again; the counts on screen stay as they were.
+      }
+    }, COUNTS_REFRESH_MS);
+    return () => clearInterval(timer);
+  }, [boot, version.status]);
+
   // A published version is frozen: editing it starts a new draft (the server copies it), opened here.
   const newDraft = useCallback(async () => {
     try {
@@ -901,7 +932,7 @@ function Designer({ boot }) {
                         {p.node_id}
                       </button>
                     ) : null}{" "}
-                    {p.message}
+                    {describe(p, p.node_id && catalogue.byType[nodes.find((n) => n.id === p.node_id)?.data.nodeType], nodes.find((n) => n.id === p.node_id)?.data.config, t)}
                   </li>
                 ))}
               </ul>
