@@ -885,7 +885,7 @@ function Designer({ boot }) {
             nodesDraggable={!readonly}
             nodesConnectable={!readonly}
             fitView
-            fitViewOptions={{ padding: 0.2, maxZoom: 1 }}
+            fitViewOptions={{ padding: 0.2, maxZoom: 1, minZoom: 0.5 }}
             minZoom={0.2}
             ariaLabelConfig={ariaLabelConfig}
             proOptions={{ hideAttribution: false }}
