@@ -19,6 +19,7 @@ from crm.analytics.schedule import ANALYTICS_BEAT_SCHEDULE
 from crm.metrics.schedule import METRICS_BEAT_SCHEDULE
 from crm.recommendations.schedule import RECOMMENDATIONS_BEAT_SCHEDULE
 from crm.schedule import jobs_beat_schedule
+from journeys.schedule import journeys_beat_schedule
 from loyalty.schedule import LOYALTY_BEAT_SCHEDULE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -312,7 +313,15 @@ CELERY_BEAT_SCHEDULE = {
         dispatch_every=env.float("MESSAGING_DISPATCH_EVERY", default=2.0),
         reap_every=env.float("MESSAGING_REAP_EVERY", default=15.0),
     ),
+    **journeys_beat_schedule(dispatch_every=env.float("JOURNEYS_DISPATCH_EVERY", default=2.0)),
 }
+# The journeys engine (journeys/services/engine.py): enrollments per claimed batch, the lease a batch is
+# held for (a killed worker's batch comes due again after it), and how long one wake keeps draining.
+JOURNEYS_BATCH_SIZE = env.int("JOURNEYS_BATCH_SIZE", default=10_000)
+JOURNEYS_LEASE_SECONDS = env.float("JOURNEYS_LEASE_SECONDS", default=120.0)
+JOURNEYS_DISPATCH_SECONDS = env.float("JOURNEYS_DISPATCH_SECONDS", default=20.0)
+# Signs the webhook node's requests (journeys/webhooks.py); empty: derived from SECRET_KEY.
+JOURNEYS_WEBHOOK_SECRET = env.str("JOURNEYS_WEBHOOK_SECRET", default="")
 
 # --- REST API -------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -61,3 +61,17 @@ def customers_tag_add(
         added += len(new)
         already += len(existing)
     return added, already
+
+
+@transaction.atomic
+def customers_tag_remove(*, customer_ids: Iterable[int], tag: Tag) -> int:
+    """Untag many customers at once, set-based per batch (the audit history records each removal).
+    Returns how many carried the tag."""
+    wanted = sorted(set(customer_ids))
+    removed = 0
+    for start in range(0, len(wanted), TAG_BATCH):
+        deleted, _by_model = CustomerTag.objects.filter(
+            tag=tag, customer_id__in=wanted[start : start + TAG_BATCH]
+        ).delete()
+        removed += deleted
+    return removed

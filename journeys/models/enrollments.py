@@ -71,8 +71,13 @@ class Enrollment(models.Model):
     steps_taken = models.PositiveIntegerField(_("steps taken"), default=0)
     # Attempts at the current node (a webhook's retries); reset when the enrollment moves on.
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    # When the enrollment reached its current node (a wait-for-event counts only events from then on).
+    node_entered_at = models.DateTimeField(_("at this node since"), null=True, blank=True)
     # Set while waiting at a wait-for-event node: the event the event-log consumer looks for.
     waiting_for = models.CharField(_("waiting for event"), max_length=64, blank=True)
+    # The exit the event-log consumer chose for a waiting enrollment ("event"); the dispatcher takes it
+    # at its next claim, under the same lock as every other move, so the consumer never races a timeout.
+    wake_handle = models.CharField(_("wakes up through"), max_length=64, blank=True)
     # Why the enrollment ended or failed, as a code with parameters (translated when shown).
     reason = models.CharField(_("reason"), max_length=40, blank=True)
     reason_params = models.JSONField(_("reason parameters"), default=dict, blank=True)

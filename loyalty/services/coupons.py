@@ -231,6 +231,45 @@ def coupon_issue(*, programme: CouponProgramme, customer, now: datetime | None =
     raise RuntimeError("could not draw a unique coupon code")  # pragma: no cover
 
 
+def coupons_issue(
+    *, programme: CouponProgramme, customer_ids: list[int], now: datetime | None = None
+) -> dict[int, Coupon]:
+    """One new code each for many members at once (a journey's coupon step over a batch): one INSERT
+    for the lot instead of one per member. Joins the caller's transaction; the caller's idempotency (a
+    journey step recorded in the same transaction) decides who gets one."""
+    now = now or timezone.now()
+    if not customer_ids:
+        return {}
+    valid_until = None
+    if programme.valid_days_after_issue:
+        valid_until = now + timedelta(days=programme.valid_days_after_issue)
+    for _attempt in range(5):
+        codes = codes_generate(len(customer_ids))
+        if len(set(codes)) != len(codes):
+            continue
+        try:
+            # A savepoint, so a collision with an existing code does not spoil the caller's transaction.
+            with transaction.atomic():
+                created = Coupon.objects.bulk_create(
+                    [
+                        Coupon(
+                            programme=programme,
+                            code=code,
+                            customer_id=customer_id,
+                            max_uses=programme.uses_per_code,
+                            valid_until=valid_until,
+                            issued_at=now,
+                        )
+                        for customer_id, code in zip(customer_ids, codes, strict=True)
+                    ],
+                    batch_size=2000,
+                )
+            return {c.customer_id: c for c in created}
+        except IntegrityError:
+            logger.warning("coupon code collision in a bulk issue; drawing again")
+    raise RuntimeError("could not draw unique coupon codes")  # pragma: no cover
+
+
 @transaction.atomic
 def coupon_revoke(*, coupon: Coupon, now: datetime | None = None) -> Coupon:
     Coupon.objects.filter(pk=coupon.pk, revoked_at__isnull=True).update(revoked_at=now or timezone.now())

@@ -1,0 +1,18 @@
+"""Beat entry of the journeys engine; config/settings.py merges `journeys_beat_schedule()` into
+CELERY_BEAT_SCHEDULE. Kept free of model imports so settings can import it."""
+
+DISPATCH_TASK = "journeys.tasks.dispatch_wake"
+
+
+def journeys_beat_schedule(*, dispatch_every: float = 2.0) -> dict:
+    """One task wakes the engine every `dispatch_every` seconds: the worker that takes it reads the event
+    log and advances what is due for up to JOURNEYS_DISPATCH_SECONDS; a wake that waited longer than its
+    interval is dropped (`expires`), the next one comes anyway. Nothing else is scheduled: waits are
+    rows with a due time, and a killed worker's batch comes due again when its lease ends."""
+    return {
+        "journeys-dispatch": {
+            "task": DISPATCH_TASK,
+            "schedule": float(dispatch_every),
+            "options": {"expires": float(dispatch_every)},
+        },
+    }

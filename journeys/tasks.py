@@ -1,0 +1,11 @@
+from celery import shared_task
+
+
+@shared_task(name="journeys.tasks.dispatch_wake", ignore_result=True)
+def dispatch_wake() -> None:
+    """Read the event log and advance due enrollments (journeys.services.engine.dispatch_run). Harmless
+    when repeated or run on several workers at once: each batch is claimed by one worker only."""
+    from crm.services.leases import lease_holder_name
+    from journeys.services.engine import dispatch_run
+
+    dispatch_run(worker=lease_holder_name())
