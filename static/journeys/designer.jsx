@@ -108,6 +108,35 @@ function describe(problem, spec, config, t) {
 
 // --- Graph <-> React Flow --------------------------------------------------------------------------
 
+// A graph written elsewhere (a ready-made journey, the API, a test) may give every node the same
+// position: then the nodes are laid out in columns by their distance from the entry, so none hides another.
+function layoutIfStacked(nodes, edges) {
+  const seen = new Set(nodes.map((n) => `${n.position.x},${n.position.y}`));
+  if (seen.size === nodes.length) return nodes;
+  const next = {};
+  for (const e of edges) (next[e.source] ||= []).push(e.target);
+  const depth = {};
+  const start = nodes.find((n) => n.data.nodeType === "entry") || nodes[0];
+  const queue = start ? [start.id] : [];
+  if (start) depth[start.id] = 0;
+  while (queue.length) {
+    const id = queue.shift();
+    for (const target of next[id] || []) {
+      if (depth[target] === undefined) {
+        depth[target] = depth[id] + 1;
+        queue.push(target);
+      }
+    }
+  }
+  const maxDepth = Math.max(0, ...Object.values(depth));
+  const rows = {};
+  return nodes.map((n) => {
+    const column = depth[n.id] ?? maxDepth + 1; // unreachable nodes: a column of their own at the end
+    const row = (rows[column] = (rows[column] ?? -1) + 1);
+    return { ...n, position: { x: column * 280, y: row * 160 } };
+  });
+}
+
 function toFlow(graph) {
   const nodes = (graph?.nodes || []).map((n) => ({
     id: String(n.id),
@@ -121,7 +150,7 @@ function toFlow(graph) {
     sourceHandle: e.source_handle ?? null,
     target: String(e.target),
   }));
-  return { nodes, edges };
+  return { nodes: layoutIfStacked(nodes, edges), edges };
 }
 
 function toGraph(nodes, edges) {
@@ -176,10 +205,10 @@ function JourneyNode({ id, data, selected }) {
       {spec?.summary && <div className="jd-node-summary">{summarize(spec, data.config)}</div>}
       {count && (
         <div className="jd-node-counts" data-testid={`counts-${id}`}>
-          <span title={t("count_entered")}>{t("count_entered")} {count.entered ?? 0}</span>
-          <span title={t("count_waiting")}>{t("count_waiting")} {count.waiting ?? 0}</span>
-          <span title={t("count_passed")}>{t("count_passed")} {count.passed ?? 0}</span>
-          <span title={t("count_exited")}>{t("count_exited")} {count.exited ?? 0}</span>
+          <span data-count="entered">{t("count_entered")} {count.entered ?? 0}</span>
+          <span data-count="waiting">{t("count_waiting")} {count.waiting ?? 0}</span>
+          <span data-count="passed">{t("count_passed")} {count.passed ?? 0}</span>
+          <span data-count="exited">{t("count_exited")} {count.exited ?? 0}</span>
         </div>
       )}
       {problems.length > 0 && (
