@@ -254,3 +254,15 @@ def test_unknown_journeys_versions_and_methods(admin_client, journey):
     assert admin_client.get(urls(journey)["publish"]).status_code == 405
     assert admin_client.delete(urls(journey)["graph"]).status_code == 405
     assert VersionStatus.DRAFT == JourneyVersion.objects.get(journey=journey).status
+
+
+def test_the_designer_page_shows_none_of_our_messages_in_english_in_chinese(admin_client, journey):
+    """The admin walk's check (tests/config/test_admin_zh_hans_walk.py) on the designer page, its JSON
+    island included: every label, field, choice and problem the canvas will show."""
+    from tests.config.test_admin_zh_hans_walk import _english_patterns, _untranslated
+
+    admin_client.cookies["django_language"] = "zh-hans"
+    response = admin_client.get(urls(journey)["page"])
+    assert response.status_code == 200 and response.context["boot"]["problems"]
+    # The user menu shows the superuser's name, "admin", as it was typed.
+    assert not _untranslated(response.content.decode(), _english_patterns(), frozenset({"admin"}))
