@@ -434,7 +434,7 @@ function FieldRow({ field, config, onChange, t, problem, idPrefix }) {
 
 // --- The side panel --------------------------------------------------------------------------------
 
-function NodePanel({ node, nodes, edges, onConfig, onConnectExit, onDelete, t, catalogue, problems, readonly }) {
+function NodePanel({ restored, node, nodes, edges, onConfig, onConnectExit, onDelete, t, catalogue, problems, readonly }) {
   const spec = catalogue.byType[node.data.nodeType];
   const config = node.data.config || {};
   const exits = exitsOf(spec, config);
@@ -465,7 +465,7 @@ function NodePanel({ node, nodes, edges, onConfig, onConnectExit, onDelete, t, c
       <fieldset disabled={readonly}>
         {visible.map((f) => (
             <FieldRow
-              key={`${node.id}-${f.name}`}
+              key={`${node.id}-${f.name}-${restored}`}
               field={f}
               config={config}
               onChange={onConfig}
@@ -509,7 +509,7 @@ function NodePanel({ node, nodes, edges, onConfig, onConnectExit, onDelete, t, c
   );
 }
 
-function SettingsPanel({ settings, fields, onChange, t, problems, readonly }) {
+function SettingsPanel({ restored, settings, fields, onChange, t, problems, readonly }) {
   return (
     <section className="jd-panel" aria-labelledby="jd-settings-title" data-testid="settings-panel">
       <h2 id="jd-settings-title">{t("journey_settings")}</h2>
@@ -518,7 +518,7 @@ function SettingsPanel({ settings, fields, onChange, t, problems, readonly }) {
         {fields
           .filter((f) => fieldVisible(f, settings))
           .map((f) => (
-            <FieldRow key={f.name} field={f} config={settings} onChange={onChange} t={t} problem={problemFor(problems, "settings.", f.name)} idPrefix="jd-settings" />
+            <FieldRow key={`${f.name}-${restored}`} field={f} config={settings} onChange={onChange} t={t} problem={problemFor(problems, "settings.", f.name)} idPrefix="jd-settings" />
           ))}
       </fieldset>
     </section>
@@ -563,6 +563,7 @@ function Designer({ boot }) {
   const [selectedId, setSelectedId] = useState(null);
   const history = useRef({ past: [], future: [], lastKey: null, lastAt: 0 });
   const [, setHistoryTick] = useState(0);
+  const [restored, setRestored] = useState(0);
   const wrapper = useRef(null);
   const flow = useReactFlow();
 
@@ -599,6 +600,8 @@ function Designer({ boot }) {
     setSettings(snapshot.settings);
     setDirty(true);
     setHistoryTick((x) => x + 1);
+    // Fields that keep their own text (JSON) are drawn afresh from the restored document.
+    setRestored((x) => x + 1);
   }, []);
   const undo = useCallback(() => restore("past", "future"), [restore]);
   const redo = useCallback(() => restore("future", "past"), [restore]);
@@ -927,6 +930,7 @@ function Designer({ boot }) {
         <aside className="jd-side">
           {selected ? (
             <NodePanel
+              restored={restored}
               node={selected}
               nodes={nodes}
               edges={edges}
@@ -940,6 +944,7 @@ function Designer({ boot }) {
             />
           ) : (
             <SettingsPanel
+              restored={restored}
               settings={settings}
               fields={catalogue.settings_fields || []}
               onChange={updateSettings}
