@@ -114,19 +114,31 @@ def test_a_marketer_builds_fixes_and_publishes_a_three_node_journey(browser, liv
         open_designer(page, journey)
         canvas = page.get_by_test_id("canvas")
 
-        # From the keyboard: Enter on a palette entry adds it; Ctrl+Z / Ctrl+Shift+Z undo and redo; Delete
-        # removes the selected node.
+        # From the keyboard: Enter on a palette entry adds it; an exit is connected from the panel's
+        # list; Ctrl+Z / Ctrl+Shift+Z undo and redo; Delete removes the selected node.
         page.locator(".jd-palette-item[data-node-type='wait']").focus()
         page.keyboard.press("Enter")
         expect(node(page, "n1")).to_be_visible()
+        expect(page.locator("#jd-n1-mode")).to_be_focused()  # the new node's panel, ready to type in
+        page.locator(".jd-palette-item[data-node-type='exit']").focus()
+        page.keyboard.press("Enter")
+        expect(node(page, "n2")).to_be_visible()
+        node(page, "n1").click(position={"x": 6, "y": 6})  # its corner: the second node sits just below
+        page.locator("#jd-n1-exit-next").select_option("n2")
+        expect(page.locator(".react-flow__edge")).to_have_count(1)
         canvas.click(position={"x": 20, "y": 20})  # the pane: nothing selected, no field focused
         page.keyboard.press("Control+z")
-        expect(page.locator(".react-flow__node")).to_have_count(0)
+        expect(page.locator(".react-flow__edge")).to_have_count(0)
+        page.keyboard.press("Control+z")
+        expect(page.locator(".react-flow__node")).to_have_count(1)
         page.keyboard.press("Control+Shift+z")
-        expect(node(page, "n1")).to_be_visible()
-        node(page, "n1").click()
-        page.keyboard.press("Delete")
+        page.keyboard.press("Control+Shift+z")
+        expect(page.locator(".react-flow__edge")).to_have_count(1)
+        for node_id in ("n2", "n1"):
+            node(page, node_id).click(position={"x": 6, "y": 6})
+            page.keyboard.press("Delete")
         expect(page.locator(".react-flow__node")).to_have_count(0)
+        expect(page.locator(".react-flow__edge")).to_have_count(0)
 
         # Drag three nodes in, connect them exit by exit.
         drop(page, "entry", 0.05, 0.3)
