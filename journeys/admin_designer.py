@@ -34,6 +34,7 @@ from django.utils.translation import gettext as _
 from journeys import designer
 from journeys.models import Journey, JourneyVersion, VersionStatus
 from journeys.nodes import GraphInvalid, graph_validate, settings_normalised
+from journeys.selectors import journey_node_counts
 from journeys.services.journeys import (
     JourneyRefused,
     journey_draft_create,
@@ -82,13 +83,6 @@ def _clean_settings(settings):
 
 
 def _node_counts(version: JourneyVersion) -> dict:
-    """{node_id: {"entered", "waiting", "passed", "exited"}} from the engine's selector. The engine lands
-    it after the models (journeys.md's protocol); until then the canvas draws no counts rather than
-    failing, and tests/journeys/test_designer_endpoints.py checks the counts once it exists."""
-    try:
-        from journeys.selectors import journey_node_counts
-    except ImportError:
-        return {}
     return journey_node_counts(version)
 
 

@@ -9,6 +9,7 @@ from crm.admin.base import HistoryAdmin, LargeTableAdmin, ReadOnlyAdmin
 from journeys.admin_designer import JourneyDesignerMixin
 from journeys.models import Enrollment, Journey, JourneyVersion
 from journeys.nodes import GraphInvalid
+from journeys.reasons import reason_text
 from journeys.services.journeys import (
     JourneyRefused,
     journey_archive,
@@ -99,8 +100,12 @@ class JourneyAdmin(JourneyDesignerMixin, HistoryAdmin):
 
 @admin.register(Enrollment)
 class EnrollmentAdmin(LargeTableAdmin, ReadOnlyAdmin):
-    list_display = ("id", "journey", "customer_id", "node_id", "state", "arm", "entered_at", "due_at")
+    list_display = ("id", "journey", "customer_id", "node_id", "state", "arm", "entered_at", "due_at", "why")
     list_filter = ("state", "arm")
     list_select_related = ("journey",)
     raw_id_fields = ("customer",)
     search_fields = ("=customer__id",)
+
+    @admin.display(description=_("why it ended"))
+    def why(self, obj):
+        return reason_text(obj.reason, obj.reason_params) if obj.reason else ""

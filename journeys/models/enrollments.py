@@ -123,12 +123,15 @@ class EnrollmentStep(models.Model):
         db_index=False,
         verbose_name=_("enrollment"),
     )
-    # Copied from the enrollment so per-node counts group steps without a join over millions of rows.
+    # Copied from the enrollment so per-node counts group steps without a join over millions of rows. No
+    # database constraint: the enrollment's own foreign key already guarantees the version, and checking
+    # it again for every step at commit was a measurable part of a batch's commit (BENCHMARKS.md).
     version = models.ForeignKey(
         "journeys.JourneyVersion",
         on_delete=models.CASCADE,
         related_name="+",
         db_index=False,
+        db_constraint=False,
         verbose_name=_("version"),
     )
     node_id = models.CharField(_("node"), max_length=64)

@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
+from crm.db import server_binding_cursor
 from journeys.models import (
     EnrollmentState,
     EnrollmentStep,
@@ -101,6 +102,7 @@ class Compiled:
     nodes: dict[str, dict]
     next: dict[tuple[str, str], str]
     settings: dict
+    published_at: datetime | None = None
 
 
 _COMPILED: dict[int, Compiled] = {}
@@ -117,6 +119,7 @@ def compiled(version_ids: set[int]) -> dict[int, Compiled]:
                 nodes=graph_nodes(version.graph),
                 next=graph_next(version.graph),
                 settings=settings_normalised(version.settings),
+                published_at=version.published_at,
             )
     return {v: _COMPILED[v] for v in version_ids if v in _COMPILED}
 
@@ -189,16 +192,20 @@ _LIVE_COLUMNS = (
 def _lock(claim: Claim) -> list[Live]:
     """The claimed rows still ours, locked by id (one order for every locker), read under the lock."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {_LIVE_COLUMNS} FROM journeys_enrollment "
-            f"WHERE id IN ({', '.join(['%s'] * len(claim.ids))}) AND claim_token = %s "
-            "AND state IN ('active', 'waiting') ORDER BY id FOR UPDATE"
-            if connection.vendor == "postgresql"
-            else f"SELECT {_LIVE_COLUMNS} FROM journeys_enrollment "
-            f"WHERE id IN ({', '.join(['%s'] * len(claim.ids))}) AND claim_token = %s "
-            "AND state IN ('active', 'waiting') ORDER BY id",
-            [*claim.ids, claim.token.hex if connection.vendor != "postgresql" else claim.token],
-        )
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"SELECT {_LIVE_COLUMNS} FROM journeys_enrollment "
+                "WHERE id = ANY(%s) AND claim_token = %s AND state IN ('active', 'waiting') "
+                "ORDER BY id FOR UPDATE",
+                [claim.ids, claim.token],
+            )
+        else:
+            cursor.execute(
+                f"SELECT {_LIVE_COLUMNS} FROM journeys_enrollment "
+                f"WHERE id IN ({', '.join(['%s'] * len(claim.ids))}) AND claim_token = %s "
+                "AND state IN ('active', 'waiting') ORDER BY id",
+                [*claim.ids, claim.token.hex],
+            )
         rows = cursor.fetchall()
     lives = []
     for r in rows:
@@ -262,6 +269,7 @@ def batch_process(*, claim: Claim, now: datetime) -> BatchStats:
         return stats
     webhook_results = nodes_run.webhooks_call(claim=claim, now=now)
     with transaction.atomic():
+        _commit_without_waiting_for_the_disk()
         lives = _lock(claim)
         stats.lost = len(claim.ids) - len(lives)
         if not lives:
@@ -272,6 +280,21 @@ def batch_process(*, claim: Claim, now: datetime) -> BatchStats:
         stats.advanced = len(advance.touched)
         stats.steps = len(advance.steps)
     return stats
+
+
+def _commit_without_waiting_for_the_disk() -> None:
+    """The batch's commit returns before its WAL reaches the disk (PostgreSQL only): the fsync wait was the
+    largest single cost of a batch (see BENCHMARKS.md, journeys engine).
+
+    Why it is safe: should the database server crash before the flush, the batch is lost whole (steps,
+    messages, points, enrollment moves), never in part, and the enrollments still carry the claim that
+    was committed durably before; they come due when its lease ends and the batch is redone with the same
+    keys. Nothing outside the database can have acted on the lost rows: the outbox sends a message only
+    after its own claim commits, durably, and a WAL flush covers every record before it, this batch's
+    included. A webhook called before the crash is called again with the same Idempotency-Key."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
 
 
 def _advance(lives: list[Live], advance: Advance, webhook_results: dict) -> None:
@@ -407,30 +430,59 @@ def _write(advance: Advance, claim: Claim) -> None:
     if advance.steps:
         # A plain insert, not ON CONFLICT: a step recorded twice would mean two workers advanced one
         # enrollment, and the unique key then rolls the whole batch back, side effects included.
-        EnrollmentStep.objects.bulk_create(
-            [
-                EnrollmentStep(
-                    enrollment_id=s.enrollment_id,
-                    version_id=s.version_id,
-                    node_id=s.node_id,
-                    visit=s.visit,
-                    entered_at=s.entered_at,
-                    left_at=s.left_at,
-                    outcome=s.outcome,
-                    handle=s.handle,
-                    detail=s.detail,
-                )
-                for s in advance.steps
-            ],
-            batch_size=5000,
-        )
+        if connection.vendor == "postgresql":
+            _steps_copy(advance.steps)
+        else:
+            EnrollmentStep.objects.bulk_create(
+                [
+                    EnrollmentStep(
+                        enrollment_id=s.enrollment_id,
+                        version_id=s.version_id,
+                        node_id=s.node_id,
+                        visit=s.visit,
+                        entered_at=s.entered_at,
+                        left_at=s.left_at,
+                        outcome=s.outcome,
+                        handle=s.handle,
+                        detail=s.detail,
+                    )
+                    for s in advance.steps
+                ],
+                batch_size=2000,
+            )
     _enrollments_update(list(advance.touched.values()), claim)
+
+
+_STEP_COLUMNS = "enrollment_id, version_id, node_id, visit, entered_at, left_at, outcome, handle, detail"
+
+
+def _steps_copy(steps: list[StepRow]) -> None:
+    # COPY straight into the table: the batch's steps are one narrow stream, not thousands of INSERT rows.
+    import json
+
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY journeys_enrollmentstep ({_STEP_COLUMNS}) FROM STDIN") as copy:
+            for s in steps:
+                copy.write_row(
+                    (
+                        s.enrollment_id,
+                        s.version_id,
+                        s.node_id,
+                        s.visit,
+                        s.entered_at,
+                        s.left_at,
+                        s.outcome,
+                        s.handle,
+                        json.dumps(s.detail, default=str) if s.detail else "{}",
+                    )
+                )
 
 
 def _steps_close(closes, now) -> None:
     if connection.vendor == "postgresql":
         ids, nodes, visits, outcomes, handles = (list(col) for col in zip(*closes, strict=True))
-        with connection.cursor() as cursor:
+        # Bound on the server: the arrays travel as parameters, not as quoted literals built in Python.
+        with server_binding_cursor() as cursor:
             cursor.execute(
                 "UPDATE journeys_enrollmentstep s SET left_at = %s, outcome = u.outcome, handle = u.handle "
                 "FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::text[], %s::text[]) "
@@ -490,7 +542,7 @@ def _enrollments_update(lives: list[Live], claim: Claim) -> None:
             strict=True,
         )
     )
-    with connection.cursor() as cursor:
+    with server_binding_cursor() as cursor:
         cursor.execute(
             "UPDATE journeys_enrollment e SET node_id = u.node_id, state = u.state, due_at = u.due_at, "
             "finished_at = u.finished_at, steps_taken = u.steps_taken, attempts = u.attempts, "

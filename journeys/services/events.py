@@ -204,6 +204,10 @@ def _entries(entries: list[tuple[Compiled, dict]], events: list[LoggedEvent], no
     for version, trigger in entries:
         pairs: dict[int, str] = {}
         for event in events:
+            # Only what happened since the version was published: a journey published today does not
+            # enter everyone who added to a cart last year (the cursor may be far behind).
+            if version.published_at is None or event.received_at < version.published_at:
+                continue
             if trigger.get("kind") == "stage_changed" and event.properties.get("to") != trigger.get("to"):
                 continue
             if not filters_match(trigger.get("filters") or [], event.properties):

@@ -282,10 +282,10 @@ def test_screenshots_on_a_desktop_and_a_phone(browser, live_server, language):
 
 
 def test_a_published_journey_shows_its_per_node_counts(browser, live_server):
-    """Events fed through the event log, the engine run, the counts drawn on the nodes. The counts come
-    from the engine's journey_node_counts; until it lands this test says so rather than passing."""
-    selectors = pytest.importorskip("journeys.selectors", reason="journey_node_counts has not landed yet")
+    """Events fed through the event log, the engine run, the counts (journey_node_counts) drawn on the
+    nodes of the published version."""
     from crm.services.event_log import NewEvent, events_append
+    from journeys import selectors
     from tests.factories import CustomerFactory
     from tests.journeys.engine_helpers import published, run
     from tests.journeys.graphs import chain, entry, node

@@ -178,3 +178,11 @@ def test_a_paused_journey_holds_its_customers_until_resumed():
     journey_resume(journey=version.journey)
     run(T0)
     assert one(version).state == EnrollmentState.COMPLETED
+
+
+def test_events_from_before_the_journey_was_published_do_not_enter_anyone():
+    customer = CustomerFactory()
+    log("add_to_cart", customer, T0 - timedelta(days=30), sku="A1")
+    version = published(chain(entry(kind="event", event_type="add_to_cart"), node("x", "exit")), now=T0)
+    run(T0 + timedelta(seconds=1))
+    assert not Enrollment.objects.filter(version=version).exists()
