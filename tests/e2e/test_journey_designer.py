@@ -290,7 +290,6 @@ def test_a_published_journey_shows_its_per_node_counts(browser, live_server):
     from tests.journeys.engine_helpers import published, run
     from tests.journeys.graphs import chain, entry, node
 
-    now = timezone.now()
     version = published(
         chain(
             entry(kind="event", event_type="add_to_cart"),
@@ -300,6 +299,7 @@ def test_a_published_journey_shows_its_per_node_counts(browser, live_server):
         name="Counted",
     )
     customers = CustomerFactory.create_batch(3)
+    now = timezone.now()  # after publishing: a journey enters customers for the events that follow it
     events_append(
         events=[
             NewEvent(type="add_to_cart", customer_id=c.pk, occurred_at=now, properties={}) for c in customers
