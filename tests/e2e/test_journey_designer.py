@@ -237,12 +237,13 @@ def test_a_thirty_node_journey_opens_within_the_target(browser, live_server):
     context, page = session(browser, live_server)
     try:
         open_designer(page, journey)  # warms the server and the browser's cache, as a second visit does
-        opened, mounted = [], []
+        opened, mounted, served = [], [], []
         for _ in range(5):
             open_designer(page, journey)
             root = page.get_by_test_id("journey-designer")
             opened.append(int(root.get_attribute("data-opened-ms")))
             mounted.append(int(root.get_attribute("data-mount-ms")))
+            served.append(round(page.evaluate("performance.getEntriesByType('navigation')[0].responseEnd")))
         expect(page.locator(".react-flow__node")).to_have_count(30)
         expect(page.locator(".react-flow__edge")).to_have_count(29)
     finally:
@@ -250,7 +251,7 @@ def test_a_thirty_node_journey_opens_within_the_target(browser, live_server):
     print(
         f"\n30-node journey: navigation start -> every node and edge drawn: median {statistics.median(opened)} ms, "
         f"max {max(opened)} ms; canvas script start -> drawn: median {statistics.median(mounted)} ms "
-        f"(5 warm loads, headless chromium)"
+        f"(5 warm loads, headless chromium); the page's HTML in by median {statistics.median(served)} ms"
     )
     # The target is 1 s; the bound allows a machine three times slower than the one that measured it.
     assert statistics.median(opened) <= 3000
