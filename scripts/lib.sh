@@ -46,6 +46,17 @@ npm_install() {
   fi
 }
 
+# Build the journey designer (static/journeys/designer.jsx, React Flow) into static/journeys/build/ with the
+# esbuild that npm_install put in node_modules. The output is not committed, so a fresh clone builds it
+# here; esbuild takes well under a second, so it runs every time rather than guessing what changed.
+designer_build() {
+  if [ -x node_modules/.bin/esbuild ]; then
+    npm run --silent build:designer || die "the journey designer's build failed (npm run build:designer)"
+  else
+    note "esbuild is not installed (no npm): the journey designer page will not work."
+  fi
+}
+
 # Progress of a long, chatty command on one line: `cmd | progress_lines PATTERN LABEL [TOTAL]` counts the
 # lines of cmd's output that match the awk regex PATTERN and shows "LABEL k[/TOTAL]: <the line's last
 # word>", rewritten in place on a terminal (every tenth on a log file), then how many there were.

@@ -27,6 +27,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 step 2 "Front-end libraries (node_modules, from package-lock.json)"
 npm_install
+designer_build
 
 step 3 "Database (migrations; the first time takes a minute)"
 python manage.py migrate --noinput | progress_lines '^  Applying ' "migration"

@@ -14,6 +14,7 @@ if [ "${1:-}" != "--checks" ]; then
   [ -x /usr/bin/chromium ] || apt_install chromium
   command -v npm >/dev/null 2>&1 || apt_install npm
   npm_install
+  designer_build
   exec scripts/with_postgres.sh "$0" --checks
 fi
 

@@ -6,6 +6,7 @@ from django.utils.translation import gettext_lazy as _
 from unfold.admin import TabularInline
 
 from crm.admin.base import HistoryAdmin, LargeTableAdmin, ReadOnlyAdmin
+from journeys.admin_designer import JourneyDesignerMixin
 from journeys.models import Enrollment, Journey, JourneyVersion
 from journeys.nodes import GraphInvalid
 from journeys.reasons import reason_text
@@ -35,12 +36,12 @@ class JourneyVersionInline(TabularInline):
 
 
 @admin.register(Journey)
-class JourneyAdmin(HistoryAdmin):
-    list_display = ("name", "status", "published_version", "updated_at")
+class JourneyAdmin(JourneyDesignerMixin, HistoryAdmin):
+    list_display = ("name", "status", "published_version", "updated_at", "designer_link")
     list_filter = ("status",)
     search_fields = ("name",)
-    fields = ("name", "description", "status", "current_version", "created_by", "created_at")
-    readonly_fields = ("status", "current_version", "created_by", "created_at")
+    fields = ("name", "description", "status", "current_version", "designer_link", "created_by", "created_at")
+    readonly_fields = ("status", "current_version", "designer_link", "created_by", "created_at")
     inlines = [JourneyVersionInline]
     actions = ["publish_selected", "pause_selected", "resume_selected", "archive_selected"]
 
