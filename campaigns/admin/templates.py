@@ -25,7 +25,6 @@ from campaigns.rendering import TemplateProblem
 from campaigns.services.templates import (
     FieldProblem,
     TemplateInvalid,
-    TestSendUnavailable,
     content_check,
     content_normalise,
     template_preview,
@@ -329,15 +328,6 @@ class MessageTemplateAdmin(ModelAdmin):
             message = template_test_send(
                 template=template, customer=customer, address=address, user=request.user
             )
-        except (TestSendUnavailable, ImportError):  # the outbox, or a stage it calls, is not installed
-            messages.warning(
-                request,
-                gettext(
-                    "Test sends go through the delivery pipeline, which is not installed yet "
-                    "(campaigns.services.outbox.message_send_now). Nothing was sent."
-                ),
-            )
-            return HttpResponseRedirect(back)
         except (TemplateProblem, ValueError) as exc:
             messages.error(request, gettext("The test could not be sent: %(error)s") % {"error": exc})
             return HttpResponseRedirect(back)

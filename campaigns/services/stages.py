@@ -3,9 +3,8 @@
 The outbox (campaigns/services/outbox.py) reaches screening, rendering, link tracking, providers, rate
 limits, address marking and the behaviour events only through the functions of this module, looked up as
 attributes at call time (`stages.screen(...)`), never bound at import. Each function here is the single
-place that names its owner's module, so plugging an owner in is an edit of one line, and a test may put
-its own stand-in in place of a stage (tests/campaigns/pipeline_doubles.py does, for the stages whose
-owners are not merged yet).
+place that names its owner's module, and a test that must inject a failure or isolate the outbox may put
+its own stand-in in place of a stage (tests/campaigns/pipeline_doubles.py).
 
 The owners (docs: /work/notes/messaging.md, issue 14):
 - screen: rules, `campaigns.services.rules.messages_screen`

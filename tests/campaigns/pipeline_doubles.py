@@ -159,31 +159,3 @@ def install(monkeypatch=None) -> None:
             monkeypatch.setattr(stages, name, globals()[name])
         else:
             setattr(stages, name, globals()[name])
-
-
-class ConsoleDouble:
-    """Stands in for the providers helper's console provider until it is merged: prints each message."""
-
-    supports_idempotency = False
-
-    def __init__(self, *, code, channel, options=None):
-        from campaigns.providers.base import Provider
-
-        self._base = Provider(code=code, channel=channel, options=options)
-        self.code, self.channel = code, channel
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def send_batch(self, messages, *, now):
-        from campaigns.providers.base import Outcome, SendResult
-
-        for m in messages:
-            print(f"[console {self.channel}] to={m.address} message={m.message_id} {m.content}", flush=True)
-        return [
-            SendResult(m.message_id, Outcome.SENT, provider_message_id=f"console-{m.message_id}")
-            for m in messages
-        ]

@@ -1,22 +1,17 @@
 """The embedded default sends: SQLite (IMMEDIATE transactions instead of SKIP LOCKED), the file-system
-broker and a real Celery worker woken by the beat entry's task, into a console provider (the stand-in of
-tests/campaigns/pipeline_doubles.py until the providers helper's console provider is merged)."""
+broker and a real Celery worker woken by the beat entry's task, into the console provider
+(campaigns.providers.console.ConsoleProvider, which logs each message: the worker's output)."""
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
-import subprocess
-import sys
 import time
-import uuid
 
 import pytest
-from celery import Celery
 
-from tests.campaigns.pipeline_doubles import ConsoleDouble  # noqa: F401 (the worker imports it by name)
-from tests.conftest import REPO_ROOT, CeleryWorker, _filesystem_broker_options
-from tests.integration.test_embedded_default import _manage, embedded_env  # noqa: F401
+from tests.integration.conftest import embedded_manage, embedded_sender, embedded_worker
 
 pytestmark = [pytest.mark.embedded, pytest.mark.integration]
 
@@ -35,45 +30,16 @@ assert r.created == 5 and len(again.existing_ids) == 5, (r, again)
 """
 
 
-def test_the_embedded_default_sends_queued_messages_to_the_console(embedded_env, tmp_path):  # noqa: F811
+def test_the_embedded_default_sends_queued_messages_to_the_console(embedded_env, tmp_path):
     env = dict(embedded_env)
     env["OUTBOX_TEST_PROVIDERS"] = json.dumps(
-        {"sms": {"BACKEND": "tests.campaigns.pipeline_doubles.ConsoleDouble", "CODE": "console"}}
+        {"sms": {"BACKEND": "campaigns.providers.console.ConsoleProvider", "CODE": "console"}}
     )
-    _manage(env, "migrate", "--noinput", "--verbosity", "0")
-    _manage(env, "shell", "-c", SEED)
+    embedded_manage(env, "migrate", "--noinput", "--verbosity", "0")
+    embedded_manage(env, "shell", "-c", SEED)
     broker_dir = tmp_path / "broker"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--pool=solo",
-            "-l",
-            "info",
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
-            "-n",
-            f"embedded-{uuid.uuid4().hex[:8]}@%h",
-            "-I",
-            "tests.campaigns.pipeline_doubles_installed",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-    )
-    worker = CeleryWorker(app=None, broker_dir=broker_dir, process=process)
-    sender = Celery("embedded-outbox", broker="filesystem://")
-    sender.conf.broker_transport_options = _filesystem_broker_options(broker_dir)
+    worker = embedded_worker(env, broker_dir, include=["tests.campaigns.pipeline_doubles_installed"])
+    sender = embedded_sender("embedded-outbox", broker_dir)
     db = sqlite3.connect(tmp_path / "db.sqlite3")
     try:
         worker.wait_for_log(r"\bready\.", timeout=60)
@@ -82,7 +48,7 @@ def test_the_embedded_default_sends_queued_messages_to_the_console(embedded_env,
             assert time.monotonic() < deadline, worker.output()[-3000:]
             result = sender.send_task("campaigns.tasks.dispatch_wake")
             worker.wait_for_log(rf"Task campaigns\.tasks\.dispatch_wake\[{result.id}\] succeeded", timeout=60)
-        assert worker.output().count("[console sms] to=+8613900000") == 5
+        assert len(re.findall(r"\[sms\] #\d+ to \+8613900000\d{3} ", worker.output())) == 5
         rows = db.execute("SELECT status, provider, attempts FROM campaigns_message").fetchall()
         assert rows == [("sent", "console", 1)] * 5
     finally:
