@@ -9,7 +9,7 @@ its own stand-in in place of a stage (tests/campaigns/pipeline_doubles.py).
 The owners (docs: /work/notes/messaging.md, issue 14):
 - screen: rules, `campaigns.services.rules.messages_screen`
 - render: templates, `campaigns.rendering.render_batch`
-- track: tracking, `campaigns.signing.tracked_content` (links rewritten, pixel, unsubscribe headers)
+- track: tracking, `campaigns.services.tracking.tracked_content` (links rewritten, pixel, unsubscribe headers)
 - provider_for, rate_limit_take, provider_cooling, provider_cool_down: providers,
   `campaigns.providers.registry` and `campaigns.services.rate_limits`
 - address_problems_record: rules, `campaigns.services.suppression` (an invalid address goes on the
@@ -49,7 +49,7 @@ def render(*, messages, now: datetime):
 
 
 def track(message_id: int, content: dict, channel: str, purpose: str = "marketing", language: str = ""):
-    from campaigns.signing import tracked_content
+    from campaigns.services.tracking import tracked_content
 
     return tracked_content(message_id, content, channel, purpose, language=language)
 
