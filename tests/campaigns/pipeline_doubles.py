@@ -1,9 +1,15 @@
-"""Stand-ins for the pipeline stages whose owners are not merged yet (campaigns/services/stages.py), so the
-outbox can be tested on its own: a screen that says "send" to the customer's email or phone, a renderer
-that formats the template data, no link tracking, providers built from settings.MESSAGING_PROVIDERS (the
+"""Stand-in pipeline stages (campaigns/services/stages.py), kept for the tests that must isolate the outbox
+or inject failures the real stages cannot be made to produce on demand: a render error on one message
+(`data={"render_fails": True}`), a provider down while a file exists or refusing one address
+(campaigns.providers.sink options), cool-downs recorded in a list to assert on, and the SIGKILL/two-worker
+process tests, where the screen must say "send" whatever the clock says (no quiet hours, no caps) so that
+the only thing under test is exactly-once. Everything else runs the real stages
+(tests/integration/test_pipeline_real_stages.py, test_outbox_celery.py, test_outbox_embedded.py).
+
+The stand-ins: a screen that says "send" to the customer's email or phone, a renderer that formats the
+template data, no link tracking, providers built from settings.MESSAGING_PROVIDERS (the
 OUTBOX_TEST_PROVIDERS environment variable, JSON, overrides it in worker processes), no rate limit, and
-message_sent / message_failed appended to the crm event log as they are (types registered here if the
-tracking helper's are not).
+message_sent / message_failed appended to the crm event log as they are.
 
 `install(monkeypatch)` replaces the stages for one test; importing `pipeline_doubles_installed` replaces
 them for a whole worker process (celery -I, tests/campaigns/outbox_worker.py)."""

@@ -1,6 +1,9 @@
-"""The embedded default's set-up, shared by the tests that run it for real (test_embedded_default.py,
+"""Helpers of the integration tests.
+
+The embedded default's set-up, shared by the tests that run it for real (test_embedded_default.py,
 test_outbox_embedded.py): an environment on a SQLite file and the file-system broker in a temporary
-directory, `manage.py` steps as subprocesses, and a solo Celery worker on that environment."""
+directory, `manage.py` steps as subprocesses, and a solo Celery worker on that environment.
+`zone_at_local_hour` makes a local time true for a worker that runs on the real clock."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ import os
 import subprocess
 import sys
 import uuid
+import zoneinfo
 from collections.abc import Sequence
+from datetime import datetime
 
 import pytest
 from celery import Celery
@@ -91,3 +96,10 @@ def embedded_sender(name: str, broker_dir) -> Celery:
     sender = Celery(name, broker="filesystem://")
     sender.conf.broker_transport_options = _filesystem_broker_options(broker_dir)
     return sender
+
+
+def zone_at_local_hour(now: datetime, hour: int) -> zoneinfo.ZoneInfo:
+    """A fixed-offset zone (no DST) in which `now` falls in the local hour `hour`."""
+    offset = ((hour - now.astimezone(zoneinfo.ZoneInfo("UTC")).hour + 12) % 24) - 12
+    # POSIX sign convention: Etc/GMT-8 is UTC+8.
+    return zoneinfo.ZoneInfo("Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import zoneinfo
 from collections import Counter
 from datetime import datetime, timedelta
 from datetime import time as clock
@@ -27,17 +26,11 @@ from campaigns.services.outbox import MessageRequest, messages_enqueue
 from campaigns.services.rules import local_to_utc
 from crm.models import Event
 from tests.campaigns.rules.helpers import customer, quiet_hours, sent
+from tests.integration.conftest import zone_at_local_hour
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 TASK = django_settings.CELERY_BEAT_SCHEDULE["campaigns-dispatch"]["task"]
-
-
-def zone_at_local_hour(now: datetime, hour: int) -> zoneinfo.ZoneInfo:
-    """A fixed-offset zone (no DST) in which `now` falls in the local hour `hour`."""
-    offset = ((hour - now.astimezone(zoneinfo.ZoneInfo("UTC")).hour + 12) % 24) - 12
-    # POSIX sign convention: Etc/GMT-8 is UTC+8.
-    return zoneinfo.ZoneInfo("Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}")
 
 
 @pytest.fixture
