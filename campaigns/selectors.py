@@ -16,7 +16,7 @@ from django.utils import formats, timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from campaigns.models import Channel, Message, MessageStatus
+from campaigns.models import Channel, Message, MessagePurpose, MessageStatus
 from campaigns.models.outbox import DUE_STATUSES, MessageSource
 from campaigns.reasons import reason_text
 from crm.clock import business_day_start, business_today
@@ -45,6 +45,7 @@ _PANEL_FIELDS = (
     "error_detail",
     "subject",
     "attempts",
+    "address",
 )
 
 
@@ -62,6 +63,7 @@ class MessageRow:
     at: dt.datetime  # when the message reached its status (sent, opened, ...) or, waiting, when it is due
     why: str  # for a message not sent: why, in the active language; "" otherwise
     subject: str
+    test_address: str = ""  # a staff test send about this customer: the staff address it went to
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ def message_row(message, *, tz: dt.tzinfo, now: dt.datetime) -> MessageRow:
         at=_status_at(message),
         why=message_why(message, tz=tz, now=now),
         subject=message.subject,
+        test_address=message.address if message.purpose == MessagePurpose.TEST else "",
     )
 
 

@@ -127,4 +127,3 @@ def click_token_read(token: str) -> ClickRef:
     if ref.link > _MAX_LINK:
         raise BadToken("link index out of range")
     return ref
-

@@ -446,7 +446,8 @@ def template_test_send(
         source_ref=f"test:{getattr(user, 'pk', '') or ''}",
         occurrence=uuid.uuid4().hex,
         purpose="test",
-        source_label=str(_("Test send of %(code)s") % {"code": template.code}),
+        # The template's own name: "test send" is the purpose, shown as such in the reader's language.
+        source_label=template.name[:200],
         data=data or {},
         address=address,
     )
