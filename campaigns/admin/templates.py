@@ -298,7 +298,8 @@ class MessageTemplateAdmin(ModelAdmin):
                 "language_name": languages.get(v.language, v.language),
                 "fields": [(name, FIELD_LABELS.get(name, name), value) for name, value in v.content.items()],
             }
-            for v in variants
+            # What this customer gets first; the other languages after it.
+            for v in sorted(variants, key=lambda v: not v.chosen)
         ]
         default_address = request.user.email if template.channel == "email" else ""
         context = {
