@@ -83,8 +83,8 @@ def _local_moment(value: dt.datetime, *, tz: dt.tzinfo, now: dt.datetime) -> str
 
 
 def reason_display(code: str, params: dict | None, *, tz: dt.tzinfo, now: dt.datetime) -> str:
-    """reason_text, with a stored instant ("until": ISO 8601 in UTC) shown in `tz` (the customer's time
-    zone: quiet hours are the customer's own)."""
+    """reason_text, with a stored moment ("until": ISO 8601 with its offset, or a local wall-clock time with
+    the params' "time_zone") shown in `tz` (the customer's time zone: quiet hours are the customer's own)."""
     values = dict(params or {})
     until = values.get("until")
     if isinstance(until, str):
@@ -94,7 +94,12 @@ def reason_display(code: str, params: dict | None, *, tz: dt.tzinfo, now: dt.dat
             pass
         else:
             if timezone.is_naive(moment):
-                moment = moment.replace(tzinfo=dt.UTC)
+                # The rules screen writes the local wall-clock time with the zone it is in
+                # ({"until": "2026-12-08 08:00", "time_zone": "Asia/Shanghai"}); read as UTC, it showed
+                # 16:00 for an 08:00 in Shanghai. A naive time without a zone is taken as UTC.
+                moment = moment.replace(
+                    tzinfo=_zone(values.get("time_zone")) if values.get("time_zone") else dt.UTC
+                )
             values["until"] = _local_moment(moment, tz=tz, now=now)
     return reason_text(code, values)
 
