@@ -16,7 +16,7 @@ from django.utils import formats, timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from campaigns.models import Channel, Message, MessageStatus
+from campaigns.models import Channel, Message, MessagePurpose, MessageStatus
 from campaigns.models.outbox import DUE_STATUSES, MessageSource
 from campaigns.reasons import reason_text
 from crm.clock import business_day_start, business_today
@@ -45,6 +45,7 @@ _PANEL_FIELDS = (
     "error_detail",
     "subject",
     "attempts",
+    "address",
 )
 
 
@@ -62,6 +63,7 @@ class MessageRow:
     at: dt.datetime  # when the message reached its status (sent, opened, ...) or, waiting, when it is due
     why: str  # for a message not sent: why, in the active language; "" otherwise
     subject: str
+    test_address: str = ""  # a staff test send about this customer: the staff address it went to
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,8 @@ def _local_moment(value: dt.datetime, *, tz: dt.tzinfo, now: dt.datetime) -> str
 
 
 def reason_display(code: str, params: dict | None, *, tz: dt.tzinfo, now: dt.datetime) -> str:
-    """reason_text, with a stored instant ("until": ISO 8601 in UTC) shown in `tz` (the customer's time
-    zone: quiet hours are the customer's own)."""
+    """reason_text, with a stored moment ("until": ISO 8601 with its offset, or a local wall-clock time with
+    the params' "time_zone") shown in `tz` (the customer's time zone: quiet hours are the customer's own)."""
     values = dict(params or {})
     until = values.get("until")
     if isinstance(until, str):
@@ -92,7 +94,12 @@ def reason_display(code: str, params: dict | None, *, tz: dt.tzinfo, now: dt.dat
             pass
         else:
             if timezone.is_naive(moment):
-                moment = moment.replace(tzinfo=dt.UTC)
+                # The rules screen writes the local wall-clock time with the zone it is in
+                # ({"until": "2026-12-08 08:00", "time_zone": "Asia/Shanghai"}); read as UTC, it showed
+                # 16:00 for an 08:00 in Shanghai. A naive time without a zone is taken as UTC.
+                moment = moment.replace(
+                    tzinfo=_zone(values.get("time_zone")) if values.get("time_zone") else dt.UTC
+                )
             values["until"] = _local_moment(moment, tz=tz, now=now)
     return reason_text(code, values)
 
@@ -145,6 +152,7 @@ def message_row(message, *, tz: dt.tzinfo, now: dt.datetime) -> MessageRow:
         at=_status_at(message),
         why=message_why(message, tz=tz, now=now),
         subject=message.subject,
+        test_address=message.address if message.purpose == MessagePurpose.TEST else "",
     )
 
 

@@ -179,11 +179,3 @@ def click_token_read(token: str) -> ClickRef:
     if ref.link > _MAX_LINK:
         raise BadToken("link index out of range")
     return ref
-
-
-def tracked_content(message_id, content, channel, *args, **kwargs):
-    """campaigns.services.tracking.tracked_content, under the name the outbox's track stage
-    (campaigns/services/stages.py on branch outbox) imports it by."""
-    from campaigns.services.tracking import tracked_content as track
-
-    return track(message_id, content, channel, *args, **kwargs)

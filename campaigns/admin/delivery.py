@@ -88,6 +88,10 @@ class ReasonFilter(admin.SimpleListFilter):
 class DeadLetterAdmin(
     CustomerSearchMixin, MessageColumnsMixin, CustomerColumnsMixin, ReadOnlyAdmin, LargeTableAdmin
 ):
+    empty_results_text = _(
+        "No message has failed for good. A message the provider refuses for good (an invalid address, a "
+        "refused template) or that fails every retry is listed here with its error, to retry it or leave it."
+    )
     list_display = (
         "id",
         "finished_at",

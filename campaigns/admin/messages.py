@@ -65,6 +65,10 @@ class CustomerSearchMixin:
 class MessageAdmin(
     CustomerSearchMixin, MessageColumnsMixin, CustomerColumnsMixin, ReadOnlyAdmin, LargeTableAdmin
 ):
+    empty_results_text = _(
+        "Every message considered for a customer is listed here: campaigns, journeys, notices, the send API "
+        "and test sends from a template's preview."
+    )
     list_display = (
         "id",
         "created_at",

@@ -3,18 +3,15 @@ and the providers' shared state (read-only, for administrators: the System group
 
 from __future__ import annotations
 
-import re
-
-import phonenumbers
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from unfold.widgets import UnfoldAdminCheckboxSelectMultipleWidget
 
+from campaigns.addresses import address_check
 from campaigns.models import (
     Channel,
     DeliverySettings,
@@ -24,8 +21,6 @@ from campaigns.models import (
     SuppressionReason,
 )
 from crm.admin.base import CustomerColumnsMixin, HistoryAdmin, LargeTableAdmin, ReadOnlyAdmin
-
-_OPENID = re.compile(r"^[A-Za-z0-9_-]{6,128}$")
 
 
 @admin.register(FrequencyCap)
@@ -111,34 +106,28 @@ class DeliverySettingsAdmin(HistoryAdmin):
         return response
 
 
-def normalise_address(channel: str, value: str) -> str:
-    """The address as the suppression list stores it (lower-case email, E.164 phone, openid and push token
-    as given), or a ValidationError saying what is wrong. The rules' campaigns/addresses.py does the same
-    for the pipeline; this one serves the admin form until that lands."""
+# The admin's sentence for each problem campaigns.addresses reports, with the value quoted.
+ADDRESS_PROBLEMS = {
+    "invalid_email": _("“%(value)s” is not an email address."),
+    "invalid_phone": _(
+        "“%(value)s” is not a valid phone number (a Chinese mobile, or international with +)."
+    ),
+    "not_mobile": _("“%(value)s” is not a mobile number: it cannot receive SMS."),
+    "invalid_openid": _("“%(value)s” does not look like a WeChat openid."),
+    "invalid_push_token": _("“%(value)s” does not look like a push token."),
+}
+
+
+def suppression_address(channel: str, value: str) -> str:
+    """The address in the one spelling the pipeline screens against (campaigns.addresses), or a
+    ValidationError saying what is wrong: a suppression spelt otherwise would never match."""
     value = (value or "").strip()
     if not value:
         raise ValidationError(_("Enter the address to suppress."))
-    if channel == Channel.EMAIL:
-        value = value.lower()
-        try:
-            validate_email(value)
-        except ValidationError:
-            raise ValidationError(_("“%(value)s” is not an email address.") % {"value": value}) from None
-        return value
-    if channel == Channel.SMS:
-        try:
-            number = phonenumbers.parse(value, "CN")
-        except phonenumbers.NumberParseException:
-            number = None
-        if number is None or not phonenumbers.is_valid_number(number):
-            raise ValidationError(
-                _("“%(value)s” is not a valid phone number (a Chinese mobile, or international with +).")
-                % {"value": value}
-            )
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    if channel == Channel.WECHAT and not _OPENID.match(value):
-        raise ValidationError(_("“%(value)s” does not look like a WeChat openid.") % {"value": value})
-    return value
+    normalised, problem = address_check(channel, value)
+    if problem:
+        raise ValidationError(ADDRESS_PROBLEMS[problem] % {"value": value})
+    return normalised
 
 
 class SuppressionForm(forms.ModelForm):
@@ -152,7 +141,7 @@ class SuppressionForm(forms.ModelForm):
         channel, address = cleaned.get("channel"), cleaned.get("address")
         if channel and address is not None:
             try:
-                cleaned["address"] = normalise_address(channel, address)
+                cleaned["address"] = suppression_address(channel, address)
             except ValidationError as error:
                 self.add_error("address", error)
             else:
@@ -183,7 +172,7 @@ class SuppressionAdmin(CustomerColumnsMixin, LargeTableAdmin):
         candidates = {term, term.lower()}
         for channel in (Channel.SMS, Channel.EMAIL):
             try:
-                candidates.add(normalise_address(channel, term))
+                candidates.add(suppression_address(channel, term))
             except ValidationError:
                 pass
         from django.db.models import Q

@@ -20,12 +20,12 @@ from django.utils.translation import gettext_lazy as _
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.widgets import UnfoldAdminTextareaWidget, UnfoldAdminTextInputWidget
 
-from campaigns.models import Channel, MessageTemplate, TemplateVersion
+from campaigns.models import Channel, MessageStatus, MessageTemplate, TemplateVersion
 from campaigns.rendering import TemplateProblem
+from campaigns.selectors import SENT_STATUSES, message_why
 from campaigns.services.templates import (
     FieldProblem,
     TemplateInvalid,
-    TestSendUnavailable,
     content_check,
     content_normalise,
     template_preview,
@@ -290,6 +290,17 @@ class MessageTemplateAdmin(ModelAdmin):
             variants = template_preview(
                 version=template.current_version, customer=customer, now=timezone.now()
             )
+        languages = dict(settings.LANGUAGES)
+        # Staff read the language's and the fields' names, not their codes.
+        shown = [
+            {
+                "variant": v,
+                "language_name": languages.get(v.language, v.language),
+                "fields": [(name, FIELD_LABELS.get(name, name), value) for name, value in v.content.items()],
+            }
+            # What this customer gets first; the other languages after it.
+            for v in sorted(variants, key=lambda v: not v.chosen)
+        ]
         default_address = request.user.email if template.channel == "email" else ""
         context = {
             **self.admin_site.each_context(request),
@@ -301,6 +312,7 @@ class MessageTemplateAdmin(ModelAdmin):
             "found": found,
             "customer": customer,
             "variants": variants,
+            "variant_rows": shown,
             "problem": problem,
             "default_address": default_address,
             "can_send": self.has_change_permission(request, template),
@@ -329,23 +341,30 @@ class MessageTemplateAdmin(ModelAdmin):
             message = template_test_send(
                 template=template, customer=customer, address=address, user=request.user
             )
-        except (TestSendUnavailable, ImportError):  # the outbox, or a stage it calls, is not installed
-            messages.warning(
-                request,
-                gettext(
-                    "Test sends go through the delivery pipeline, which is not installed yet "
-                    "(campaigns.services.outbox.message_send_now). Nothing was sent."
-                ),
-            )
-            return HttpResponseRedirect(back)
         except (TemplateProblem, ValueError) as exc:
             messages.error(request, gettext("The test could not be sent: %(error)s") % {"error": exc})
             return HttpResponseRedirect(back)
-        messages.success(
-            request,
-            gettext("Test message #%(id)s queued for %(address)s.")
-            % {"id": getattr(message, "pk", message), "address": address},
-        )
+        # The pipeline ran in this request: say how it ended (sent, or why not), not just that it was asked.
+        values = {
+            "id": message.pk,
+            "address": message.address or address,
+            "status": message.get_status_display(),
+        }
+        why = message_why(message, tz=timezone.get_current_timezone(), now=timezone.now())
+        if message.status in SENT_STATUSES:
+            messages.success(request, gettext("Test message #%(id)s to %(address)s: %(status)s.") % values)
+        elif message.status in (MessageStatus.QUEUED, MessageStatus.DEFERRED, MessageStatus.SENDING):
+            messages.warning(
+                request,
+                gettext("Test message #%(id)s to %(address)s: %(status)s (%(why)s).")
+                % {**values, "why": why or gettext("waiting for the dispatcher")},
+            )
+        else:
+            messages.error(
+                request,
+                gettext("Test message #%(id)s to %(address)s: %(status)s (%(why)s).")
+                % {**values, "why": why or message.get_status_display()},
+            )
         return HttpResponseRedirect(back)
 
 

@@ -19,7 +19,8 @@ from django.db import transaction
 
 from campaigns.models import MessagePurpose
 from campaigns.services.channels import channel_best
-from campaigns.services.sending import MessageRequest, messages_create, template_variants
+from campaigns.services.outbox import MessageRequest, messages_enqueue
+from campaigns.services.sending import template_variants
 from crm.services.event_log import LoggedEvent, event_log_read
 from loyalty.event_types import POINTS_EARNED, POINTS_EXPIRING, TIER_CHANGED
 
@@ -87,5 +88,5 @@ def notices_run(*, now: datetime, batch_size: int = 1000) -> NoticesRun:
                 )
             )
         if rows:
-            messages_create(rows=rows, now=now)
+            messages_enqueue(rows=rows, now=now)
     return NoticesRun(events=len(events), messages=len(rows), skipped=len(events) - len(rows))

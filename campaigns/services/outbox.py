@@ -629,6 +629,9 @@ def _screen_and_render(pending: list[Message], outcomes: list, now: datetime):
                     )
                 )
                 continue
+            # The language the variant was rendered in, before tracking: the opt-out and unsubscribe words
+            # tracking adds must speak it (an English SMS ending in 回T退订 was the bug).
+            m.language = getattr(r, "language", "") or m.language
             try:
                 content, links = stages.track(m.pk, dict(r.content), m.channel, m.purpose, m.language)
             except Exception as exc:
@@ -639,7 +642,6 @@ def _screen_and_render(pending: list[Message], outcomes: list, now: datetime):
             m.subject = (getattr(r, "subject", "") or "")[:300]
             m.links = list(links) if links else None
             m.template_version_id = getattr(r, "version_id", None) or m.template_version_id
-            m.language = getattr(r, "language", "") or m.language
             outgoing_by_channel[m.channel].append(
                 (
                     m,

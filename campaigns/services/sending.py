@@ -1,10 +1,8 @@
-"""Creating outbox rows for the send API and the transactional notices.
+"""The send API's messages and the templates they name.
 
-`messages_create` and `_send_one` are the seam to the outbox helper's module (campaigns/services/outbox.py,
-branch outbox): when it is there they call its `messages_enqueue` (bulk, idempotent on the unique key)
-and `message_send_now` (the API's message goes through the pipeline at once, in the request); until it
-is merged, the same idempotent insert is done here (ON CONFLICT DO NOTHING) and the dispatcher sends
-the row later.
+A message asked for through the API goes through the outbox's `message_send_now` (queued under its
+unique key, then put through the pipeline at once, in the request); the transactional notices queue
+theirs with `messages_enqueue` (campaigns/services/notices.py).
 
 Templates: a template code names one template on one channel (MessageTemplate.channel); its variants for
 other channels are the templates coded `<code>.<channel>` (`points_earned` on WeChat, `points_earned.sms`,
@@ -17,84 +15,34 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
 from django.utils.translation import gettext as _
 
-from campaigns.models import Channel, Message, MessageStatus, MessageTemplate
+from campaigns.models import Channel, Message, MessageTemplate
 from campaigns.services.channels import channel_best
+from campaigns.services.outbox import MessageRequest, message_send_now
 from crm.services.events import CustomerRef, customer_ids_find
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class MessageRequest:
-    customer_id: int
-    channel: str
-    template_id: int
-    purpose: str
-    source_kind: str
-    source_ref: str
-    occurrence: str
-    data: dict = field(default_factory=dict)
-    priority: int = 0
-    source_label: str = ""
-    payload_fingerprint: str = ""
-    due_at: datetime | None = None
-
-    @property
-    def key(self) -> tuple[int, str, str, str]:
-        return (self.customer_id, self.source_kind, self.source_ref, self.occurrence)
-
-
-def _outbox():
-    try:
-        from campaigns.services import outbox
-    except ImportError:  # not merged yet
-        return None
-    return outbox
-
-
-def _outbox_request(outbox, r: MessageRequest):
-    return outbox.MessageRequest(
-        customer_id=r.customer_id,
-        channel=r.channel,
-        template_id=r.template_id,
-        purpose=r.purpose,
-        source_kind=r.source_kind,
-        source_ref=r.source_ref,
-        occurrence=r.occurrence,
-        data=r.data,
-        priority=r.priority,
-        source_label=r.source_label,
-        payload_fingerprint=r.payload_fingerprint,
-        due_at=r.due_at,
-    )
-
-
 def _send_one(request: MessageRequest, now: datetime) -> int | None:
-    """The id of the message for `request`, created (and, with the outbox, sent at once) or there before;
-    None when the key's row belongs to another customer (the API key's own unique key)."""
-    outbox = _outbox()
-    if outbox is not None:
-        try:
-            message, _created = outbox.message_send_now(request=_outbox_request(outbox, request), now=now)
-        except IndexError:  # enqueue reported no id: the API key constraint, another customer's row
-            return None
-        except Exception:
-            # The row is committed before the pipeline runs; if sending it at once fails (a stage down),
-            # the message is the dispatcher's like any other (a claimed one is taken back by the reaper),
-            # and the caller still gets its id rather than a 500 for a message that exists.
-            logger.exception(
-                "send API: sending message %s at once failed; left to the dispatcher", request.key
-            )
-            return _message_id(request)
-        return message.pk if message.customer_id == request.customer_id else None
-    with transaction.atomic():
-        return messages_create(rows=[request], now=now).get(request.key)
+    """The id of the message for `request`, created and sent at once, or there before; None when the
+    key's row belongs to another customer (the API key's own unique key)."""
+    try:
+        message, _created = message_send_now(request=request, now=now)
+    except IndexError:  # enqueue reported no id: the API key constraint, another customer's row
+        return None
+    except Exception:
+        # The row is committed before the pipeline runs; if sending it at once fails (a stage down), the
+        # message is the dispatcher's like any other (a claimed one is taken back by the reaper), and the
+        # caller still gets its id rather than a 500 for a message that exists.
+        key = (request.customer_id, request.source_kind, request.source_ref, request.occurrence)
+        logger.exception("send API: sending message %s at once failed; left to the dispatcher", key)
+        return _message_id(request)
+    return message.pk if message.customer_id == request.customer_id else None
 
 
 def _message_id(request: MessageRequest) -> int | None:
@@ -107,56 +55,6 @@ def _message_id(request: MessageRequest) -> int | None:
         )
         .values_list("pk", flat=True)
         .first()
-    )
-
-
-def messages_create(*, rows: Sequence[MessageRequest], now: datetime) -> dict[tuple, int]:
-    """Insert the rows not stored yet (by their unique key) as queued messages, due now unless they say
-    when; returns {key: message id} for every row, new or already there. Batches of 1,000."""
-    result: dict[tuple, int] = {}
-    outbox = _outbox()
-    for start in range(0, len(rows), 1000):
-        chunk = rows[start : start + 1000]
-        if outbox is not None:
-            outbox.messages_enqueue(rows=[_outbox_request(outbox, r) for r in chunk], now=now)
-        else:
-            _insert(chunk, now)
-        wanted = {r.key for r in chunk}
-        found = Message.objects.filter(
-            customer_id__in={r.customer_id for r in chunk},
-            source_kind__in={r.source_kind for r in chunk},
-            source_ref__in={r.source_ref for r in chunk},
-            occurrence__in={r.occurrence for r in chunk},
-        ).values_list("customer_id", "source_kind", "source_ref", "occurrence", "pk")
-        for customer_id, kind, ref, occurrence, pk in found:
-            if (customer_id, kind, ref, occurrence) in wanted:
-                result[(customer_id, kind, ref, occurrence)] = pk
-    return result
-
-
-def _insert(chunk: Sequence[MessageRequest], now: datetime) -> None:
-    Message.objects.bulk_create(
-        [
-            Message(
-                customer_id=r.customer_id,
-                channel=r.channel,
-                purpose=r.purpose,
-                source_kind=r.source_kind,
-                source_ref=r.source_ref,
-                occurrence=r.occurrence,
-                source_label=r.source_label,
-                payload_fingerprint=r.payload_fingerprint,
-                template_id=r.template_id,
-                data=r.data,
-                priority=r.priority,
-                status=MessageStatus.QUEUED,
-                due_at=r.due_at or now,
-                created_at=now,
-                history=[{"status": MessageStatus.QUEUED, "at": now.isoformat(), "reason": "", "params": {}}],
-            )
-            for r in chunk
-        ],
-        ignore_conflicts=True,
     )
 
 

@@ -3,14 +3,13 @@
 The outbox (campaigns/services/outbox.py) reaches screening, rendering, link tracking, providers, rate
 limits, address marking and the behaviour events only through the functions of this module, looked up as
 attributes at call time (`stages.screen(...)`), never bound at import. Each function here is the single
-place that names its owner's module, so plugging an owner in is an edit of one line, and a test may put
-its own stand-in in place of a stage (tests/campaigns/pipeline_doubles.py does, for the stages whose
-owners are not merged yet).
+place that names its owner's module, and a test that must inject a failure or isolate the outbox may put
+its own stand-in in place of a stage (tests/campaigns/pipeline_doubles.py).
 
 The owners (docs: /work/notes/messaging.md, issue 14):
 - screen: rules, `campaigns.services.rules.messages_screen`
 - render: templates, `campaigns.rendering.render_batch`
-- track: tracking, `campaigns.signing.tracked_content` (links rewritten, pixel, unsubscribe headers)
+- track: tracking, `campaigns.services.tracking.tracked_content` (links rewritten, pixel, unsubscribe headers)
 - provider_for, rate_limit_take, provider_cooling, provider_cool_down: providers,
   `campaigns.providers.registry` and `campaigns.services.rate_limits`
 - address_problems_record: rules, `campaigns.services.suppression` (an invalid address goes on the
@@ -50,7 +49,7 @@ def render(*, messages, now: datetime):
 
 
 def track(message_id: int, content: dict, channel: str, purpose: str = "marketing", language: str = ""):
-    from campaigns.signing import tracked_content
+    from campaigns.services.tracking import tracked_content
 
     return tracked_content(message_id, content, channel, purpose, language=language)
 

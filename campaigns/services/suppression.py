@@ -10,7 +10,6 @@ list again for every batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 
 from django.db import transaction
@@ -25,6 +24,7 @@ from campaigns.addresses import (
     address_check,
 )
 from campaigns.models import Channel, Message, MessagePurpose, Suppression, SuppressionReason
+from campaigns.services.outbox import messages_cancel
 from crm.models import Consent, ConsentStatus, Customer, CustomerIdentity
 from crm.services.consent import consent_set
 
@@ -45,21 +45,12 @@ _IDENTITY_KIND = {
 }
 
 
-def _messages_cancel() -> Callable:
-    """The outbox's `messages_cancel(*, customer_ids, channel, purpose, reason, params, now) -> int`, looked up when
-    called. A seam: the outbox owns the message states, so only it cancels; tests of this module replace
-    this function with their own cancel until the outbox lands beside it."""
-    from campaigns.services.outbox import messages_cancel
-
-    return messages_cancel
-
-
 def _cancel_queued_marketing(
     customer_ids: list[int], channel: str, reason: str, params: dict, now: datetime
 ) -> int:
     if not customer_ids:
         return 0
-    return _messages_cancel()(
+    return messages_cancel(
         customer_ids=customer_ids,
         channel=channel,
         purpose=MessagePurpose.MARKETING,

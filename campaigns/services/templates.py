@@ -33,6 +33,7 @@ from campaigns.rendering import (
     version_compile,
     wechat_value_limit,
 )
+from campaigns.services.outbox import MessageRequest, message_send_now
 from campaigns.services.personalisation import (
     CONTEXT_SCHEMA,
     SAMPLE_COUPON_CODE,
@@ -430,27 +431,12 @@ def template_preview(
     return variants
 
 
-class TestSendUnavailable(Exception):
-    """The outbox's `message_send_now` is not there (the outbox lands separately)."""
-
-
-def _outbox():
-    """The seam to the outbox (campaigns.services.outbox: message_send_now, MessageRequest), looked up
-    at call time: the outbox lands on its own."""
-    try:
-        from campaigns.services.outbox import MessageRequest, message_send_now
-    except ImportError as exc:
-        raise TestSendUnavailable(str(exc)) from None
-    return MessageRequest, message_send_now
-
-
 def template_test_send(
     *, template: MessageTemplate, customer, address: str, data: dict | None = None, user=None, now=None
 ):
     """Send the template's current version, personalised for `customer`, to a staff address or phone,
     through the pipeline (purpose "test": no customer's caps counted, no coupon issued). Returns the
     outbox's message."""
-    MessageRequest, message_send_now = _outbox()
     now = now or timezone.now()
     request = MessageRequest(
         customer_id=customer.pk,
@@ -460,7 +446,8 @@ def template_test_send(
         source_ref=f"test:{getattr(user, 'pk', '') or ''}",
         occurrence=uuid.uuid4().hex,
         purpose="test",
-        source_label=str(_("Test send of %(code)s") % {"code": template.code}),
+        # The template's own name: "test send" is the purpose, shown as such in the reader's language.
+        source_label=template.name[:200],
         data=data or {},
         address=address,
     )

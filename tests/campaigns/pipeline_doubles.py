@@ -1,9 +1,15 @@
-"""Stand-ins for the pipeline stages whose owners are not merged yet (campaigns/services/stages.py), so the
-outbox can be tested on its own: a screen that says "send" to the customer's email or phone, a renderer
-that formats the template data, no link tracking, providers built from settings.MESSAGING_PROVIDERS (the
+"""Stand-in pipeline stages (campaigns/services/stages.py), kept for the tests that must isolate the outbox
+or inject failures the real stages cannot be made to produce on demand: a render error on one message
+(`data={"render_fails": True}`), a provider down while a file exists or refusing one address
+(campaigns.providers.sink options), cool-downs recorded in a list to assert on, and the SIGKILL/two-worker
+process tests, where the screen must say "send" whatever the clock says (no quiet hours, no caps) so that
+the only thing under test is exactly-once. Everything else runs the real stages
+(tests/integration/test_pipeline_real_stages.py, test_outbox_celery.py, test_outbox_embedded.py).
+
+The stand-ins: a screen that says "send" to the customer's email or phone, a renderer that formats the
+template data, no link tracking, providers built from settings.MESSAGING_PROVIDERS (the
 OUTBOX_TEST_PROVIDERS environment variable, JSON, overrides it in worker processes), no rate limit, and
-message_sent / message_failed appended to the crm event log as they are (types registered here if the
-tracking helper's are not).
+message_sent / message_failed appended to the crm event log as they are.
 
 `install(monkeypatch)` replaces the stages for one test; importing `pipeline_doubles_installed` replaces
 them for a whole worker process (celery -I, tests/campaigns/outbox_worker.py)."""
@@ -159,31 +165,3 @@ def install(monkeypatch=None) -> None:
             monkeypatch.setattr(stages, name, globals()[name])
         else:
             setattr(stages, name, globals()[name])
-
-
-class ConsoleDouble:
-    """Stands in for the providers helper's console provider until it is merged: prints each message."""
-
-    supports_idempotency = False
-
-    def __init__(self, *, code, channel, options=None):
-        from campaigns.providers.base import Provider
-
-        self._base = Provider(code=code, channel=channel, options=options)
-        self.code, self.channel = code, channel
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def send_batch(self, messages, *, now):
-        from campaigns.providers.base import Outcome, SendResult
-
-        for m in messages:
-            print(f"[console {self.channel}] to={m.address} message={m.message_id} {m.content}", flush=True)
-        return [
-            SendResult(m.message_id, Outcome.SENT, provider_message_id=f"console-{m.message_id}")
-            for m in messages
-        ]

@@ -255,3 +255,23 @@ def test_the_360_page_reads_messages_in_one_query_however_many_there_are(admin_c
     many_total, many_outbox = outbox_queries(many)
     assert many_total == few_total
     assert len(few_outbox) == len(many_outbox) == 1
+
+
+def test_a_quiet_hours_deferral_from_the_real_screen_reads_as_the_customers_morning():
+    # The screen stores the local time with its zone; the panel once read it as UTC (16:00 for 08:00).
+    from campaigns.models import DeliverySettings
+    from campaigns.services.rules import messages_screen
+    from crm.models import Consent
+
+    customer = CustomerFactory(time_zone="Asia/Shanghai", phone="+8613800138000")
+    Consent.objects.create(customer=customer, channel="sms", status="opted_in", changed_at=NOW)
+    DeliverySettings.current()  # 21:00-08:00 on every channel
+    queued = message(customer, status="queued", reason="", due_at=NOW, created_at=NOW)
+    (decision,) = messages_screen(messages=[queued], now=NOW)
+    assert (decision.action, decision.reason, decision.until) == ("defer", "quiet_hours", MORNING)
+    queued.status, queued.reason, queued.reason_params = "deferred", decision.reason, decision.params
+    queued.due_at = decision.until
+    queued.save()
+    with translation.override("en"):
+        (row,) = customer_messages(customer_id=customer.pk, now=NOW).rows
+    assert row.why.startswith("quiet hours, deferred to ") and row.why.endswith("08:00"), row.why

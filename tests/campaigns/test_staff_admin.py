@@ -334,3 +334,20 @@ def test_a_manager_edits_frequency_caps_in_the_list(client):
         ("", "week", 5),
         ("sms", "day", 2),
     ]
+
+
+@pytest.mark.parametrize(
+    ("language", "empty", "searched"),
+    [
+        ("en", "No message has failed for good.", "Nothing matches this search or these filters"),
+        ("zh-hans", "目前没有永久失败的消息。", "没有符合此搜索或筛选条件的记录"),
+    ],
+)
+def test_an_empty_dead_letter_list_says_what_would_be_there_in_the_readers_language(
+    admin_client, language, empty, searched
+):
+    url = reverse("admin:campaigns_deadletter_changelist")
+    page = admin_client.get(url, headers={"accept-language": language}).content.decode()
+    assert empty in page and "yielded into no results" not in page and "deadletter/add/" not in page
+    page = admin_client.get(url, {"q": "nobody"}, headers={"accept-language": language}).content.decode()
+    assert searched in page and empty not in page

@@ -236,3 +236,14 @@ def test_timestamps_are_formatted_like_numpy():
     ]
     assert seed_demo._ts(epoch, "+00") == expected
     assert seed_demo._iso_us(epoch[:1]) == ["1970-01-01T00:00:00.000000+00:00"]
+
+
+def test_demo_phones_are_real_mobile_numbers_so_demo_sms_can_be_sent():
+    import phonenumbers
+
+    seed(customers=600)
+    phones = list(Customer.objects.exclude(phone="").values_list("phone", flat=True))
+    assert len(phones) > 400 and len(set(phones)) == len(phones)
+    mobile = {phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
+    refused = [p for p in phones if phonenumbers.number_type(phonenumbers.parse(p)) not in mobile]
+    assert refused == []

@@ -9,87 +9,18 @@ read that file with the sqlite3 module."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
-from celery import Celery
 from django.utils import timezone
 
-from tests.conftest import REPO_ROOT, CeleryWorker, _filesystem_broker_options
+from tests.integration.conftest import embedded_manage, embedded_sender, embedded_worker
 
 pytestmark = [pytest.mark.embedded, pytest.mark.integration]
 
-STEP_TIMEOUT = 120
 IMPORTED = ("SMOKE-1", "SMOKE-2")
-
-
-@pytest.fixture
-def embedded_env(tmp_path):
-    broker_dir = tmp_path / "broker"
-    _filesystem_broker_options(broker_dir)  # creates the folders, as config/settings.py expects them
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DATABASE_", "CELERY_", "DJANGO_", "CACHE_"))
-    }
-    env.update(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        CELERY_BROKER_URL="filesystem://",
-        CELERY_BROKER_DIR=str(broker_dir),
-        DJANGO_ENV="development",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def _manage(env, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=STEP_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def _worker(env, broker_dir) -> CeleryWorker:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--pool=solo",
-            "-l",
-            "info",
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
-            "-n",
-            f"embedded-{uuid.uuid4().hex[:8]}@%h",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-    )
-    return CeleryWorker(app=None, broker_dir=broker_dir, process=process)
 
 
 def _accounts(db, external_ids) -> dict[str, int]:
@@ -112,10 +43,10 @@ def _order_points(db) -> dict[str, int]:
 
 def test_the_embedded_default_seeds_computes_imports_and_accrues_in_the_worker(embedded_env, tmp_path):
     env = embedded_env
-    _manage(env, "migrate", "--noinput", "--verbosity", "0")
-    _manage(env, "seed_demo", "--customers", "200")
-    _manage(env, "loyalty_seed_demo")
-    _manage(env, "compute_metrics")
+    embedded_manage(env, "migrate", "--noinput", "--verbosity", "0")
+    embedded_manage(env, "seed_demo", "--customers", "200")
+    embedded_manage(env, "loyalty_seed_demo")
+    embedded_manage(env, "compute_metrics")
 
     # Orders older than the demo programme's 15-day return window earn available points at once.
     placed = (timezone.now() - timedelta(days=30)).strftime("%Y-%m-%d %H:%M:%S")
@@ -126,7 +57,7 @@ def test_the_embedded_default_seeds_computes_imports_and_accrues_in_the_worker(e
         f"SMOKE-2,SMOKE-O-2,{placed},88.00,jd,SMOKE-SKU,2\n",
         encoding="utf-8",
     )
-    _manage(env, "import_orders", str(orders))
+    embedded_manage(env, "import_orders", str(orders))
 
     db = sqlite3.connect(tmp_path / "db.sqlite3")
     try:
@@ -140,9 +71,8 @@ def test_the_embedded_default_seeds_computes_imports_and_accrues_in_the_worker(e
         assert _accounts(db, IMPORTED) == {}  # nothing has read the import's events yet
 
         broker_dir = tmp_path / "broker"
-        worker = _worker(env, broker_dir)
-        sender = Celery("embedded-smoke", broker="filesystem://")
-        sender.conf.broker_transport_options = _filesystem_broker_options(broker_dir)
+        worker = embedded_worker(env, broker_dir)
+        sender = embedded_sender("embedded-smoke", broker_dir)
         try:
             worker.wait_for_log(r"\bready\.", timeout=60)
             # The reader holds back the youngest events for a moment (late commits), so ask until it

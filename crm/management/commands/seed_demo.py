@@ -47,6 +47,25 @@ from crm.models import AcquisitionCost, Customer, Product, Tag
 from crm.services.orders import payload_fingerprint
 from crm.services.refunds import refund_fingerprint
 
+# Mobile prefixes of the three carriers that phonenumbers' +86 plan holds valid in full.
+MOBILE_PREFIXES = (
+    *range(130, 140),
+    150,
+    151,
+    152,
+    153,
+    155,
+    156,
+    157,
+    158,
+    159,
+    166,
+    177,
+    *range(180, 190),
+    198,
+    199,
+)
+
 MARKER = "DEMO-"
 BLOCK = 100_000  # customers generated and written together
 DAY = 86_400
@@ -797,7 +816,11 @@ class _Block:
                 names.append(han)
             emails.append(f"{sur_pin}{given_pin}{k}@{EMAIL_DOMAINS[0][dm]}".lower() if he else "")
         has_phone = rng.random(n) < 0.85
-        phone_numbers = 13_000_000_000 + (number * 1_000_003) % 7_000_000_000  # distinct for distinct numbers
+        # A real +86 mobile prefix and eight digits (distinct for distinct numbers: 1,000,003 is prime to
+        # 10^8), so that the demo's SMS reach the console instead of being refused as invalid numbers (the
+        # 14x/16x/19x blocks are data-only or unallocated in parts).
+        prefixes = np.array(MOBILE_PREFIXES, dtype=np.int64)[number % len(MOBILE_PREFIXES)]
+        phone_numbers = prefixes * 100_000_000 + (number * 1_000_003) % 100_000_000
         phones = np.where(has_phone, np.strings.add("+86", phone_numbers.astype(str)), "").tolist()
 
         age = np.where(gender == 1, rng.normal(34, 8, n), rng.normal(31, 6, n)).clip(18, 65)

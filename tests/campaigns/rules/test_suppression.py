@@ -5,7 +5,7 @@ import pytest
 from django.db.models import Q
 
 from campaigns.models import Message, Suppression
-from campaigns.services import suppression
+from campaigns.services import outbox, suppression
 from campaigns.services.rules import SUPPRESS, messages_screen
 from crm.models import Consent, ConsentChange, CustomerIdentity
 from tests.campaigns.rules.helpers import customer, message, utc
@@ -17,20 +17,21 @@ NOW = utc(2026, 12, 7, 6, 0)
 
 @pytest.fixture
 def cancels(monkeypatch):
-    """The outbox's messages_cancel, as its interface says (campaigns/services/outbox.py owns the real one):
-    queued and deferred messages of these customers, channel and purpose become cancelled with the reason.
-    Records each call."""
+    """The outbox's real messages_cancel, with each call recorded (which customers a suppression reached)."""
     calls = []
 
-    def messages_cancel(*, customer_ids, channel, purpose="marketing", reason, params=None, now):
+    def recorded(**kwargs):
         calls.append(
-            {"customer_ids": sorted(customer_ids), "channel": channel, "reason": reason, "params": params}
+            {
+                "customer_ids": sorted(kwargs["customer_ids"]),
+                "channel": kwargs["channel"],
+                "reason": kwargs["reason"],
+                "params": kwargs.get("params"),
+            }
         )
-        return Message.objects.filter(
-            customer_id__in=customer_ids, channel=channel, purpose=purpose, status__in=["queued", "deferred"]
-        ).update(status="cancelled", reason=reason, reason_params=params or {}, finished_at=now)
+        return outbox.messages_cancel(**kwargs)
 
-    monkeypatch.setattr(suppression, "_messages_cancel", lambda: messages_cancel)
+    monkeypatch.setattr(suppression, "messages_cancel", recorded)
     return calls
 
 
