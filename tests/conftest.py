@@ -112,6 +112,28 @@ def pytest_collection(session):
         _collecting = False
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    """Each test starts in the default language and with empty per-process caches, whatever ran before.
+
+    A request through LocaleMiddleware (the test client, a view called directly) leaves its language
+    active in the test thread: a later test reading a command's output would see Chinese or English by
+    the order tests ran in. The compiled template and journey caches are keyed by row id, which never
+    comes back in a real database but does here, where migration tests recreate tables and restart
+    their sequences: a test would render another test's template."""
+    from django.conf import settings
+    from django.utils import translation
+
+    from campaigns.rendering import compiled_cache_clear as templates_cache_clear
+    from journeys.services.engine import compiled_cache_clear as journeys_cache_clear
+
+    translation.activate(settings.LANGUAGE_CODE)
+    templates_cache_clear()
+    journeys_cache_clear()
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
+
+
 def pytest_collection_modifyitems(items):
     stale = []
     for item in items:

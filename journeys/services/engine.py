@@ -108,6 +108,10 @@ class Compiled:
 _COMPILED: dict[int, Compiled] = {}
 
 
+def compiled_cache_clear() -> None:
+    _COMPILED.clear()
+
+
 def compiled(version_ids: set[int]) -> dict[int, Compiled]:
     missing = [v for v in version_ids if v not in _COMPILED]
     if missing:
