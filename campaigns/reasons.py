@@ -38,6 +38,7 @@ REASONS: dict[str, str] = {
     "claim_lapsed_handed": gettext_noop(
         "its worker stopped after handing it to a provider that ignores repeats: queued again"
     ),
+    "campaign_paused": gettext_noop("held: the campaign is paused"),
     # Failed, cancelled or unknown.
     "provider_rejected": gettext_noop("provider refused it: %(error)s"),
     "retries_exhausted": gettext_noop("gave up after %(attempts)s attempts: %(error)s"),

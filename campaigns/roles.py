@@ -18,6 +18,11 @@ VIEWED = (
     "suppression",
     "messagetemplate",
     "templateversion",
+    "campaign",
+    "campaignvariant",
+    "campaignrun",
+    "campaignrecipient",
+    "campaignrunreport",
 )
 
 
@@ -28,6 +33,10 @@ def _view(*models: str):
 CAMPAIGNS_ROLE_GRANTS: RoleGrants = {
     MARKETER: [
         *_view(*VIEWED),
+        # A marketer prepares campaigns and submits them; approving and scheduling is the manager's.
+        ("campaigns", "add", "campaign"),
+        ("campaigns", "change", "campaign"),
+        ("campaigns", "*", "campaignvariant"),
         ("campaigns", "add", "suppression"),
         ("campaigns", "delete", "suppression"),
     ],
@@ -41,6 +50,9 @@ CAMPAIGNS_ROLE_GRANTS: RoleGrants = {
         ("campaigns", "change", "messagetemplate"),
         ("campaigns", "add", "templateversion"),
         ("campaigns", "retry", "deadletter"),
+        ("campaigns", "*", "campaign"),
+        ("campaigns", "*", "campaignvariant"),
+        ("campaigns", "approve", "campaign"),
     ],
     ANALYST: _view(*VIEWED),
     SUPPORT: [*_view("message"), ("campaigns", "add", "suppression")],

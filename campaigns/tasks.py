@@ -22,3 +22,50 @@ def outbox_reap() -> None:
     from campaigns.services.outbox import messages_reap
 
     messages_reap(now=timezone.now())
+
+
+@shared_task(name="campaigns.tasks.campaign_run_start", ignore_result=True, acks_late=True)
+def campaign_run_start(run_id: int) -> None:
+    """Start one campaign run (campaigns.services.campaigns): leased and idempotent, so a redelivered or
+    retried task sends nothing twice."""
+    from django.utils import timezone
+
+    from campaigns.models import CampaignRun
+    from campaigns.services.campaigns import campaign_run_start as start
+
+    run = CampaignRun.objects.filter(pk=run_id).first()
+    if run is not None:
+        start(run=run, now=timezone.now())
+
+
+@shared_task(name="campaigns.tasks.campaign_schedule_dispatch", ignore_result=True)
+def campaign_schedule_dispatch() -> None:
+    """The one beat task of campaigns: write the runs of due occurrences, then start due runs and settle
+    finished ones (campaigns.services.occurrences). Harmless when repeated: an occurrence is unique per
+    campaign and a start is leased."""
+    from django.utils import timezone
+
+    from campaigns.services.occurrences import campaign_occurrences_dispatch
+
+    campaign_occurrences_dispatch(now=timezone.now())
+
+
+@shared_task(name="campaigns.tasks.campaign_winners_pick", ignore_result=True)
+def campaign_winners_pick() -> None:
+    """Pick the winner of every run whose test has waited long enough, and send it to the rest
+    (campaigns.services.experiments)."""
+    from django.utils import timezone
+
+    from campaigns.services.experiments import campaign_winners_pick_due
+
+    campaign_winners_pick_due(now=timezone.now())
+
+
+@shared_task(name="campaigns.tasks.campaign_reports_refresh", ignore_result=True)
+def campaign_reports_refresh() -> None:
+    """Recompute the stored reports of runs whose attribution window is open (campaigns.services.reports)."""
+    from django.utils import timezone
+
+    from campaigns.services.reports import campaign_reports_refresh_due
+
+    campaign_reports_refresh_due(now=timezone.now())

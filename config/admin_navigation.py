@@ -67,6 +67,8 @@ LOYALTY = (
     NavEntry("loyalty.memberlogin", "badge"),
 )
 CAMPAIGNS: tuple[NavEntry, ...] = (
+    NavEntry("campaigns.campaign", "campaign"),
+    NavEntry("campaigns.campaignrunreport", "query_stats"),
     NavEntry("campaigns.message", "mail"),
     NavEntry("campaigns.deliveryoverview", "monitoring"),
     NavEntry("campaigns.deadletter", "report"),
@@ -74,6 +76,7 @@ CAMPAIGNS: tuple[NavEntry, ...] = (
     NavEntry("campaigns.frequencycap", "speed"),
     NavEntry("campaigns.deliverysettings", "bedtime"),
     NavEntry("campaigns.suppression", "block"),
+    NavEntry("campaigns.calendardate", "calendar_month"),
 )
 JOURNEYS: tuple[NavEntry, ...] = (
     NavEntry("journeys.journey", "route"),

@@ -299,6 +299,11 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Campaign occurrences (campaigns/services/occurrences.py, woken by "campaigns-runs-dispatch"): an
+# occurrence missed by more than CAMPAIGN_CATCH_UP_SECONDS (the dispatcher was down, the campaign paused)
+# is recorded as missed instead of sent late, and of several missed within the window only the latest
+# goes out.
+CAMPAIGN_CATCH_UP_SECONDS = env.float("CAMPAIGN_CATCH_UP_SECONDS", default=7200.0)
 # config/ wires the apps together: each app declares its beat entries in a model-free `schedule` module.
 CELERY_BEAT_SCHEDULE = {
     # A heartbeat: /healthz reports when beat last ran from the row this task writes.

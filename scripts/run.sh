@@ -41,6 +41,8 @@ python manage.py seed_demo --customers 2000
 logins=$(python manage.py loyalty_seed_demo && python manage.py ensure_demo_admin)
 # The message templates (every channel, Chinese and English): make run can send to the console at once.
 python manage.py campaigns_seed_templates
+# The marketing calendar (holidays and shopping dates) campaigns can be scheduled against.
+python manage.py campaigns_seed_calendar
 printf '%s\n' "$logins"
 member=$(grep '^Member portal:' <<<"$logins" || true)
 admin=$(grep '^Admin:' <<<"$logins" || true)

@@ -200,6 +200,13 @@ class Message(models.Model):
                 condition=Q(status__in=["failed", "unknown"]),
                 name="campaigns_message_failed",
             ),
+            # A campaign run's messages (occurrence is the run's id): pause, resume and cancel withdraw or
+            # put back what is still queued in one UPDATE (campaigns/services/campaigns.py).
+            models.Index(
+                fields=["occurrence", "status"],
+                condition=Q(source_kind="campaign"),
+                name="campaigns_message_run",
+            ),
             # A provider's webhook names the message by the provider's id alone when it carries none of
             # our metadata (campaigns/services/tracking.py): the id leads, so that lookup reads one entry;
             # the provider second serves a lookup that knows it too.

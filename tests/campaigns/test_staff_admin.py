@@ -124,6 +124,8 @@ def test_the_sidebar_lists_the_campaigns_pages_by_role(client, world):
 
     marketer = campaigns_group(staff_user("marketer"))
     assert marketer["Campaigns"] == [
+        "Campaigns",
+        "Campaign reports",
         "Messages",
         "Delivery overview",
         "Dead letters",

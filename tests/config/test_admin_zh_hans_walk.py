@@ -213,6 +213,7 @@ def _fill_the_empty_tables(admin_user):
     if not StaticList.objects.exists():
         static_list = StaticList.objects.create(name="门店活动名单", created_by=admin_user)
         static_list.members.create(customer=Customer.objects.first())
+    _campaign_started(admin_user, segment, now)
     ClockedSchedule.objects.get_or_create(clocked_time=now)
     SolarSchedule.objects.get_or_create(event="sunrise", latitude="31.23", longitude="121.47")
     AccessAttempt.objects.create(
@@ -220,6 +221,28 @@ def _fill_the_empty_tables(admin_user):
     )
     AccessLog.objects.create(username=admin_user.username, ip_address="127.0.0.1", user_agent="Firefox")
     AccessFailureLog.objects.create(username="intruder", ip_address="203.0.113.9", user_agent="curl")
+
+
+def _campaign_started(admin_user, segment, now):
+    """A campaign with two variants and a holdout, started, one message failed: the campaign page shows its
+    buttons, progress and reasons; the list its figures."""
+    from campaigns.models import Campaign, CampaignRun, CampaignVariant, Message, MessageTemplate
+    from campaigns.services.campaigns import campaign_run_start
+
+    campaign = Campaign.objects.create(
+        name="双11预热", channel="sms", segment=segment, holdout_percent=10, status="scheduled"
+    )
+    template = MessageTemplate.objects.filter(channel="sms").first() or MessageTemplate.objects.create(
+        code="walk-sms", name="短信", channel="sms"
+    )
+    for key in ("A", "B"):
+        CampaignVariant.objects.create(campaign=campaign, key=key, template=template, weight=50)
+    run = CampaignRun.objects.create(campaign=campaign, occurrence="once", due_at=now)
+    campaign_run_start(run=run, now=now)
+    first = Message.objects.filter(occurrence=str(run.pk)).order_by("id").values_list("id", flat=True)[:1]
+    Message.objects.filter(id__in=list(first)).update(
+        status="suppressed", reason="no_consent", reason_params={"channel": "sms"}
+    )
 
 
 def _identifiers_shown_as_typed() -> frozenset:
