@@ -43,6 +43,9 @@ from journeys.services.journeys import (
 )
 from journeys.services.versions import version_migration_run
 
+# Batches the publish request moves itself before answering (as journeys/admin/publish.py).
+PUBLISH_PAGE_BATCHES = 5
+
 BUILD_PATH = "journeys/build/designer.js"
 
 
@@ -325,7 +328,8 @@ class JourneyDesignerMixin:
             )
         migration = VersionMigration.objects.filter(to_version=published, mode=InFlight.MOVE).first()
         if migration is not None:
-            version_migration_run(migration=migration)
+            # A first few batches; the beat task moves the rest (journeys/admin/publish.py does the same).
+            version_migration_run(migration=migration, max_batches=PUBLISH_PAGE_BATCHES)
         return JsonResponse(
             {
                 "version": self._version_payload(request, published),

@@ -6,8 +6,8 @@ Staff choose what happens to the customers in flight on the published version: t
 they finish, or they move node by node. For a move the page lists every node of the published version
 with the customers at it now and a choice of the draft's nodes (prefilled where the ids match) or "exit".
 The view is thin: journeys.services.journeys.journey_publish checks and stores the choice, and
-journeys.services.versions.version_migration_run moves the customers right after (what a dispatcher held
-at that moment is moved by the beat task within a minute)."""
+journeys.services.versions.version_migration_run moves a first few batches right after; the beat task
+moves the rest, and what a dispatcher held at that moment, within a minute or so."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ from journeys.services.versions import (
 
 PUBLISH_PERMISSION = "journeys.publish_journey"
 NODE_FIELD_PREFIX = "node__"
+# Batches (of versions.DEFAULT_MIGRATION_BATCH) the publish request moves itself before answering.
+PUBLISH_PAGE_BATCHES = 5
 
 
 def _node_label(node: dict) -> str:
@@ -177,7 +179,11 @@ class JourneyPublishMixin:
                 % {"number": published.number},
             )
             return
-        progress = version_migration_run(migration=migration, now=timezone.now())
+        # A bounded first pass, so the page answers in seconds whatever the journey's size; the beat task
+        # moves the rest (and whatever a dispatcher held) within a minute or so.
+        progress = version_migration_run(
+            migration=migration, now=timezone.now(), max_batches=PUBLISH_PAGE_BATCHES
+        )
         text = _("Version %(number)s is published: %(moved)s customers moved to it, %(exited)s exited.") % {
             "number": published.number,
             "moved": migration.moved,
@@ -185,6 +191,6 @@ class JourneyPublishMixin:
         }
         if progress.left:
             text += " " + _(
-                "%(left)s more were being advanced by the engine and will be moved within a minute."
+                "%(left)s more are being moved in the background and will be done within a few minutes."
             ) % {"left": progress.left}
         messages.success(request, text)

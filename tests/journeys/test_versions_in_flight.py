@@ -286,3 +286,23 @@ def test_a_lapsed_lease_does_not_keep_an_enrollment_from_moving(tags):
     assert version_migration_run(migration=migration, now=after).moved == 1
     assert batch_process(claim=stalled, now=after).lost == 1  # the dead worker's late write finds nothing
     assert Enrollment.objects.get().version_id == v2.pk
+
+
+def test_the_beat_task_finishes_a_migration_the_publish_left_running(tags):
+    from django.conf import settings
+
+    from journeys import tasks
+
+    entry = settings.CELERY_BEAT_SCHEDULE["journeys-version-migrations"]
+    assert entry["task"] == tasks.version_migrations_continue.name
+    now = timezone.now()
+    v1 = published(v1_graph(), now=now)
+    enter(v1, [CustomerFactory() for _ in range(2)], now=now)
+    run(now)
+    draft = new_draft(v1.journey, v2_graph(), now)
+    v2 = journey_publish(
+        journey=v1.journey, in_flight=InFlight.MOVE, mapping=version_mapping_prefill(old=v1, new=draft)
+    )
+    tasks.version_migrations_continue.apply()
+    assert VersionMigration.objects.get(to_version=v2).status == MigrationStatus.DONE
+    assert set(Enrollment.objects.values_list("version_id", flat=True)) == {v2.pk}
