@@ -57,10 +57,10 @@ BULK_SETTABLE_ATTRIBUTES = tuple(
 
 
 def customers_attribute_set(
-    *, customer_ids, attribute: str, value, reason: str, now: datetime | None = None
+    *, customer_ids, attribute: str, value, change_reason: str, now: datetime | None = None
 ) -> list[int]:
     """Set one profile attribute on many customers, through the audit history as every other change to a
-    customer: a "~" history row (with `reason`) for each customer whose value changed, none for one that
+    customer: a "~" history row (with `change_reason`) for each customer whose value changed, none for one that
     already had it. Set-based: the changed rows are locked by id (the one lock order), updated in one
     statement and their history copied in one INSERT ... SELECT. Erased customers are left alone (their
     profile stays empty). Returns the ids of the customers changed; ValueError for an unknown attribute."""
@@ -80,7 +80,7 @@ def customers_attribute_set(
         )
         if changed:
             Customer.objects.filter(pk__in=changed).update(**{attribute: value, "updated_at": now})
-            history_copy_rows(Customer, changed, reason=reason, when=now, kind="~")
+            history_copy_rows(Customer, changed, reason=change_reason, when=now, kind="~")
     return changed
 
 

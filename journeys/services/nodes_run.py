@@ -333,7 +333,7 @@ def _update_attribute(members, ctx):
             customer_ids=[e.customer_id for e in members],
             attribute=attribute,
             value=ctx.config["value"],
-            reason=f"journey: {ctx.version.journey_name} ({ctx.node_id})",
+            change_reason=f"journey: {ctx.version.journey_name} ({ctx.node_id})",
             now=ctx.now,
         )
     )

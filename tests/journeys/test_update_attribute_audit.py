@@ -55,11 +55,15 @@ def test_setting_an_attribute_on_many_customers_takes_the_same_few_queries_for_a
     few = [CustomerFactory(region="North").pk for _ in range(3)]
     many = [CustomerFactory(region="North").pk for _ in range(60)]
     with django_assert_num_queries(5):  # savepoint, lock and read, update, history, release
-        customers_attribute_set(customer_ids=few, attribute="region", value="East", reason="test", now=T0)
+        customers_attribute_set(
+            customer_ids=few, attribute="region", value="East", change_reason="test", now=T0
+        )
     with django_assert_num_queries(5):
-        customers_attribute_set(customer_ids=many, attribute="region", value="East", reason="test", now=T0)
+        customers_attribute_set(
+            customer_ids=many, attribute="region", value="East", change_reason="test", now=T0
+        )
 
 
 def test_identifiers_are_refused():
     with pytest.raises(ValueError, match="email"):
-        customers_attribute_set(customer_ids=[1], attribute="email", value="a@b.cn", reason="x")
+        customers_attribute_set(customer_ids=[1], attribute="email", value="a@b.cn", change_reason="x")
