@@ -188,6 +188,12 @@ def journey_publish(
             .filter(journey=journey, status=VersionStatus.PUBLISHED)
             .first()
         )
+        if VersionMigration.objects.filter(journey=journey, status=MigrationStatus.RUNNING).exists():
+            # Its stragglers (enrollments a dispatcher held) would land on a version retired meanwhile.
+            raise JourneyRefused(
+                "moving",
+                _("The customers of the last publish are still being moved: publish again in a minute."),
+            )
         if previous is not None and in_flight == InFlight.MOVE:
             mapping_problems = version_mapping_problems(old=previous, new=draft, mapping=mapping)
             if mapping_problems:

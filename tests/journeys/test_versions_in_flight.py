@@ -251,6 +251,11 @@ def test_an_enrollment_a_worker_holds_is_not_moved_mid_batch_and_is_moved_after(
         progress = version_migration_run(migration=migration, now=later)
         assert (progress.moved, progress.left, progress.done) == (3, 3, False)
         assert set(Enrollment.objects.filter(version=v1).values_list("pk", flat=True)) == held_ids
+        # Another publish now would leave those three on a version retired before they were moved.
+        journey_draft_create(journey=v1.journey, now=later)
+        with pytest.raises(JourneyRefused) as refused:
+            journey_publish(journey=v1.journey, now=later)
+        assert refused.value.code == "moving"
     finally:
         release.set()
         thread.join(60)
