@@ -7,30 +7,30 @@ from django.contrib.auth.models import Group, Permission
 from campaigns.roles import CAMPAIGNS_ROLE_GRANTS
 from crm.roles import (
     ADMINISTRATOR,
-    ANALYST,
     CRM_ROLE_GRANTS,
     MARKETER,
     MARKETING_MANAGER,
     roles_compose,
     roles_sync,
 )
+from journeys.roles import JOURNEYS_ROLE_GRANTS
 from loyalty.roles import LOYALTY_ROLE_GRANTS
 
-# journeys has no models yet; its share moves into its own roles module with it.
 PROJECT_ROLE_GRANTS = {
     ADMINISTRATOR: [("*", "*", "*")],  # every app's permissions, auth's included
-    MARKETER: [("journeys", "*", "*")],
-    ANALYST: [("journeys", "view", "*")],
 }
 
 # The marketing manager is a marketer first: the marketer's share of crm and loyalty, then its own
-# campaigns share (campaigns/roles.py).
-MANAGER_AS_MARKETER = {
-    MARKETING_MANAGER: [*CRM_ROLE_GRANTS[MARKETER], *LOYALTY_ROLE_GRANTS[MARKETER], ("journeys", "*", "*")]
-}
+# campaigns and journeys shares (campaigns/roles.py, journeys/roles.py).
+MANAGER_AS_MARKETER = {MARKETING_MANAGER: [*CRM_ROLE_GRANTS[MARKETER], *LOYALTY_ROLE_GRANTS[MARKETER]]}
 
 ROLE_GRANTS = roles_compose(
-    CRM_ROLE_GRANTS, LOYALTY_ROLE_GRANTS, MANAGER_AS_MARKETER, CAMPAIGNS_ROLE_GRANTS, PROJECT_ROLE_GRANTS
+    CRM_ROLE_GRANTS,
+    LOYALTY_ROLE_GRANTS,
+    MANAGER_AS_MARKETER,
+    CAMPAIGNS_ROLE_GRANTS,
+    JOURNEYS_ROLE_GRANTS,
+    PROJECT_ROLE_GRANTS,
 )
 
 

@@ -32,7 +32,7 @@ from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
 
 from journeys import designer
-from journeys.models import Journey, JourneyVersion, VersionStatus
+from journeys.models import InFlight, Journey, JourneyVersion, VersionMigration, VersionStatus
 from journeys.nodes import GraphInvalid, graph_validate, settings_normalised
 from journeys.selectors import journey_node_counts
 from journeys.services.journeys import (
@@ -41,6 +41,10 @@ from journeys.services.journeys import (
     journey_graph_save,
     journey_publish,
 )
+from journeys.services.versions import version_migration_run
+
+# Batches the publish request moves itself before answering (as journeys/admin/publish.py).
+PUBLISH_PAGE_BATCHES = 5
 
 BUILD_PATH = "journeys/build/designer.js"
 
@@ -172,8 +176,8 @@ class JourneyDesignerMixin:
         try:
             journey = self._designer_journey(request, object_id, change=change)
             return handler(journey)
-        except PermissionDenied:
-            return _error(403, _("You do not have permission to change journeys."))
+        except PermissionDenied as exc:
+            return _error(403, str(exc) or _("You do not have permission to change journeys."))
         except Http404 as exc:
             return _error(404, str(exc))
         except ValueError as exc:
@@ -296,8 +300,16 @@ class JourneyDesignerMixin:
         )
 
     def _publish(self, request, journey, number):
+        # Editing a draft and publishing it are two permissions (journeys/roles.py).
+        if not request.user.has_perm("journeys.publish_journey"):
+            raise PermissionDenied(_("You do not have permission to publish journeys."))
         data = _body(request)
         revision = _revision(data)
+        # Optional: what happens to the customers in flight (journeys/services/versions.py); they stay on
+        # their version unless the request says "move" with a node mapping.
+        in_flight = data.get("in_flight") or InFlight.STAY
+        if in_flight not in InFlight.values:
+            raise ValueError(_('in_flight must be "stay" or "move".'))
         with transaction.atomic():
             version = self._designer_version(journey, number)
             if version.status != VersionStatus.DRAFT:
@@ -307,7 +319,17 @@ class JourneyDesignerMixin:
                     "stale",
                     _("Someone saved this journey since you opened it: reload it to see their changes."),
                 )
-            published = journey_publish(journey=journey, published_by=request.user)
+            published = journey_publish(
+                journey=journey,
+                published_by=request.user,
+                in_flight=in_flight,
+                mapping=data.get("mapping") if in_flight == InFlight.MOVE else None,
+                version_number=number,
+            )
+        migration = VersionMigration.objects.filter(to_version=published, mode=InFlight.MOVE).first()
+        if migration is not None:
+            # A first few batches; the beat task moves the rest (journeys/admin/publish.py does the same).
+            version_migration_run(migration=migration, max_batches=PUBLISH_PAGE_BATCHES)
         return JsonResponse(
             {
                 "version": self._version_payload(request, published),

@@ -10,6 +10,9 @@ REASONS = {
     "holdout": _("In the holdout: recorded for the comparison, sent nothing"),
     "goal": _("Reached the journey's goal"),
     "archived": _("The journey was archived"),
+    "version_node_unmapped": _(
+        "Version %(version)s replaced this journey and has no place for node %(node)s: staff chose to end it"
+    ),
     "journey_ended": _("The journey's end date passed"),
     "node_missing": _("The node %(node)s is not in this version"),
     "node_type_unknown": _("Unknown node type %(type)s"),

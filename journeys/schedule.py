@@ -1,18 +1,26 @@
-"""Beat entry of the journeys engine; config/settings.py merges `journeys_beat_schedule()` into
+"""Beat entries of the journeys engine; config/settings.py merges `journeys_beat_schedule()` into
 CELERY_BEAT_SCHEDULE. Kept free of model imports so settings can import it."""
 
 DISPATCH_TASK = "journeys.tasks.dispatch_wake"
+MIGRATIONS_TASK = "journeys.tasks.version_migrations_continue"
 
 
-def journeys_beat_schedule(*, dispatch_every: float = 2.0) -> dict:
+def journeys_beat_schedule(*, dispatch_every: float = 2.0, migrations_every: float = 30.0) -> dict:
     """One task wakes the engine every `dispatch_every` seconds: the worker that takes it reads the event
     log and advances what is due for up to JOURNEYS_DISPATCH_SECONDS; a wake that waited longer than its
-    interval is dropped (`expires`), the next one comes anyway. Nothing else is scheduled: waits are
-    rows with a due time, and a killed worker's batch comes due again when its lease ends."""
+    interval is dropped (`expires`), the next one comes anyway. Waits are rows with a due time, and a
+    killed worker's batch comes due again when its lease ends. The second entry finishes moving customers
+    in flight to a newly published version (journeys/services/versions.py): the enrollments a
+    dispatcher held when the publish moved the rest."""
     return {
         "journeys-dispatch": {
             "task": DISPATCH_TASK,
             "schedule": float(dispatch_every),
             "options": {"expires": float(dispatch_every)},
+        },
+        "journeys-version-migrations": {
+            "task": MIGRATIONS_TASK,
+            "schedule": float(migrations_every),
+            "options": {"expires": float(migrations_every)},
         },
     }

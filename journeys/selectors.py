@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db.models import Count
 
-from journeys.models import LIVE_STATES, Enrollment, EnrollmentStep, JourneyVersion, StepOutcome
+from journeys.models import LIVE_STATES, Arm, Enrollment, EnrollmentStep, JourneyVersion, StepOutcome
+from journeys.nodes import graph_nodes, node_type_get
+from journeys.reasons import reason_text
 
 _LEFT = (StepOutcome.EXITED, StepOutcome.GOAL, StepOutcome.FAILED)
 
@@ -53,3 +57,56 @@ def journey_conversions(*, journey_id: int) -> dict[str, dict[str, int]]:
         if state == "goal":
             result[arm]["converted"] += n
     return result
+
+
+@dataclass
+class CustomerEnrollments:
+    rows: list[dict]
+    has_more: bool
+
+
+def customer_enrollments(*, customer_id: int, limit: int, offset: int = 0) -> CustomerEnrollments:
+    """One page of a customer's enrollments, newest first: journey, version, state, the node they are at
+    (or ended at) and why they ended, in the reader's language. One query (limit + 1 rows: no count)."""
+    enrollments = list(
+        Enrollment.objects.filter(customer_id=customer_id)
+        .select_related("journey", "version")
+        .only(
+            "id",
+            "node_id",
+            "state",
+            "arm",
+            "entered_at",
+            "due_at",
+            "finished_at",
+            "reason",
+            "reason_params",
+            "journey__name",
+            "version__number",
+            "version__graph",
+        )
+        .order_by("-entered_at", "-id")[offset : offset + limit + 1]
+    )
+    rows = []
+    for enrollment in enrollments[:limit]:
+        node = graph_nodes(enrollment.version.graph).get(enrollment.node_id) or {}
+        node_type = node_type_get(node.get("type", ""))
+        live = enrollment.state in LIVE_STATES
+        rows.append(
+            {
+                "id": enrollment.pk,
+                "journey": enrollment.journey.name,
+                "journey_id": enrollment.journey_id,
+                "version": enrollment.version.number,
+                "state": enrollment.state,
+                "state_label": enrollment.get_state_display(),
+                "node_id": enrollment.node_id,
+                "node_type": str(node_type.label) if node_type else "",
+                "holdout": enrollment.arm == Arm.HOLDOUT,
+                "entered_at": enrollment.entered_at,
+                "wakes_at": enrollment.due_at if live else None,
+                "finished_at": enrollment.finished_at,
+                "why": reason_text(enrollment.reason, enrollment.reason_params) if enrollment.reason else "",
+            }
+        )
+    return CustomerEnrollments(rows=rows, has_more=len(enrollments) > limit)

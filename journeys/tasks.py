@@ -9,3 +9,12 @@ def dispatch_wake() -> None:
     from journeys.services.engine import dispatch_run
 
     dispatch_run(worker=lease_holder_name())
+
+
+@shared_task(name="journeys.tasks.version_migrations_continue", ignore_result=True)
+def version_migrations_continue() -> None:
+    """Move the customers in flight that a publish left behind because a dispatcher held them then
+    (journeys.services.versions). Harmless when repeated: a moved enrollment is never found again."""
+    from journeys.services.versions import version_migrations_continue as migrations_continue
+
+    migrations_continue()

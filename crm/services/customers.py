@@ -22,6 +22,7 @@ from crm.models import (
     CustomerMerge,
     IdentityKind,
 )
+from crm.services.bulk_sql import history_copy_rows
 from crm.services.identities import normalise_identity
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,42 @@ class UpsertResult:
     created: bool
     changed_fields: list[str] = field(default_factory=list)
     merged_customer_ids: list[int] = field(default_factory=list)
+
+
+# What customers_attribute_set may change: the profile without its identifiers (an email or a phone is
+# also a CustomerIdentity, kept in step by customer_identities_sync one customer at a time), plus the
+# preferred channel.
+BULK_SETTABLE_ATTRIBUTES = tuple(
+    f for f in (*PROFILE_FIELDS, "preferred_channel") if f not in ("email", "phone")
+)
+
+
+def customers_attribute_set(
+    *, customer_ids, attribute: str, value, change_reason: str, now: datetime | None = None
+) -> list[int]:
+    """Set one profile attribute on many customers, through the audit history as every other change to a
+    customer: a "~" history row (with `change_reason`) for each customer whose value changed, none for one that
+    already had it. Set-based: the changed rows are locked by id (the one lock order), updated in one
+    statement and their history copied in one INSERT ... SELECT. Erased customers are left alone (their
+    profile stays empty). Returns the ids of the customers changed; ValueError for an unknown attribute."""
+    now = now or timezone.now()
+    if attribute not in BULK_SETTABLE_ATTRIBUTES:
+        raise ValueError(f"{attribute!r} is not an attribute that can be set on many customers at once")
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return []
+    with transaction.atomic():
+        changed = list(
+            Customer.objects.select_for_update()
+            .filter(pk__in=ids, erased_at__isnull=True)
+            .exclude(**{attribute: value})
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        if changed:
+            Customer.objects.filter(pk__in=changed).update(**{attribute: value, "updated_at": now})
+            history_copy_rows(Customer, changed, reason=change_reason, when=now, kind="~")
+    return changed
 
 
 def _identities_of(*, external_id: str | None, profile: dict, identities: list[tuple[str, str]]):

@@ -2,4 +2,4 @@
 resume and archive actions, each through journeys/services/journeys.py) and the enrollments, read-only.
 The canvas that edits a graph is the designer page, not a form here."""
 
-from journeys.admin import journeys  # noqa: F401
+from journeys.admin import customer_360, journeys  # noqa: F401

@@ -6,8 +6,9 @@ from django.utils.translation import gettext_lazy as _
 from unfold.admin import TabularInline
 
 from crm.admin.base import HistoryAdmin, LargeTableAdmin, ReadOnlyAdmin
+from journeys.admin.publish import JourneyPublishMixin
 from journeys.admin_designer import JourneyDesignerMixin
-from journeys.models import Enrollment, Journey, JourneyVersion
+from journeys.models import Enrollment, Journey, JourneyVersion, VersionStatus
 from journeys.nodes import GraphInvalid
 from journeys.reasons import reason_text
 from journeys.services.journeys import (
@@ -36,12 +37,28 @@ class JourneyVersionInline(TabularInline):
 
 
 @admin.register(Journey)
-class JourneyAdmin(JourneyDesignerMixin, HistoryAdmin):
+class JourneyAdmin(JourneyDesignerMixin, JourneyPublishMixin, HistoryAdmin):
     list_display = ("name", "status", "published_version", "updated_at", "designer_link")
     list_filter = ("status",)
     search_fields = ("name",)
-    fields = ("name", "description", "status", "current_version", "designer_link", "created_by", "created_at")
-    readonly_fields = ("status", "current_version", "designer_link", "created_by", "created_at")
+    fields = (
+        "name",
+        "description",
+        "status",
+        "current_version",
+        "designer_link",
+        "publish_page",
+        "created_by",
+        "created_at",
+    )
+    readonly_fields = (
+        "status",
+        "current_version",
+        "designer_link",
+        "publish_page",
+        "created_by",
+        "created_at",
+    )
     inlines = [JourneyVersionInline]
     actions = ["publish_selected", "pause_selected", "resume_selected", "archive_selected"]
 
@@ -51,6 +68,15 @@ class JourneyAdmin(JourneyDesignerMixin, HistoryAdmin):
     @admin.display(description=_("published version"), ordering="current_version__number")
     def published_version(self, obj):
         return obj.current_version.number if obj.current_version_id else "—"
+
+    @admin.display(description=_("publish"))
+    def publish_page(self, obj):
+        if not obj or not obj.pk or not obj.versions.filter(status=VersionStatus.DRAFT).exists():
+            return "—"
+        return self.publish_link(obj)
+
+    def has_pause_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("journeys.pause_journey")
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -76,7 +102,7 @@ class JourneyAdmin(JourneyDesignerMixin, HistoryAdmin):
         if done:
             messages.success(request, done_message % {"n": done})
 
-    @admin.action(description=_("Publish the draft of the selected journeys"))
+    @admin.action(description=_("Publish the draft of the selected journeys"), permissions=["publish"])
     def publish_selected(self, request, queryset):
         self._run(
             request,
@@ -85,15 +111,15 @@ class JourneyAdmin(JourneyDesignerMixin, HistoryAdmin):
             gettext("%(n)s journeys published."),
         )
 
-    @admin.action(description=_("Pause the selected journeys"))
+    @admin.action(description=_("Pause the selected journeys"), permissions=["pause"])
     def pause_selected(self, request, queryset):
         self._run(request, queryset, journey_pause, gettext("%(n)s journeys paused."))
 
-    @admin.action(description=_("Resume the selected journeys"))
+    @admin.action(description=_("Resume the selected journeys"), permissions=["pause"])
     def resume_selected(self, request, queryset):
         self._run(request, queryset, journey_resume, gettext("%(n)s journeys resumed."))
 
-    @admin.action(description=_("Archive the selected journeys"))
+    @admin.action(description=_("Archive the selected journeys"), permissions=["pause"])
     def archive_selected(self, request, queryset):
         self._run(request, queryset, journey_archive, gettext("%(n)s journeys archived."))
 

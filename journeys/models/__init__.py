@@ -8,7 +8,15 @@ from journeys.models.enrollments import (
     EnrollmentStep,
     StepOutcome,
 )
-from journeys.models.journeys import Journey, JourneyStatus, JourneyVersion, VersionStatus
+from journeys.models.journeys import (
+    InFlight,
+    Journey,
+    JourneyStatus,
+    JourneyVersion,
+    MigrationStatus,
+    VersionMigration,
+    VersionStatus,
+)
 
 __all__ = [
     "LIVE_STATES",
@@ -16,9 +24,12 @@ __all__ = [
     "Enrollment",
     "EnrollmentState",
     "EnrollmentStep",
+    "InFlight",
     "Journey",
     "JourneyStatus",
     "JourneyVersion",
+    "MigrationStatus",
     "StepOutcome",
+    "VersionMigration",
     "VersionStatus",
 ]

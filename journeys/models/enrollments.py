@@ -39,6 +39,8 @@ class StepOutcome(models.TextChoices):
     EXITED = "exited", _("Exited")
     GOAL = "goal", _("Reached the goal")
     FAILED = "failed", _("Failed")
+    # Left this node because staff moved the customers in flight to a new version (VersionMigration).
+    MOVED = "moved", _("Moved to a new version")
 
 
 class Enrollment(models.Model):

@@ -57,6 +57,12 @@ class Journey(models.Model):
         verbose_name = _("journey")
         verbose_name_plural = _("journeys")
         ordering = ["name", "id"]
+        # Editing a draft is change_journey; these two are the decisions that reach customers
+        # (journeys/roles.py says which roles hold them).
+        permissions = [
+            ("publish_journey", _("Can publish journeys")),
+            ("pause_journey", _("Can pause, resume and archive journeys")),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -121,3 +127,61 @@ class JourneyVersion(models.Model):
     @property
     def is_frozen(self) -> bool:
         return self.status != VersionStatus.DRAFT
+
+
+class InFlight(models.TextChoices):
+    """What publishing a new version does with the customers in flight on the version it replaces."""
+
+    STAY = "stay", _("Customers in flight stay on their version until they finish")
+    MOVE = "move", _("Move customers in flight node by node to the new version")
+
+
+class MigrationStatus(models.TextChoices):
+    RUNNING = "running", _("Moving customers")
+    DONE = "done", _("Done")
+
+
+class VersionMigration(models.Model):
+    """One publish of a version that replaced another, and what it did with the customers in flight.
+
+    For `move`, `mapping` is {old node id: new node id, or "" for "these customers exit"} over every node
+    of the old version. The move runs in batches after the publish commits (journeys/services/versions.py)
+    and stays `running` while enrollments a dispatcher holds are left for a later pass; a publish retried
+    with the same choices finds this row and goes on with it, one with other choices is refused."""
+
+    journey = models.ForeignKey(
+        Journey, on_delete=models.CASCADE, related_name="version_migrations", verbose_name=_("journey")
+    )
+    from_version = models.ForeignKey(
+        JourneyVersion, on_delete=models.CASCADE, related_name="+", verbose_name=_("from version")
+    )
+    to_version = models.OneToOneField(
+        JourneyVersion, on_delete=models.CASCADE, related_name="migration", verbose_name=_("to version")
+    )
+    mode = models.CharField(_("customers in flight"), max_length=8, choices=InFlight.choices)
+    mapping = models.JSONField(_("node mapping"), default=dict, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=MigrationStatus.choices, default=MigrationStatus.RUNNING
+    )
+    moved = models.PositiveIntegerField(_("customers moved"), default=0)
+    exited = models.PositiveIntegerField(_("customers exited"), default=0)
+    created_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("published by"),
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("version migration")
+        verbose_name_plural = _("version migrations")
+        indexes = [
+            models.Index(fields=["status"], condition=Q(status="running"), name="journeys_migration_running")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.journey_id}: v{self.from_version_id} -> v{self.to_version_id}"

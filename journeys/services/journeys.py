@@ -21,9 +21,12 @@ from journeys.models import (
     LIVE_STATES,
     Enrollment,
     EnrollmentState,
+    InFlight,
     Journey,
     JourneyStatus,
     JourneyVersion,
+    MigrationStatus,
+    VersionMigration,
     VersionStatus,
 )
 from journeys.nodes import (
@@ -35,6 +38,7 @@ from journeys.nodes import (
     graph_validate,
     settings_problems,
 )
+from journeys.services.versions import MappingInvalid, version_mapping_normalised, version_mapping_problems
 
 
 class JourneyRefused(ValueError):
@@ -136,10 +140,33 @@ def journey_graph_save(
     return draft, problems
 
 
-def journey_publish(*, journey: Journey, published_by=None, now: datetime | None = None) -> JourneyVersion:
-    """Publish the draft: validate it again, retire the version published before (its customers in
-    flight carry on through it), and make the draft the version customers enter."""
+def journey_publish(
+    *,
+    journey: Journey,
+    published_by=None,
+    now: datetime | None = None,
+    in_flight: str = InFlight.STAY,
+    mapping: dict | None = None,
+    version_number: int | None = None,
+) -> JourneyVersion:
+    """Publish the draft: validate it again, retire the version published before, and make the draft the
+    version customers enter.
+
+    The customers in flight on the retired version stay on it until they finish (`in_flight="stay"`),
+    or are moved node by node as `mapping` says (`"move"`, journeys/services/versions.py): the mapping
+    is checked here, stored with the publish (VersionMigration) and applied by `version_migration_run`
+    after this commits (the caller runs it, the beat task finishes what a dispatcher held).
+
+    `version_number` names the draft the caller means: a publish retried after it went through (a
+    double submit, a timeout) finds that version published with the same choices and returns it; the
+    same version with other choices, or another draft, is refused."""
     now = now or timezone.now()
+    if in_flight not in InFlight.values:
+        raise JourneyRefused("in_flight", _("Choose what happens to the customers in flight."))
+    if in_flight == InFlight.MOVE:
+        mapping = version_mapping_normalised(mapping if mapping is not None else {})
+    else:
+        mapping = {}
     with transaction.atomic():
         journey = _locked(journey)
         if journey.status == JourneyStatus.ARCHIVED:
@@ -149,14 +176,42 @@ def journey_publish(*, journey: Journey, published_by=None, now: datetime | None
             .filter(journey=journey, status=VersionStatus.DRAFT)
             .first()
         )
+        if version_number is not None and (draft is None or draft.number != version_number):
+            return _publish_replayed(journey, version_number, in_flight, mapping)
         if draft is None:
             raise JourneyRefused("no_draft", _("There is no draft to publish."))
         problems = graph_validate(draft.graph, settings=draft.settings)
         if problems:
             raise GraphInvalid(problems)
-        JourneyVersion.objects.filter(journey=journey, status=VersionStatus.PUBLISHED).update(
-            status=VersionStatus.RETIRED
+        previous = (
+            JourneyVersion.objects.select_for_update()
+            .filter(journey=journey, status=VersionStatus.PUBLISHED)
+            .first()
         )
+        if VersionMigration.objects.filter(journey=journey, status=MigrationStatus.RUNNING).exists():
+            # Its stragglers (enrollments a dispatcher held) would land on a version retired meanwhile.
+            raise JourneyRefused(
+                "moving",
+                _("The customers of the last publish are still being moved: publish again in a minute."),
+            )
+        if previous is not None and in_flight == InFlight.MOVE:
+            mapping_problems = version_mapping_problems(old=previous, new=draft, mapping=mapping)
+            if mapping_problems:
+                raise MappingInvalid(mapping_problems)
+        if previous is not None:
+            previous.status = VersionStatus.RETIRED
+            previous.save(update_fields=["status"])
+            VersionMigration.objects.create(
+                journey=journey,
+                from_version=previous,
+                to_version=draft,
+                mode=in_flight,
+                mapping=mapping,
+                status=MigrationStatus.RUNNING if in_flight == InFlight.MOVE else MigrationStatus.DONE,
+                created_by=published_by,
+                created_at=now,
+                finished_at=None if in_flight == InFlight.MOVE else now,
+            )
         draft.status = VersionStatus.PUBLISHED
         draft.published_at = now
         draft.published_by = published_by
@@ -165,6 +220,27 @@ def journey_publish(*, journey: Journey, published_by=None, now: datetime | None
         journey.status = JourneyStatus.PUBLISHED
         journey.save(update_fields=["current_version", "status", "updated_at"])
     return draft
+
+
+def _publish_replayed(journey: Journey, number: int, in_flight: str, mapping: dict) -> JourneyVersion:
+    """A publish of version `number` that is no longer the draft: the first result if it was published
+    with these choices, else a refusal saying why."""
+    version = JourneyVersion.objects.filter(journey=journey, number=number).first()
+    if version is None or version.status == VersionStatus.DRAFT:
+        raise JourneyRefused(
+            "stale",
+            _("Version %(number)s is not this journey's draft: reload the page.") % {"number": number},
+        )
+    migration = VersionMigration.objects.filter(to_version=version).first()
+    # A first version replaced nothing: any choice about customers in flight was moot.
+    same = migration is None or (migration.mode == in_flight and (migration.mapping or {}) == mapping)
+    if not same:
+        raise JourneyRefused(
+            "published_differently",
+            _("Version %(number)s was already published, with other choices for the customers in flight.")
+            % {"number": number},
+        )
+    return version
 
 
 def journey_pause(*, journey: Journey) -> Journey:

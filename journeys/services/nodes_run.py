@@ -320,16 +320,24 @@ def _remove_tag(members, ctx):
 
 @handles("update_attribute")
 def _update_attribute(members, ctx):
-    from crm.models import Customer
+    from crm.services.customers import customers_attribute_set
     from journeys.nodes import UPDATABLE_ATTRIBUTES
 
     attribute = ctx.config["attribute"]
     if attribute not in UPDATABLE_ATTRIBUTES:
         return {e.id: _failed("attribute_refused", {"attribute": attribute}) for e in members}
-    Customer.objects.filter(pk__in=[e.customer_id for e in members]).update(
-        **{attribute: ctx.config["value"]}
+    # Through crm's audit history, so the customer's page shows who changed the attribute and when: the
+    # reason names the journey and the node.
+    changed = set(
+        customers_attribute_set(
+            customer_ids=[e.customer_id for e in members],
+            attribute=attribute,
+            value=ctx.config["value"],
+            change_reason=f"journey: {ctx.version.journey_name} ({ctx.node_id})",
+            now=ctx.now,
+        )
     )
-    return {e.id: Move() for e in members}
+    return {e.id: Move(detail={"changed": e.customer_id in changed}) for e in members}
 
 
 # --- Webhooks ------------------------------------------------------------------------------------------

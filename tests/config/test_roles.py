@@ -7,6 +7,7 @@ from django.contrib.auth.models import Group, Permission
 from campaigns.roles import CAMPAIGNS_ROLE_GRANTS
 from config.roles import ROLE_GRANTS
 from crm.roles import CRM_ROLE_GRANTS, roles_compose
+from journeys.roles import JOURNEYS_ROLE_GRANTS
 
 
 def test_crm_grants_name_no_other_app():
@@ -14,7 +15,7 @@ def test_crm_grants_name_no_other_app():
 
 
 def test_the_composed_grants_are_the_projects_roles():
-    campaigns = CAMPAIGNS_ROLE_GRANTS
+    campaigns, journeys = CAMPAIGNS_ROLE_GRANTS, JOURNEYS_ROLE_GRANTS
     marketer_crm = [
         ("crm", "view", "*"),
         ("crm", "*", "tag"),
@@ -24,19 +25,24 @@ def test_the_composed_grants_are_the_projects_roles():
     ]
     assert ROLE_GRANTS == {
         "administrator": [("crm", "*", "*"), ("*", "*", "*")],
-        "marketer": [*marketer_crm, ("loyalty", "view", "*"), *campaigns["marketer"], ("journeys", "*", "*")],
-        # A marketer first (crm, loyalty, journeys), then what the manager alone may do with campaigns.
+        "marketer": [
+            *marketer_crm,
+            ("loyalty", "view", "*"),
+            *campaigns["marketer"],
+            *journeys["marketer"],
+        ],
+        # A marketer first (crm, loyalty), then what the manager may do with campaigns and journeys.
         "marketing_manager": [
             *marketer_crm,
             ("loyalty", "view", "*"),
-            ("journeys", "*", "*"),
             *campaigns["marketing_manager"],
+            *journeys["marketing_manager"],
         ],
         "analyst": [
             ("crm", "view", "*"),
             ("loyalty", "view", "*"),
             *campaigns["analyst"],
-            ("journeys", "view", "*"),
+            *journeys["analyst"],
         ],
         "support": [
             ("crm", "view", "*"),
@@ -49,8 +55,27 @@ def test_the_composed_grants_are_the_projects_roles():
             ("loyalty", "view", "*"),
             ("loyalty", "add", "manualadjustment"),
             *campaigns["support"],
+            *journeys["support"],
         ],
     }
+
+
+@pytest.mark.django_db
+def test_journeys_permissions_reach_the_roles():
+    def codenames(role):
+        return set(
+            Group.objects.get(name=role)
+            .permissions.filter(content_type__app_label="journeys")
+            .values_list("codename", flat=True)
+        )
+
+    marketer, manager = codenames("marketer"), codenames("marketing_manager")
+    assert {"view_journey", "add_journey", "change_journey", "view_enrollment"} <= marketer
+    assert not {"publish_journey", "pause_journey", "delete_journey"} & marketer
+    assert {"change_journey", "publish_journey", "pause_journey"} <= manager
+    assert not {"publish_journey", "pause_journey", "change_journey"} & codenames("analyst")
+    assert codenames("support") == {"view_journey", "view_enrollment"}
+    assert {"publish_journey", "pause_journey"} <= codenames("administrator")
 
 
 @pytest.mark.django_db
