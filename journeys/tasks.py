@@ -9,3 +9,15 @@ def dispatch_wake() -> None:
     from journeys.services.engine import dispatch_run
 
     dispatch_run(worker=lease_holder_name())
+
+
+@shared_task(name="journeys.tasks.time_triggers_wake", ignore_result=True)
+def time_triggers_wake() -> None:
+    """Enter the customers whose time-based entry is due (journeys.services.time_triggers). Harmless when
+    repeated or run twice at once: each journey's pass holds its state row's lock, and every entry has an
+    occurrence key."""
+    from django.utils import timezone
+
+    from journeys.services.time_triggers import time_triggers_dispatch
+
+    time_triggers_dispatch(now=timezone.now())

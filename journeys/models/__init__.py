@@ -9,6 +9,7 @@ from journeys.models.enrollments import (
     StepOutcome,
 )
 from journeys.models.journeys import Journey, JourneyStatus, JourneyVersion, VersionStatus
+from journeys.models.triggers import SegmentTriggerMember, TimeTriggerState
 
 __all__ = [
     "LIVE_STATES",
@@ -19,6 +20,8 @@ __all__ = [
     "Journey",
     "JourneyStatus",
     "JourneyVersion",
+    "SegmentTriggerMember",
     "StepOutcome",
+    "TimeTriggerState",
     "VersionStatus",
 ]
