@@ -164,7 +164,9 @@ def test_two_dispatchers_at_the_same_moment_enter_each_customer_once():
         t.join()
     assert errors == []
     assert Enrollment.objects.filter(journey_id=version.journey_id).count() == 20
-    assert Enrollment.objects.filter(journey_id=version.journey_id).values("customer").distinct().count() == 20
+    assert (
+        Enrollment.objects.filter(journey_id=version.journey_id).values("customer").distinct().count() == 20
+    )
 
 
 def test_a_dispatcher_down_for_an_hour_catches_up_the_birthdays_it_missed():
@@ -258,12 +260,18 @@ def test_days_after_an_event_counts_from_the_first_such_event():
 
 def test_three_days_before_double_11_at_eight_in_the_evening_in_each_customers_zone():
     CalendarDate.objects.create(
-        code="double11", year=2027, date=date(2027, 11, 11), name_zh="双十一", name_en="Double 11", kind="shopping"
+        code="double11",
+        year=2027,
+        date=date(2027, 11, 11),
+        name_zh="双十一",
+        name_en="Double 11",
+        kind="shopping",
     )
     shanghai = CustomerFactory(time_zone="Asia/Shanghai")
     new_york = CustomerFactory(time_zone="America/New_York")
     version = journey(
-        {"kind": "calendar", "code": "double11", "offset_days": -3, "local_time": "20:00"}, at=utc(2027, 11, 1)
+        {"kind": "calendar", "code": "double11", "offset_days": -3, "local_time": "20:00"},
+        at=utc(2027, 11, 1),
     )
     pass_at(utc(2027, 11, 8, 11, 59))
     assert entries(version) == []
