@@ -102,7 +102,9 @@ def test_an_abandoned_cart_gets_its_sms_and_a_cart_followed_by_an_order_in_time_
     assert response.status_code in (200, 201), response.json()
 
     _task(worker, TIME_TRIGGERS)
-    assert list(Enrollment.objects.filter(version=version).values_list("customer_id", flat=True)) == [idler.pk]
+    assert list(Enrollment.objects.filter(version=version).values_list("customer_id", flat=True)) == [
+        idler.pk
+    ]
     deadline = time.monotonic() + 240
     while not Message.objects.filter(customer=idler, status="sent").exists():
         assert time.monotonic() < deadline, worker.output()[-3000:]
