@@ -333,3 +333,31 @@ def test_a_fixed_instant_long_past_when_the_dispatcher_comes_back_is_skipped():
     pass_at(utc(2027, 1, 27))
     pass_at(utc(2027, 1, 30))
     assert entries(version) == []
+
+
+# --- Set-based: the queries of a pass do not grow with the customers ----------------------------------
+
+
+def _queries_of_a_birthday_pass(customers: int, day: date) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from journeys.models import Journey
+
+    Journey.objects.update(status="paused")  # the previous measurement's journey is not counted
+    for _ in range(customers):
+        CustomerFactory(birthday=date(1990, day.month, day.day), time_zone="Asia/Shanghai")
+    CustomerFactory(birthday=date(1990, day.month, day.day), time_zone="America/New_York")
+    version = birthday_journey(utc(day.year, day.month, 1))
+    with CaptureQueriesContext(connection) as queries:
+        # Both zones' 09:00 in one pass (a dispatcher back from a 13-hour outage with a long window).
+        with override_settings(JOURNEYS_CATCH_UP_SECONDS=86400):
+            pass_at(utc(day.year, day.month, day.day, 13, 30))
+    assert len(entries(version)) == customers + 1
+    return len(queries)
+
+
+def test_a_pass_makes_as_many_queries_for_fifty_birthdays_as_for_two():
+    few = _queries_of_a_birthday_pass(2, date(2027, 6, 15))
+    many = _queries_of_a_birthday_pass(50, date(2027, 7, 15))
+    assert many == few
