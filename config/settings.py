@@ -318,13 +318,20 @@ CELERY_BEAT_SCHEDULE = {
         dispatch_every=env.float("MESSAGING_DISPATCH_EVERY", default=2.0),
         reap_every=env.float("MESSAGING_REAP_EVERY", default=15.0),
     ),
-    **journeys_beat_schedule(dispatch_every=env.float("JOURNEYS_DISPATCH_EVERY", default=2.0)),
+    **journeys_beat_schedule(
+        dispatch_every=env.float("JOURNEYS_DISPATCH_EVERY", default=2.0),
+        time_triggers_every=env.float("JOURNEYS_TIME_TRIGGERS_EVERY", default=60.0),
+    ),
 }
 # The journeys engine (journeys/services/engine.py): enrollments per claimed batch, the lease a batch is
 # held for (a killed worker's batch comes due again after it), and how long one wake keeps draining.
 JOURNEYS_BATCH_SIZE = env.int("JOURNEYS_BATCH_SIZE", default=10_000)
 JOURNEYS_LEASE_SECONDS = env.float("JOURNEYS_LEASE_SECONDS", default=120.0)
 JOURNEYS_DISPATCH_SECONDS = env.float("JOURNEYS_DISPATCH_SECONDS", default=20.0)
+# Time-based entries (journeys/services/time_triggers.py): an occurrence (a birthday at 09:00 local, a
+# calendar date, an event not followed in time) that the dispatcher reaches more than this late (it was
+# down, the journey paused) is skipped instead of entered: no flood of stale birthday wishes.
+JOURNEYS_CATCH_UP_SECONDS = env.float("JOURNEYS_CATCH_UP_SECONDS", default=6 * 3600.0)
 # Signs the webhook node's requests (journeys/webhooks.py); empty: derived from SECRET_KEY.
 JOURNEYS_WEBHOOK_SECRET = env.str("JOURNEYS_WEBHOOK_SECRET", default="")
 

@@ -148,13 +148,33 @@ def _entry_fields(events: list[str], choices: dict) -> list[dict]:
             "show_if": when("stage_changed"),
         },
         {
+            # One field for both kinds (the canvas finds a field's problems by its name); the server says
+            # which dates each kind takes.
             "name": "trigger.attribute",
             "label": _("date"),
             "kind": "select",
-            "choices": _choices([("birthday", _("birthday")), ("signed_up_at", _("sign-up anniversary"))]),
+            "choices": _choices(
+                [
+                    ("birthday", _("birthday")),
+                    ("signed_up_at", _("sign-up anniversary")),
+                    ("first_order_at", _("first order")),
+                    ("last_order_at", _("last order")),
+                ]
+            ),
             "required": True,
-            "help": _("A 29 February birthday is celebrated on 28 February in other years."),
-            "show_if": when("date_attribute"),
+            "help": _(
+                "Every year: the birthday or the sign-up anniversary, in each customer's time zone; a 29 "
+                "February birthday is celebrated on 28 February in other years. Some days after: the "
+                "sign-up, the first order or the last order, or leave it empty and name an event."
+            ),
+            "show_if": when("date_attribute", "days_after"),
+        },
+        {
+            "name": "trigger.which",
+            "label": _("count from"),
+            "kind": "select",
+            "choices": _choices([("first", _("the first such event")), ("each", _("each such event"))]),
+            "show_if": when("days_after"),
         },
         {
             "name": "trigger.days",
@@ -182,7 +202,7 @@ def _entry_fields(events: list[str], choices: dict) -> list[dict]:
             "label": _("at the customer's local time"),
             "kind": "time",
             "required": True,
-            "show_if": when("date_attribute", "calendar"),
+            "show_if": when("date_attribute", "days_after", "calendar"),
         },
         {
             "name": "trigger.segment",
@@ -191,6 +211,10 @@ def _entry_fields(events: list[str], choices: dict) -> list[dict]:
             "coerce": "int",
             "choices": choices["segments"],
             "required": True,
+            "help": _(
+                "Customers enter when they newly match. The first evaluation after publishing only notes "
+                "who matches already."
+            ),
             "show_if": when("segment"),
         },
         *_duration("trigger.every", _("evaluated every"), when("segment")),

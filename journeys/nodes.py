@@ -216,6 +216,13 @@ TRIGGER_KINDS = (
 )
 # The triggers that read the event log, and so enter one customer per event (occurrence: the event id).
 EVENT_TRIGGERS = ("event", "event_not_followed", "stage_changed", "tier_changed", "points_expiring")
+# The triggers journeys/services/time_triggers.py computes ("event_not_followed" too: it is due when
+# the time to follow has passed, which no event says).
+TIME_TRIGGERS = ("date_attribute", "days_after", "calendar", "segment", "at", "event_not_followed")
+# days_after counts from one of these dates, or from an event (its first, or each of them).
+DAYS_AFTER_ATTRIBUTES = ("signed_up_at", "first_order_at", "last_order_at")
+DAYS_AFTER_WHICH = ("first", "each")
+DAYS_AFTER_DEFAULT_TIME = "09:00"
 
 
 def _clean_entry(config: dict, out: Checked) -> None:
@@ -242,9 +249,19 @@ def _clean_entry(config: dict, out: Checked) -> None:
             out.add("trigger.event_type", "required", _("name an event type or a date attribute"))
         elif trigger.get("event_type"):
             _check_event_type(trigger.get("event_type"), "trigger.event_type", out)
+            if trigger.get("which", "first") not in DAYS_AFTER_WHICH:
+                out.add("trigger.which", "choice", _("count from the first such event or from each one"))
+        elif trigger.get("attribute") not in DAYS_AFTER_ATTRIBUTES:
+            out.add(
+                "trigger.attribute",
+                "choice",
+                _("the date must be the sign-up, the first order or the last order"),
+            )
         days = trigger.get("days")
         if not _is_int(days) or not 0 < days <= 3650:
             out.add("trigger.days", "positive", _("the number of days must be between 1 and 3650"))
+        # Optional for graphs saved before it existed: they enter at DAYS_AFTER_DEFAULT_TIME.
+        _check_local_time(trigger.get("local_time"), "trigger.local_time", out, required=False)
     elif kind == "calendar":
         if not isinstance(trigger.get("code"), str) or not trigger["code"]:
             out.add("trigger.code", "required", _("choose a date from the calendar"))

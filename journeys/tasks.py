@@ -18,3 +18,15 @@ def version_migrations_continue() -> None:
     from journeys.services.versions import version_migrations_continue as migrations_continue
 
     migrations_continue()
+
+
+@shared_task(name="journeys.tasks.time_triggers_wake", ignore_result=True)
+def time_triggers_wake() -> None:
+    """Enter the customers whose time-based entry is due (journeys.services.time_triggers). Harmless when
+    repeated or run twice at once: each journey's pass holds its state row's lock, and every entry has an
+    occurrence key."""
+    from django.utils import timezone
+
+    from journeys.services.time_triggers import time_triggers_dispatch
+
+    time_triggers_dispatch(now=timezone.now())

@@ -17,6 +17,7 @@ from journeys.models.journeys import (
     VersionMigration,
     VersionStatus,
 )
+from journeys.models.triggers import SegmentTriggerMember, TimeTriggerState
 
 __all__ = [
     "LIVE_STATES",
@@ -29,7 +30,9 @@ __all__ = [
     "JourneyStatus",
     "JourneyVersion",
     "MigrationStatus",
+    "SegmentTriggerMember",
     "StepOutcome",
+    "TimeTriggerState",
     "VersionMigration",
     "VersionStatus",
 ]

@@ -212,6 +212,15 @@ def test_a_condition_with_a_bad_rule_names_the_node():
             "config.trigger.local_time",
         ),
         ({"kind": "at", "at": "2027-01-01T09:00"}, "config.trigger.at"),
+        ({"kind": "days_after", "attribute": "birthday", "days": 7}, "config.trigger.attribute"),
+        (
+            {"kind": "days_after", "event_type": "signup", "which": "last", "days": 7},
+            "config.trigger.which",
+        ),
+        (
+            {"kind": "days_after", "attribute": "first_order_at", "days": 180, "local_time": "9am"},
+            "config.trigger.local_time",
+        ),
         (
             {
                 "kind": "event",
