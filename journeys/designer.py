@@ -86,13 +86,9 @@ def _exit_label(exit_id: str) -> str:
     return labels.get(exit_id, exit_id)
 
 
-def _entry_fields(events: list[str], choices: dict) -> list[dict]:
-    from crm.models import LifecycleStage
-
-    def when(*kinds: str) -> dict:
-        return {"trigger.kind": list(kinds)}
-
-    kinds = _choices(
+def trigger_kind_choices() -> list[dict]:
+    """What makes customers enter a journey, as the entry's first field offers it."""
+    return _choices(
         [
             ("event", _("A behaviour event")),
             ("event_not_followed", _("An event not followed by another in time")),
@@ -107,6 +103,15 @@ def _entry_fields(events: list[str], choices: dict) -> list[dict]:
             ("manual", _("Started by hand")),
         ]
     )
+
+
+def _entry_fields(events: list[str], choices: dict) -> list[dict]:
+    from crm.models import LifecycleStage
+
+    def when(*kinds: str) -> dict:
+        return {"trigger.kind": list(kinds)}
+
+    kinds = trigger_kind_choices()
     return [
         {
             "name": "trigger.kind",

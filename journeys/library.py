@@ -59,7 +59,9 @@ class LibraryJourney:
         }
 
     def templates(self) -> set[str]:
-        return {config["template"] for _id, node_type, config, _pos in self.nodes if node_type == "send_message"}
+        return {
+            config["template"] for _id, node_type, config, _pos in self.nodes if node_type == "send_message"
+        }
 
 
 def _send(channel: str, template: str) -> dict:
@@ -178,7 +180,12 @@ LIBRARY: tuple[LibraryJourney, ...] = (
             ("wait_offer", "next", "cross_sell"),
             ("cross_sell", "next", "done"),
         ),
-        settings={"re_entry": {"mode": "after_days", "days": 30}, "goal": None, "holdout_percent": 0, "priority": 0},
+        settings={
+            "re_entry": {"mode": "after_days", "days": 30},
+            "goal": None,
+            "holdout_percent": 0,
+            "priority": 0,
+        },
     ),
     LibraryJourney(
         code="birthday_gift",
@@ -283,7 +290,12 @@ LIBRARY: tuple[LibraryJourney, ...] = (
             ("later", "next", "sms"),
             ("sms", "next", "done"),
         ),
-        settings={"re_entry": {"mode": "after_days", "days": 25}, "goal": None, "holdout_percent": 0, "priority": 5},
+        settings={
+            "re_entry": {"mode": "after_days", "days": 25},
+            "goal": None,
+            "holdout_percent": 0,
+            "priority": 5,
+        },
     ),
     LibraryJourney(
         code="dormant_winback",
@@ -390,3 +402,18 @@ def library_journey_copy(
 def library_problems() -> dict[str, list]:
     """Each ready-made journey's problems against this database (empty lists: all valid)."""
     return {item.code: graph_validate(item.graph(), settings=item.settings) for item in LIBRARY}
+
+
+# The demo's journeys (make run): copies of these, as drafts, unless a journey of that name exists.
+DEMO_CODES = ("welcome_series", "cart_abandonment", "birthday_gift", "dormant_winback")
+
+
+def library_demo_seed() -> int:
+    """Copy the demo's ready-made journeys once; returns how many were copied this time."""
+    created = 0
+    for code in DEMO_CODES:
+        item = _BY_CODE[code]
+        if not Journey.objects.filter(name=str(item.name)).exists():
+            library_journey_copy(code=code)
+            created += 1
+    return created

@@ -50,7 +50,11 @@ LIBRARY_TEMPLATES: dict[str, tuple[str, str, dict]] = {
             "DEMO_WELCOME",
             f"{SITE}/member/",
             (f"{NAME_ZH}，欢迎加入母婴优选会员！", "新会员礼", "首单即享积分翻倍，点击查看会员权益"),
-            (f"Welcome, {NAME_EN}!", "New member gift", "Double points on your first order: see your benefits"),
+            (
+                f"Welcome, {NAME_EN}!",
+                "New member gift",
+                "Double points on your first order: see your benefits",
+            ),
         ),
     ),
     "welcome_first_order.sms": (
@@ -68,7 +72,11 @@ LIBRARY_TEMPLATES: dict[str, tuple[str, str, dict]] = {
             "DEMO_CART",
             f"{SITE}/cart/",
             (f"{NAME_ZH}，您的购物车里还有宝贝", "购物车商品", "库存有限，点击完成下单"),
-            (f"{NAME_EN}, you left something in your cart", "Your cart", "Stock is limited: tap to check out"),
+            (
+                f"{NAME_EN}, you left something in your cart",
+                "Your cart",
+                "Stock is limited: tap to check out",
+            ),
         ),
     ),
     "cart_reminder.sms": (
@@ -145,7 +153,9 @@ def library_templates_seed() -> tuple[int, int]:
     templates = versions = 0
     for code, (name, purpose, content) in LIBRARY_TEMPLATES.items():
         channel = code.rsplit(".", 1)[1]
-        template = MessageTemplate.objects.filter(code=code).first() or MessageTemplate(code=code, channel=channel)
+        template = MessageTemplate.objects.filter(code=code).first() or MessageTemplate(
+            code=code, channel=channel
+        )
         template.name = f"{name} · {CHANNEL_NAMES[channel]}"
         template.purpose = purpose
         saved = template_save(template=template, content=content)
