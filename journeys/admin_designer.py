@@ -32,6 +32,7 @@ from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
 
 from journeys import designer
+from journeys.analytics import journey_results_display
 from journeys.models import Journey, JourneyVersion, VersionStatus
 from journeys.nodes import GraphInvalid, graph_validate, settings_normalised
 from journeys.selectors import journey_node_counts
@@ -219,6 +220,8 @@ class JourneyDesignerMixin:
             # Sent back in X-CSRFToken with every save, publish and new draft.
             "csrf_token": get_token(request),
             "counts": {} if version.status == VersionStatus.DRAFT else _node_counts(version),
+            # Converted, and conversion and revenue against the holdout: the journey's, across versions.
+            "results": journey_results_display(journey=journey),
             # The problems of the stored graph, so a draft saved with some shows them on opening.
             "problems": _problems(graph_validate(version.graph, settings=version.settings))
             if version.status == VersionStatus.DRAFT
@@ -323,7 +326,9 @@ class JourneyDesignerMixin:
 
         def handler(journey):
             version = self._designer_version(journey, number)
-            return JsonResponse({"counts": _node_counts(version)})
+            return JsonResponse(
+                {"counts": _node_counts(version), "results": journey_results_display(journey=journey)}
+            )
 
         return self._json_view(request, object_id, change=False, handler=handler)
 

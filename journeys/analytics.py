@@ -1,0 +1,235 @@
+"""A journey's conversion and revenue against its holdout, for the designer's header.
+
+Counted intention-to-treat, as campaign reports are (campaigns/reports.py says why): every enrollment of
+the journey, whatever version, is in its arm's denominator. Holdout enrollments exit at once, so "reached
+the goal" (the enrollment's state) cannot be compared across arms; instead, for both arms alike:
+
+- converted: the customer had a goal event (the published version's goal event type, `order_placed` when
+  the journey has none) at or after entering and within ATTRIBUTION_DAYS of it. The goal's property
+  filters are not applied here (the engine applies them to end enrollments); the header says which event
+  is counted.
+- revenue: the customer's orders (net of refunds, in CURRENCY) placed in the same window.
+
+Intervals are campaigns' (campaigns/experiment_statistics.py): Newcombe's hybrid score interval for the
+difference of the rates, Welch's t interval for the difference of revenue per customer. One statement:
+each enrollment's two correlated look-ups are ranges of the indexes crm keeps on (customer, type,
+occurred_at) and (customer, placed_at).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import connection
+from django.utils import timezone
+from django.utils.formats import number_format
+from django.utils.translation import gettext as _
+
+from campaigns.experiment_statistics import (
+    Interval,
+    proportion_difference_interval,
+    welch_difference_interval,
+)
+from crm.models import Event, Order
+from crm.selectors.event_summaries import money_text
+from journeys.models import Enrollment, Journey, JourneyVersion, VersionStatus
+
+ATTRIBUTION_DAYS = 30
+CURRENCY = "CNY"
+DEFAULT_GOAL_EVENT = "order_placed"
+
+_SQL = """
+SELECT e.arm,
+       count(*) AS enrolled,
+       count(*) FILTER (WHERE EXISTS (
+           SELECT 1 FROM {event} ev
+           WHERE ev.customer_id = e.customer_id AND ev.type = %(goal)s
+             AND ev.occurred_at >= e.entered_at AND ev.occurred_at < e.entered_at + %(window)s
+       )) AS converted,
+       coalesce(sum(r.revenue), 0) AS revenue,
+       coalesce(sum(r.revenue * r.revenue), 0) AS revenue_sq
+FROM {enrollment} e
+LEFT JOIN LATERAL (
+    SELECT sum(o.total - o.refunded_amount) AS revenue
+    FROM {order} o
+    WHERE o.customer_id = e.customer_id AND o.currency = %(currency)s
+      AND o.placed_at >= e.entered_at AND o.placed_at < e.entered_at + %(window)s
+) r ON true
+WHERE e.journey_id = %(journey)s
+GROUP BY e.arm
+"""
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    enrolled: int = 0
+    converted: int = 0
+    revenue: Decimal = Decimal("0")
+    revenue_sq: Decimal = Decimal("0")
+
+    @property
+    def rate(self) -> float | None:
+        return self.converted / self.enrolled if self.enrolled else None
+
+    @property
+    def revenue_per_customer(self) -> Decimal | None:
+        return (self.revenue / self.enrolled).quantize(Decimal("0.01")) if self.enrolled else None
+
+
+@dataclass(frozen=True)
+class JourneyResults:
+    goal_event: str
+    attribution_days: int
+    treated: ArmResult
+    holdout: ArmResult
+    rate_difference: Interval | None
+    revenue_difference: Interval | None
+
+
+def _goal_event(journey: Journey) -> str:
+    version = (
+        JourneyVersion.objects.filter(journey=journey, status=VersionStatus.PUBLISHED).first()
+        or JourneyVersion.objects.filter(journey=journey).order_by("-number").first()
+    )
+    goal = (version.settings or {}).get("goal") if version else None
+    return (goal or {}).get("event_type") or DEFAULT_GOAL_EVENT
+
+
+def journey_results(*, journey: Journey) -> JourneyResults:
+    """Converted and revenue per arm, and the treated-minus-holdout intervals (None when an arm is too
+    small for one)."""
+    goal = _goal_event(journey)
+    sql = _SQL.format(
+        event=Event._meta.db_table, enrollment=Enrollment._meta.db_table, order=Order._meta.db_table
+    )
+    arms: dict[str, ArmResult] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "journey": journey.pk,
+                "goal": goal,
+                "window": dt.timedelta(days=ATTRIBUTION_DAYS),
+                "currency": CURRENCY,
+            },
+        )
+        for arm, enrolled, converted, revenue, revenue_sq in cursor.fetchall():
+            arms[arm] = ArmResult(int(enrolled), int(converted), Decimal(revenue), Decimal(revenue_sq))
+    treated, holdout = arms.get("treated", ArmResult()), arms.get("holdout", ArmResult())
+    return JourneyResults(
+        goal_event=goal,
+        attribution_days=ATTRIBUTION_DAYS,
+        treated=treated,
+        holdout=holdout,
+        rate_difference=proportion_difference_interval(
+            treated.converted, treated.enrolled, holdout.converted, holdout.enrolled
+        ),
+        revenue_difference=welch_difference_interval(
+            treated.enrolled,
+            treated.revenue,
+            treated.revenue_sq,
+            holdout.enrolled,
+            holdout.revenue,
+            holdout.revenue_sq,
+        ),
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{number_format(value * 100, decimal_pos=1, use_l10n=True)}%"
+
+
+def _points(value: float) -> str:
+    sign = "+" if value > 0 else "−" if value < 0 else "±"
+    return f"{sign}{number_format(abs(value) * 100, decimal_pos=1, use_l10n=True)}"
+
+
+def _signed_money(value: float) -> str:
+    sign = "+" if value > 0 else "−" if value < 0 else "±"
+    return f"{sign}{money_text(Decimal(str(round(abs(value), 2))), CURRENCY)}"
+
+
+def _count(n: int) -> str:
+    return number_format(n, use_l10n=True, force_grouping=True)
+
+
+def journey_results_display(*, journey: Journey) -> dict:
+    """The figures as the designer's header shows them: each {"key", "label", "value", "detail"}, already
+    worded and translated here, plus the sentence saying what is counted."""
+    results = journey_results(journey=journey)
+    treated, holdout = results.treated, results.holdout
+    figures = [
+        {
+            "key": "converted",
+            "label": _("Converted"),
+            "value": _count(treated.converted),
+            "detail": _("of %(n)s who entered (%(rate)s)")
+            % {"n": _count(treated.enrolled), "rate": _percent(treated.rate)},
+        }
+    ]
+    if holdout.enrolled:
+        rate = results.rate_difference
+        figures.append(
+            {
+                "key": "conversion",
+                "label": _("Conversion against the holdout"),
+                "value": _("%(diff)s pts") % {"diff": _points(rate.estimate)} if rate else "—",
+                "detail": (
+                    _(
+                        "%(treated)s vs %(holdout)s in the holdout (%(n)s); 95%% interval %(low)s to %(high)s pts"
+                    )
+                    % {
+                        "treated": _percent(treated.rate),
+                        "holdout": _percent(holdout.rate),
+                        "n": _count(holdout.enrolled),
+                        "low": _points(rate.low),
+                        "high": _points(rate.high),
+                    }
+                    if rate
+                    else _("not enough customers yet")
+                ),
+                "clear": bool(rate and rate.excludes_zero),
+            }
+        )
+        revenue = results.revenue_difference
+        figures.append(
+            {
+                "key": "revenue",
+                "label": _("Revenue per customer against the holdout"),
+                "value": _signed_money(revenue.estimate) if revenue else "—",
+                "detail": (
+                    _("%(treated)s vs %(holdout)s; 95%% interval %(low)s to %(high)s")
+                    % {
+                        "treated": money_text(treated.revenue_per_customer, CURRENCY),
+                        "holdout": money_text(holdout.revenue_per_customer, CURRENCY),
+                        "low": _signed_money(revenue.low),
+                        "high": _signed_money(revenue.high),
+                    }
+                    if revenue
+                    else _("not enough customers yet")
+                ),
+                "clear": bool(revenue and revenue.excludes_zero),
+            }
+        )
+    else:
+        figures.append(
+            {
+                "key": "conversion",
+                "label": _("Conversion against the holdout"),
+                "value": "—",
+                "detail": _(
+                    "no holdout: set a holdout percentage in the journey settings to measure the uplift"
+                ),
+            }
+        )
+    counted = _(
+        "Converted: a %(event)s event within %(days)s days of entering; revenue: orders in those days. "
+        "As of %(when)s."
+    ) % {
+        "event": results.goal_event,
+        "days": results.attribution_days,
+        "when": timezone.localtime().strftime("%Y-%m-%d %H:%M"),
+    }
+    return {"figures": figures, "counted": counted}
