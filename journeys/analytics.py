@@ -151,6 +151,13 @@ def _signed_money(value: float) -> str:
     return f"{sign}{money_text(Decimal(str(round(abs(value), 2))), CURRENCY)}"
 
 
+def _direction(interval: Interval | None) -> str:
+    """ "up" or "down" when the interval leaves out zero (a difference the data is clear about), else ""."""
+    if interval is None or not interval.excludes_zero:
+        return ""
+    return "up" if interval.low > 0 else "down"
+
+
 def _count(n: int) -> str:
     return number_format(n, use_l10n=True, force_grouping=True)
 
@@ -190,7 +197,7 @@ def journey_results_display(*, journey: Journey) -> dict:
                     if rate
                     else _("not enough customers yet")
                 ),
-                "clear": bool(rate and rate.excludes_zero),
+                "direction": _direction(rate),
             }
         )
         revenue = results.revenue_difference
@@ -210,7 +217,7 @@ def journey_results_display(*, journey: Journey) -> dict:
                     if revenue
                     else _("not enough customers yet")
                 ),
-                "clear": bool(revenue and revenue.excludes_zero),
+                "direction": _direction(revenue),
             }
         )
     else:

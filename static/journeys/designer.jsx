@@ -566,7 +566,7 @@ function SettingsPanel({ restored, settings, fields, onChange, t, problems, read
 // --- The journey's results --------------------------------------------------------------------------
 
 // Converted, and conversion and revenue against the holdout with their intervals: worded on the server
-// (journeys/analytics.py), drawn here. "clear" marks a difference whose interval leaves out zero.
+// (journeys/analytics.py), drawn here. "direction" marks a difference whose interval leaves out zero.
 function ResultsBar({ results, t }) {
   return (
     <section className="jd-results" aria-labelledby="jd-results-title" data-testid="results">
@@ -575,7 +575,7 @@ function ResultsBar({ results, t }) {
       </h2>
       <dl>
         {results.figures.map((f) => (
-          <div key={f.key} className={`jd-result${f.clear ? " is-clear" : ""}`} data-result={f.key}>
+          <div key={f.key} className={`jd-result${f.direction ? ` is-${f.direction}` : ""}`} data-result={f.key}>
             <dt>{f.label}</dt>
             <dd>
               <strong>{f.value}</strong> <span>{f.detail}</span>
