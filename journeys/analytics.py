@@ -82,25 +82,27 @@ class ArmResult:
 class JourneyResults:
     goal_event: str
     attribution_days: int
+    holdout_percent: int
     treated: ArmResult
     holdout: ArmResult
     rate_difference: Interval | None
     revenue_difference: Interval | None
 
 
-def _goal_event(journey: Journey) -> str:
+def _settings(journey: Journey) -> dict:
+    # The published version's settings say what counts; before the first publish, the latest draft's.
     version = (
         JourneyVersion.objects.filter(journey=journey, status=VersionStatus.PUBLISHED).first()
         or JourneyVersion.objects.filter(journey=journey).order_by("-number").first()
     )
-    goal = (version.settings or {}).get("goal") if version else None
-    return (goal or {}).get("event_type") or DEFAULT_GOAL_EVENT
+    return (version.settings or {}) if version else {}
 
 
 def journey_results(*, journey: Journey) -> JourneyResults:
     """Converted and revenue per arm, and the treated-minus-holdout intervals (None when an arm is too
     small for one)."""
-    goal = _goal_event(journey)
+    journey_settings = _settings(journey)
+    goal = (journey_settings.get("goal") or {}).get("event_type") or DEFAULT_GOAL_EVENT
     sql = _SQL.format(
         event=Event._meta.db_table, enrollment=Enrollment._meta.db_table, order=Order._meta.db_table
     )
@@ -121,6 +123,7 @@ def journey_results(*, journey: Journey) -> JourneyResults:
     return JourneyResults(
         goal_event=goal,
         attribution_days=ATTRIBUTION_DAYS,
+        holdout_percent=int(journey_settings.get("holdout_percent") or 0),
         treated=treated,
         holdout=holdout,
         rate_difference=proportion_difference_interval(
@@ -226,9 +229,9 @@ def journey_results_display(*, journey: Journey) -> dict:
                 "key": "conversion",
                 "label": _("Conversion against the holdout"),
                 "value": "—",
-                "detail": _(
-                    "no holdout: set a holdout percentage in the journey settings to measure the uplift"
-                ),
+                "detail": _("no customer in the holdout yet")
+                if results.holdout_percent
+                else _("no holdout: set a holdout percentage in the journey settings to measure the uplift"),
             }
         )
     counted = _(

@@ -135,7 +135,9 @@ def test_copying_from_the_page_opens_the_new_draft_in_the_designer(admin_client)
 def test_the_copy_endpoint_refuses_a_get_and_an_unknown_code(admin_client):
     url = reverse("admin:journeys_journey_library_copy", args=("cart_abandonment",))
     assert admin_client.get(url).status_code == 405
-    assert admin_client.post(reverse("admin:journeys_journey_library_copy", args=("nope",))).status_code == 404
+    assert (
+        admin_client.post(reverse("admin:journeys_journey_library_copy", args=("nope",))).status_code == 404
+    )
     assert not Journey.objects.exists()
 
 
