@@ -235,7 +235,7 @@ def journey_results_display(*, journey: Journey) -> dict:
             }
         )
     counted = _(
-        "Converted: a %(event)s event within %(days)s days of entering; revenue: orders in those days. "
+        "Converted: %(event)s within %(days)s days of entering; revenue: orders in those days. "
         "As of %(when)s."
     ) % {
         "event": results.goal_event,

@@ -25,8 +25,8 @@ from journeys.models import Journey
 from journeys.nodes import GRAPH_SCHEMA, graph_validate
 from journeys.services.journeys import journey_create
 
-COLUMN = 280
-ROW = 170
+COLUMN = 240
+ROW = 150
 
 
 @dataclass(frozen=True)

@@ -983,7 +983,7 @@ function Designer({ boot }) {
             nodesDraggable={!readonly}
             nodesConnectable={!readonly}
             fitView
-            fitViewOptions={{ padding: 0.2, maxZoom: 1, minZoom: 0.5 }}
+            fitViewOptions={{ padding: 0.15, maxZoom: 1, minZoom: 0.35 }}
             minZoom={0.2}
             ariaLabelConfig={ariaLabelConfig}
             proOptions={{ hideAttribution: false }}

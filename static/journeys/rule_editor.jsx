@@ -163,10 +163,15 @@ function RuleCondition({ cond, loc, onChange, onRemove, L, schema, fields, idBas
   const params = field ? Object.fromEntries(field.params.map((p) => [p.name, p])) : {};
   return (
     <div className="jd-rule-condition" role="group" aria-label={label} data-loc={loc.join(".")}>
-      <div className="jd-rule-row">
+      <div className="jd-rule-head">
         <span className="jd-rule-label" aria-hidden="true">
           {label}
         </span>
+        <button type="button" className="jd-small jd-remove" onClick={onRemove} aria-label={`${L.remove}: ${label}`}>
+          {L.remove}
+        </button>
+      </div>
+      <div className="jd-rule-row">
         <label className="jd-visually-hidden" htmlFor={`${base}-field`}>
           {`${label}: ${L.choose_field}`}
         </label>
@@ -195,9 +200,6 @@ function RuleCondition({ cond, loc, onChange, onRemove, L, schema, fields, idBas
             );
           })}
         </select>
-        <button type="button" className="jd-small jd-remove" onClick={onRemove} aria-label={`${L.remove}: ${label}`}>
-          {L.remove}
-        </button>
       </div>
       {field && (
         <div className="jd-rule-row">
