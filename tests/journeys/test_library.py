@@ -150,3 +150,18 @@ def test_staff_who_may_only_view_journeys_see_the_cards_but_cannot_copy():
     assert page.status_code == 200 and "Copy into a new draft" not in page.content.decode()
     copy = client.post(reverse("admin:journeys_journey_library_copy", args=("cart_abandonment",)))
     assert copy.status_code == 403 and not Journey.objects.exists()
+
+
+def test_the_page_and_a_copy_in_the_designer_show_none_of_our_messages_in_english_in_chinese(admin_client):
+    """The admin walk's check (tests/config/test_admin_zh_hans_walk.py) on the cards, and on the designer
+    of a copy (its rule editor's and filter editor's words included)."""
+    from tests.config.test_admin_zh_hans_walk import _english_patterns, _untranslated
+
+    admin_client.cookies["django_language"] = "zh-hans"
+    cards = admin_client.get(reverse("admin:journeys_journey_library"))
+    assert not _untranslated(cards.content.decode(), _english_patterns(), frozenset({"admin"}))
+    with translation.override("zh-hans"):
+        journey = library_journey_copy(code="welcome_series")
+    page = admin_client.get(reverse("admin:journeys_journey_designer", args=(journey.pk,)))
+    assert page.status_code == 200
+    assert not _untranslated(page.content.decode(), _english_patterns(), frozenset({"admin"}))
