@@ -63,15 +63,16 @@ def build(n: int):
             """
             INSERT INTO crm_event (customer_id, type, properties, occurred_at, channel, received_at)
             SELECT id, (ARRAY['page_view', 'add_to_cart', 'product_view'])[1 + k], '{}'::jsonb,
-                now() - ((70 + (id * 7 + k) %% 300) * INTERVAL '1 day'), 'web', now()
+                now() - ((70 + (id * 7 + k) % 300) * INTERVAL '1 day'), 'web', now()
             FROM crm_customer, generate_series(0, 2) AS k
             """
         )
-        converted = "(id * 31) %% 100 < CASE WHEN id %% 10 = 0 THEN 15 ELSE 20 END"
+        # About 20 % of the treated and 15 % of the holdout convert (the holdout's ids are multiples of 10).
+        converted = "CASE WHEN id % 10 = 0 THEN (id / 10 * 31) % 100 < 15 ELSE (id * 31) % 100 < 20 END"
         cursor.execute(
             f"""
             INSERT INTO crm_event (customer_id, type, properties, occurred_at, channel, received_at)
-            SELECT id, 'order_placed', '{{}}'::jsonb, now() - ((id %% 60) * INTERVAL '1 day') + INTERVAL '2 hours',
+            SELECT id, 'order_placed', '{{}}'::jsonb, now() - ((id % 60) * INTERVAL '1 day') + INTERVAL '2 hours',
                 'tmall', now()
             FROM crm_customer WHERE {converted}
             """
@@ -80,8 +81,8 @@ def build(n: int):
             f"""
             INSERT INTO crm_order (external_id, customer_id, channel, store, placed_at, currency, total,
                 refunded_amount, status, fingerprint, created_at)
-            SELECT 'JR' || id, id, 'tmall', '', now() - ((id %% 60) * INTERVAL '1 day') + INTERVAL '2 hours', 'CNY',
-                (50 + (id * 11) %% 450)::numeric(14, 2), 0, 'paid', md5('jr' || id), now()
+            SELECT 'JR' || id, id, 'tmall', '', now() - ((id % 60) * INTERVAL '1 day') + INTERVAL '2 hours', 'CNY',
+                (50 + (id * 11) % 450)::numeric(14, 2), 0, 'paid', md5('jr' || id), now()
             FROM crm_customer WHERE {converted}
             """
         )

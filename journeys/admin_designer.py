@@ -6,6 +6,7 @@ journey's ModelAdmin stays where it is and only adds `JourneyDesignerMixin` to i
     PUT  <journey>/designer/versions/<n>/graph/      save the draft: {"graph", "settings", "revision"}
     POST <journey>/designer/versions/<n>/publish/    publish the draft: {"revision"}
     GET  <journey>/designer/versions/<n>/counts/     per-node counts only (the canvas refreshes them)
+    GET  <journey>/designer/results/                 converted, conversion and revenue against the holdout
     POST <journey>/designer/new-draft/               a new draft from the published version
 
 Thin views: the graph is validated and stored by journeys.services.journeys, never trusted from the
@@ -111,6 +112,11 @@ class JourneyDesignerMixin:
                 name="journeys_journey_designer_publish",
             ),
             path(
+                f"{prefix}results/",
+                wrap(self.designer_results_view),
+                name="journeys_journey_designer_results",
+            ),
+            path(
                 f"{prefix}versions/<int:number>/counts/",
                 wrap(self.designer_counts_view),
                 name="journeys_journey_designer_counts",
@@ -166,6 +172,7 @@ class JourneyDesignerMixin:
             "publish": reverse("admin:journeys_journey_designer_publish", args=args),
             "counts": reverse("admin:journeys_journey_designer_counts", args=args),
             "new_draft": reverse("admin:journeys_journey_designer_new_draft", args=(journey.pk,)),
+            "results": reverse("admin:journeys_journey_designer_results", args=(journey.pk,)),
         }
 
     def _json_view(self, request, object_id, *, change: bool, handler):
@@ -220,8 +227,6 @@ class JourneyDesignerMixin:
             # Sent back in X-CSRFToken with every save, publish and new draft.
             "csrf_token": get_token(request),
             "counts": {} if version.status == VersionStatus.DRAFT else _node_counts(version),
-            # Converted, and conversion and revenue against the holdout: the journey's, across versions.
-            "results": journey_results_display(journey=journey),
             # The problems of the stored graph, so a draft saved with some shows them on opening.
             "problems": _problems(graph_validate(version.graph, settings=version.settings))
             if version.status == VersionStatus.DRAFT
@@ -326,11 +331,23 @@ class JourneyDesignerMixin:
 
         def handler(journey):
             version = self._designer_version(journey, number)
-            return JsonResponse(
-                {"counts": _node_counts(version), "results": journey_results_display(journey=journey)}
-            )
+            return JsonResponse({"counts": _node_counts(version)})
 
         return self._json_view(request, object_id, change=False, handler=handler)
+
+    def designer_results_view(self, request, object_id):
+        """Converted, and conversion and revenue against the holdout (the journey's, across versions).
+        Not in the page itself: over a million enrollments it takes seconds (BENCHMARKS.md), and the
+        canvas must open without waiting for it."""
+        refused = self._method_check(request, ("GET",))
+        if refused:
+            return refused
+        return self._json_view(
+            request,
+            object_id,
+            change=False,
+            handler=lambda journey: JsonResponse({"results": journey_results_display(journey=journey)}),
+        )
 
     def designer_new_draft_view(self, request, object_id):
         refused = self._method_check(request, ("POST",))

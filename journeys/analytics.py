@@ -11,9 +11,9 @@ the goal" (the enrollment's state) cannot be compared across arms; instead, for 
 - revenue: the customer's orders (net of refunds, in CURRENCY) placed in the same window.
 
 Intervals are campaigns' (campaigns/experiment_statistics.py): Newcombe's hybrid score interval for the
-difference of the rates, Welch's t interval for the difference of revenue per customer. One statement:
-each enrollment's two correlated look-ups are ranges of the indexes crm keeps on (customer, type,
-occurred_at) and (customer, placed_at).
+difference of the rates, Welch's t interval for the difference of revenue per customer. One statement, set-based: the goal events and the orders in the span
+of every window are joined to the enrollments (hash joins), never looked up enrollment by enrollment
+(BENCHMARKS.md, bench/bench_journey_results.py).
 """
 
 from __future__ import annotations
@@ -41,23 +41,36 @@ CURRENCY = "CNY"
 DEFAULT_GOAL_EVENT = "order_placed"
 
 _SQL = """
+WITH e AS (
+    SELECT id, customer_id, arm, entered_at FROM {enrollment} WHERE journey_id = %(journey)s
+), span AS (
+    -- Every window lies in [lo, hi): the events and orders are read by that range first (the indexes on
+    -- (type, occurred_at) and (customer, placed_at)), each enrollment's own window applied in the join.
+    SELECT min(entered_at) AS lo, max(entered_at) + %(window)s AS hi FROM e
+), conv AS (
+    SELECT DISTINCT e.id
+    FROM e
+    JOIN {event} ev ON ev.customer_id = e.customer_id
+    CROSS JOIN span
+    WHERE ev.type = %(goal)s AND ev.occurred_at >= span.lo AND ev.occurred_at < span.hi
+      AND ev.occurred_at >= e.entered_at AND ev.occurred_at < e.entered_at + %(window)s
+), rev AS (
+    SELECT e.id, sum(o.total - o.refunded_amount) AS revenue
+    FROM e
+    JOIN {order} o ON o.customer_id = e.customer_id
+    CROSS JOIN span
+    WHERE o.currency = %(currency)s AND o.placed_at >= span.lo AND o.placed_at < span.hi
+      AND o.placed_at >= e.entered_at AND o.placed_at < e.entered_at + %(window)s
+    GROUP BY e.id
+)
 SELECT e.arm,
        count(*) AS enrolled,
-       count(*) FILTER (WHERE EXISTS (
-           SELECT 1 FROM {event} ev
-           WHERE ev.customer_id = e.customer_id AND ev.type = %(goal)s
-             AND ev.occurred_at >= e.entered_at AND ev.occurred_at < e.entered_at + %(window)s
-       )) AS converted,
-       coalesce(sum(r.revenue), 0) AS revenue,
-       coalesce(sum(r.revenue * r.revenue), 0) AS revenue_sq
-FROM {enrollment} e
-LEFT JOIN LATERAL (
-    SELECT sum(o.total - o.refunded_amount) AS revenue
-    FROM {order} o
-    WHERE o.customer_id = e.customer_id AND o.currency = %(currency)s
-      AND o.placed_at >= e.entered_at AND o.placed_at < e.entered_at + %(window)s
-) r ON true
-WHERE e.journey_id = %(journey)s
+       count(conv.id) AS converted,
+       coalesce(sum(rev.revenue), 0) AS revenue,
+       coalesce(sum(rev.revenue * rev.revenue), 0) AS revenue_sq
+FROM e
+LEFT JOIN conv ON conv.id = e.id
+LEFT JOIN rev ON rev.id = e.id
 GROUP BY e.arm
 """
 

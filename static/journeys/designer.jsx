@@ -33,6 +33,7 @@ const DRAG_MIME = "application/x-journey-node";
 const TYPING_COALESCE_MS = 1000;
 const HISTORY_LIMIT = 200;
 const COUNTS_REFRESH_MS = 15000;
+const RESULTS_REFRESH_MS = 60000;
 
 // --- Labels and the catalogue ----------------------------------------------------------------------
 
@@ -619,7 +620,7 @@ function Designer({ boot }) {
   const [settings, setSettings] = useState(boot.settings || {});
   const [problems, setProblems] = useState(boot.problems || []);
   const [counts, setCounts] = useState(boot.counts || {});
-  const [results, setResults] = useState(boot.results || null);
+  const [results, setResults] = useState(null);
   const [status, setStatus] = useState({ kind: "idle", text: "" });
   const [version, setVersion] = useState(boot.version);
   const [dirty, setDirty] = useState(false);
@@ -865,13 +866,30 @@ function Designer({ boot }) {
       try {
         const answer = await callJson(boot.urls.counts, "GET", undefined, boot.csrf_token);
         if (answer.ok && answer.data?.counts) setCounts(answer.data.counts);
-        if (answer.ok && answer.data?.results) setResults(answer.data.results);
       } catch {
         // The next tick tries again; the counts on screen stay as they were.
       }
     }, COUNTS_REFRESH_MS);
     return () => clearInterval(timer);
   }, [boot, version.status]);
+
+  // The journey's results are read after the canvas is drawn (over many enrollments they take a while),
+  // then again every RESULTS_REFRESH_MS while the page is in view.
+  useEffect(() => {
+    if (!boot.urls.results) return undefined;
+    const load = async () => {
+      if (document.hidden) return;
+      try {
+        const answer = await callJson(boot.urls.results, "GET", undefined, boot.csrf_token);
+        if (answer.ok && answer.data?.results) setResults(answer.data.results);
+      } catch {
+        // The next tick tries again.
+      }
+    };
+    load();
+    const timer = setInterval(load, RESULTS_REFRESH_MS);
+    return () => clearInterval(timer);
+  }, [boot]);
 
   // A published version is frozen: editing it starts a new draft (the server copies it), opened here.
   const newDraft = useCallback(async () => {

@@ -149,13 +149,14 @@ def test_without_a_holdout_the_header_says_how_to_get_one():
     assert figures[1]["value"] == "—" and "holdout percentage" in figures[1]["detail"]
 
 
-def test_the_designer_page_and_the_counts_carry_the_results(admin_client, journey):
+def test_the_designer_reads_the_results_from_their_own_endpoint(admin_client, journey):
     enrol(journey, CustomerFactory.create_batch(2), arm="holdout", entered_at=timezone.now())
     page = admin_client.get(reverse("admin:journeys_journey_designer", args=(journey.pk,)))
-    assert [f["key"] for f in page.context["boot"]["results"]["figures"]] == [
-        "converted",
-        "conversion",
-        "revenue",
-    ]
-    counts = admin_client.get(reverse("admin:journeys_journey_designer_counts", args=(journey.pk, 1)))
-    assert counts.json()["results"]["figures"][0]["key"] == "converted"
+    url = reverse("admin:journeys_journey_designer_results", args=(journey.pk,))
+    assert page.context["boot"]["urls"]["results"] == url
+    answer = admin_client.get(url)
+    assert answer.status_code == 200
+    assert [f["key"] for f in answer.json()["results"]["figures"]] == ["converted", "conversion", "revenue"]
+    assert admin_client.post(url).status_code == 405
+    missing = reverse("admin:journeys_journey_designer_results", args=(journey.pk + 99,))
+    assert admin_client.get(missing).status_code == 404

@@ -60,6 +60,7 @@ def urls(journey: Journey, number: int = 1) -> dict:
         "publish": reverse("admin:journeys_journey_designer_publish", args=args),
         "counts": reverse("admin:journeys_journey_designer_counts", args=args),
         "new_draft": reverse("admin:journeys_journey_designer_new_draft", args=(journey.pk,)),
+        "results": reverse("admin:journeys_journey_designer_results", args=(journey.pk,)),
     }
 
 
