@@ -45,7 +45,14 @@ def build(n: int):
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE crm_customer, journeys_journey CASCADE")
         cursor.execute(customers_sql(n))
-    journey = library_journey_copy(code="dormant_winback", name="bench results")
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    # Made before the 60 days of entries below: no enrollment predates its journey.
+    journey = library_journey_copy(
+        code="dormant_winback", name="bench results", now=timezone.now() - timedelta(days=90)
+    )
     version = JourneyVersion.objects.get(journey=journey)
     with connection.cursor() as cursor:
         cursor.execute(

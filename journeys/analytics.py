@@ -22,7 +22,8 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import connection
+from django.core.cache import cache
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
@@ -37,29 +38,29 @@ from crm.selectors.event_summaries import money_text
 from journeys.models import Enrollment, Journey, JourneyVersion, VersionStatus
 
 ATTRIBUTION_DAYS = 30
+# How long the designer shows the same figures: over a million enrollments they take seconds to count
+# (BENCHMARKS.md), and every open designer asks for them again each minute.
+RESULTS_CACHE_SECONDS = 300
 CURRENCY = "CNY"
 DEFAULT_GOAL_EVENT = "order_placed"
 
 _SQL = """
+-- Every window lies in [lo, hi) (no enrollment predates its journey; none starts after now): the goal
+-- events and orders are read by that range first (the indexes on (type, occurred_at) and (customer,
+-- placed_at)), each enrollment's own window applied in the join.
 WITH e AS (
     SELECT id, customer_id, arm, entered_at FROM {enrollment} WHERE journey_id = %(journey)s
-), span AS (
-    -- Every window lies in [lo, hi): the events and orders are read by that range first (the indexes on
-    -- (type, occurred_at) and (customer, placed_at)), each enrollment's own window applied in the join.
-    SELECT min(entered_at) AS lo, max(entered_at) + %(window)s AS hi FROM e
 ), conv AS (
     SELECT DISTINCT e.id
     FROM e
     JOIN {event} ev ON ev.customer_id = e.customer_id
-    CROSS JOIN span
-    WHERE ev.type = %(goal)s AND ev.occurred_at >= span.lo AND ev.occurred_at < span.hi
+    WHERE ev.type = %(goal)s AND ev.occurred_at >= %(lo)s AND ev.occurred_at < %(hi)s
       AND ev.occurred_at >= e.entered_at AND ev.occurred_at < e.entered_at + %(window)s
 ), rev AS (
     SELECT e.id, sum(o.total - o.refunded_amount) AS revenue
     FROM e
     JOIN {order} o ON o.customer_id = e.customer_id
-    CROSS JOIN span
-    WHERE o.currency = %(currency)s AND o.placed_at >= span.lo AND o.placed_at < span.hi
+    WHERE o.currency = %(currency)s AND o.placed_at >= %(lo)s AND o.placed_at < %(hi)s
       AND o.placed_at >= e.entered_at AND o.placed_at < e.entered_at + %(window)s
     GROUP BY e.id
 )
@@ -100,6 +101,7 @@ class JourneyResults:
     holdout: ArmResult
     rate_difference: Interval | None
     revenue_difference: Interval | None
+    counted_at: dt.datetime
 
 
 def _settings(journey: Journey) -> dict:
@@ -111,7 +113,7 @@ def _settings(journey: Journey) -> dict:
     return (version.settings or {}) if version else {}
 
 
-def journey_results(*, journey: Journey) -> JourneyResults:
+def journey_results(*, journey: Journey, now: dt.datetime | None = None) -> JourneyResults:
     """Converted and revenue per arm, and the treated-minus-holdout intervals (None when an arm is too
     small for one)."""
     journey_settings = _settings(journey)
@@ -120,13 +122,18 @@ def journey_results(*, journey: Journey) -> JourneyResults:
         event=Event._meta.db_table, enrollment=Enrollment._meta.db_table, order=Order._meta.db_table
     )
     arms: dict[str, ArmResult] = {}
-    with connection.cursor() as cursor:
+    window = dt.timedelta(days=ATTRIBUTION_DAYS)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The hash tables of a million enrollments' conversions spill to disk at the default work_mem.
+        cursor.execute("SET LOCAL work_mem = '64MB'")
         cursor.execute(
             sql,
             {
                 "journey": journey.pk,
                 "goal": goal,
-                "window": dt.timedelta(days=ATTRIBUTION_DAYS),
+                "window": window,
+                "lo": journey.created_at,
+                "hi": (now or timezone.now()) + window,
                 "currency": CURRENCY,
             },
         )
@@ -134,6 +141,7 @@ def journey_results(*, journey: Journey) -> JourneyResults:
             arms[arm] = ArmResult(int(enrolled), int(converted), Decimal(revenue), Decimal(revenue_sq))
     treated, holdout = arms.get("treated", ArmResult()), arms.get("holdout", ArmResult())
     return JourneyResults(
+        counted_at=now or timezone.now(),
         goal_event=goal,
         attribution_days=ATTRIBUTION_DAYS,
         holdout_percent=int(journey_settings.get("holdout_percent") or 0),
@@ -180,8 +188,14 @@ def _count(n: int) -> str:
 
 def journey_results_display(*, journey: Journey) -> dict:
     """The figures as the designer's header shows them: each {"key", "label", "value", "detail"}, already
-    worded and translated here, plus the sentence saying what is counted."""
-    results = journey_results(journey=journey)
+    worded and translated here, plus the sentence saying what is counted and when. Counted at most once
+    per RESULTS_CACHE_SECONDS per journey (the words are made afresh in each language)."""
+    # Keyed by the journey's creation too: a test database reuses ids, a cache may outlive it.
+    key = f"journeys:results:{journey.pk}:{journey.created_at.timestamp()}"
+    results = cache.get(key)
+    if results is None:
+        results = journey_results(journey=journey)
+        cache.set(key, results, RESULTS_CACHE_SECONDS)
     treated, holdout = results.treated, results.holdout
     figures = [
         {
@@ -253,6 +267,6 @@ def journey_results_display(*, journey: Journey) -> dict:
     ) % {
         "event": results.goal_event,
         "days": results.attribution_days,
-        "when": timezone.localtime().strftime("%Y-%m-%d %H:%M"),
+        "when": timezone.localtime(results.counted_at).strftime("%Y-%m-%d %H:%M"),
     }
     return {"figures": figures, "counted": counted}

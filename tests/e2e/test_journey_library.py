@@ -175,7 +175,7 @@ def test_a_bad_rule_value_is_named_by_the_server_under_the_editor(browser, live_
 
 
 def test_the_results_against_the_holdout_are_drawn_above_the_canvas(browser, live_server):
-    journey = library_journey_copy(code="dormant_winback")
+    journey = library_journey_copy(code="dormant_winback", now=timezone.now() - timedelta(days=10))
     version = journey_publish(journey=journey)
     entered = timezone.now() - timedelta(days=3)
     arms = {"treated": CustomerFactory.create_batch(40), "holdout": CustomerFactory.create_batch(40)}
