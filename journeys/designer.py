@@ -5,7 +5,8 @@ the canvas shows, translated here so the browser carries no text of its own.
 The registry in journeys/nodes.py says what a valid config is; this module only says how to edit one. A
 field's `name` is its dotted path inside the node's config ("trigger.kind", "duration.value"), the same
 path `graph_validate` names in its problems ("config.duration.value"), so the canvas puts each problem
-next to its field. `show_if` hides fields that do not apply ({"trigger.kind": ["event"]}). Choices that
+next to its field. `show_if` hides fields that do not apply ({"trigger.kind": ["event"]}; "*" for any
+value but none). Choices that
 come from the database (templates, coupon programmes, tags, segments) are read with one query each.
 """
 
@@ -422,6 +423,7 @@ def _settings_fields() -> list[dict]:
             "label": _("only goal events whose properties match"),
             "kind": "filters",
             "event_type_from": "goal.event_type",
+            "show_if": {"goal.event_type": "*"},
         },
         {
             "name": "holdout_percent",

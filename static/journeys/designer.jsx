@@ -73,7 +73,11 @@ function setPath(obj, path, value) {
 
 function fieldVisible(field, config) {
   if (!field.show_if) return true;
-  return Object.entries(field.show_if).every(([path, allowed]) => allowed.includes(getPath(config, path)));
+  // A list of values, or "*": any value at all (the goal's filters once the goal names an event).
+  return Object.entries(field.show_if).every(([path, allowed]) => {
+    const value = getPath(config, path);
+    return allowed === "*" ? value !== undefined && value !== null && value !== "" : allowed.includes(value);
+  });
 }
 
 // A node's exits: fixed by its type, or (random split) one per branch of its config.

@@ -108,6 +108,8 @@ def test_a_marketer_copies_a_ready_made_journey_and_edits_its_rule_and_filters(
         press(card.get_by_role("button", name=text["copy"]))
         expect(page.get_by_test_id("journey-designer")).to_have_attribute("data-ready", "true")
         expect(page.locator(".react-flow__node")).to_have_count(6)
+        # The journey's settings: its goal (an order) has a filter editor of its own.
+        expect(page.locator(".jd-field[data-field='goal.filters']")).to_have_count(1)
 
         # The condition split's rule: the segment builder's fields, operators and values.
         select_node(page, "ordered")
@@ -203,6 +205,9 @@ def test_the_results_against_the_holdout_are_drawn_above_the_canvas(browser, liv
             try:
                 page.goto(f"/admin/journeys/journey/{journey.pk}/designer/")
                 expect(page.get_by_test_id("journey-designer")).to_have_attribute("data-ready", "true")
+                # No goal event: no goal filters to edit.
+                expect(page.get_by_test_id("settings-panel")).to_be_visible()
+                expect(page.locator(".jd-field[data-field='goal.filters']")).to_have_count(0)
                 results = page.get_by_test_id("results")
                 expect(results.locator("[data-result='converted'] strong")).to_have_text("20")
                 expect(results.locator("[data-result='converted'] dt")).to_have_text(
