@@ -6,6 +6,7 @@ journey's ModelAdmin stays where it is and only adds `JourneyDesignerMixin` to i
     PUT  <journey>/designer/versions/<n>/graph/      save the draft: {"graph", "settings", "revision"}
     POST <journey>/designer/versions/<n>/publish/    publish the draft: {"revision"}
     GET  <journey>/designer/versions/<n>/counts/     per-node counts only (the canvas refreshes them)
+    GET  <journey>/designer/results/                 converted, conversion and revenue against the holdout
     POST <journey>/designer/new-draft/               a new draft from the published version
 
 Thin views: the graph is validated and stored by journeys.services.journeys, never trusted from the
@@ -32,6 +33,7 @@ from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
 
 from journeys import designer
+from journeys.analytics import journey_results_display
 from journeys.models import InFlight, Journey, JourneyVersion, VersionMigration, VersionStatus
 from journeys.nodes import GraphInvalid, graph_validate, settings_normalised
 from journeys.selectors import journey_node_counts
@@ -114,6 +116,11 @@ class JourneyDesignerMixin:
                 name="journeys_journey_designer_publish",
             ),
             path(
+                f"{prefix}results/",
+                wrap(self.designer_results_view),
+                name="journeys_journey_designer_results",
+            ),
+            path(
                 f"{prefix}versions/<int:number>/counts/",
                 wrap(self.designer_counts_view),
                 name="journeys_journey_designer_counts",
@@ -169,6 +176,7 @@ class JourneyDesignerMixin:
             "publish": reverse("admin:journeys_journey_designer_publish", args=args),
             "counts": reverse("admin:journeys_journey_designer_counts", args=args),
             "new_draft": reverse("admin:journeys_journey_designer_new_draft", args=(journey.pk,)),
+            "results": reverse("admin:journeys_journey_designer_results", args=(journey.pk,)),
         }
 
     def _json_view(self, request, object_id, *, change: bool, handler):
@@ -348,6 +356,20 @@ class JourneyDesignerMixin:
             return JsonResponse({"counts": _node_counts(version)})
 
         return self._json_view(request, object_id, change=False, handler=handler)
+
+    def designer_results_view(self, request, object_id):
+        """Converted, and conversion and revenue against the holdout (the journey's, across versions).
+        Not in the page itself: over a million enrollments it takes seconds (BENCHMARKS.md), and the
+        canvas must open without waiting for it."""
+        refused = self._method_check(request, ("GET",))
+        if refused:
+            return refused
+        return self._json_view(
+            request,
+            object_id,
+            change=False,
+            handler=lambda journey: JsonResponse({"results": journey_results_display(journey=journey)}),
+        )
 
     def designer_new_draft_view(self, request, object_id):
         refused = self._method_check(request, ("POST",))

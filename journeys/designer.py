@@ -5,7 +5,8 @@ the canvas shows, translated here so the browser carries no text of its own.
 The registry in journeys/nodes.py says what a valid config is; this module only says how to edit one. A
 field's `name` is its dotted path inside the node's config ("trigger.kind", "duration.value"), the same
 path `graph_validate` names in its problems ("config.duration.value"), so the canvas puts each problem
-next to its field. `show_if` hides fields that do not apply ({"trigger.kind": ["event"]}). Choices that
+next to its field. `show_if` hides fields that do not apply ({"trigger.kind": ["event"]}; "*" for any
+value but none). Choices that
 come from the database (templates, coupon programmes, tags, segments) are read with one query each.
 """
 
@@ -86,13 +87,9 @@ def _exit_label(exit_id: str) -> str:
     return labels.get(exit_id, exit_id)
 
 
-def _entry_fields(events: list[str], choices: dict) -> list[dict]:
-    from crm.models import LifecycleStage
-
-    def when(*kinds: str) -> dict:
-        return {"trigger.kind": list(kinds)}
-
-    kinds = _choices(
+def trigger_kind_choices() -> list[dict]:
+    """What makes customers enter a journey, as the entry's first field offers it."""
+    return _choices(
         [
             ("event", _("A behaviour event")),
             ("event_not_followed", _("An event not followed by another in time")),
@@ -107,6 +104,15 @@ def _entry_fields(events: list[str], choices: dict) -> list[dict]:
             ("manual", _("Started by hand")),
         ]
     )
+
+
+def _entry_fields(events: list[str], choices: dict) -> list[dict]:
+    from crm.models import LifecycleStage
+
+    def when(*kinds: str) -> dict:
+        return {"trigger.kind": list(kinds)}
+
+    kinds = trigger_kind_choices()
     return [
         {
             "name": "trigger.kind",
@@ -125,9 +131,9 @@ def _entry_fields(events: list[str], choices: dict) -> list[dict]:
         },
         {
             "name": "trigger.filters",
-            "label": _("property filters (JSON)"),
-            "kind": "json",
-            "help": _('A list such as [{"property": "channel", "op": "eq", "value": "wechat_mini"}].'),
+            "label": _("only events whose properties match"),
+            "kind": "filters",
+            "event_type_from": "trigger.event_type",
             "show_if": when("event", "event_not_followed"),
         },
         {
@@ -277,19 +283,23 @@ def _fields(node_type: str, events: list[str], choices: dict) -> list[dict]:
                 "suggestions": events,
                 "required": True,
             },
-            {"name": "filters", "label": _("property filters (JSON)"), "kind": "json"},
+            {
+                "name": "filters",
+                "label": _("only events whose properties match"),
+                "kind": "filters",
+                "event_type_from": "event_type",
+            },
             *_duration("timeout", _("give up after")),
         ]
     if node_type == "condition":
         return [
             {
                 "name": "rule",
-                "label": _("segment rule (JSON)"),
-                "kind": "json",
+                "label": _("customers who match this rule go to “yes”, the others to “no”"),
+                "kind": "rule",
                 "required": True,
                 "help": _(
-                    'Any rule the segment builder writes, e.g. {"op": "and", "conditions": [{"field": '
-                    '"orders.count", "operator": "gte", "value": 1}]}.'
+                    "The segment builder's conditions, checked for the customer when they arrive here."
                 ),
             }
         ]
@@ -432,7 +442,13 @@ def _settings_fields() -> list[dict]:
             "kind": "text",
             "suggestions": _event_type_suggestions(),
         },
-        {"name": "goal.filters", "label": _("goal filters (JSON)"), "kind": "json"},
+        {
+            "name": "goal.filters",
+            "label": _("only goal events whose properties match"),
+            "kind": "filters",
+            "event_type_from": "goal.event_type",
+            "show_if": {"goal.event_type": "*"},
+        },
         {
             "name": "holdout_percent",
             "label": _("holdout: the share of customers who get nothing, in percent"),
@@ -446,6 +462,43 @@ def _settings_fields() -> list[dict]:
             "help": _("With its time zone, e.g. 2027-02-28T23:59+08:00; empty: no end."),
         },
     ]
+
+
+def _filter_operators() -> list[dict]:
+    labels = {
+        "eq": _("is"),
+        "neq": _("is not"),
+        "in": _("is one of"),
+        "not_in": _("is not one of"),
+        "contains": _("contains"),
+        "gt": _("is greater than"),
+        "gte": _("is at least"),
+        "lt": _("is less than"),
+        "lte": _("is at most"),
+        "exists": _("is present"),
+    }
+    # The value each operator takes: the engine's filters_match reads exactly these shapes.
+    takes = {"in": "list", "not_in": "list", "gt": "number", "gte": "number", "lt": "number", "lte": "number"}
+    return [
+        {"value": op, "label": str(labels[op]), "takes": "none" if op == "exists" else takes.get(op, "text")}
+        for op in journey_nodes.FILTER_OPS
+    ]
+
+
+def _event_properties() -> dict[str, list[str]]:
+    """Each catalogued event type's property names, offered in the filter rows of that type."""
+    from crm.event_types import event_types
+
+    return {t.code: sorted(t.properties) for t in event_types()}
+
+
+def designer_rule_builder() -> dict[str, Any]:
+    """The segment builder's vocabulary (crm's rule schema: fields, operators, value inputs) and its
+    words, for the condition split's rule editor: the same rules, worded the same way, as segments."""
+    from crm.segments.fields import builder_schema
+    from crm.segments.forms import builder_labels
+
+    return {"schema": builder_schema(), "labels": builder_labels()}
 
 
 def designer_catalogue() -> dict[str, Any]:
@@ -477,6 +530,9 @@ def designer_catalogue() -> dict[str, Any]:
     return {
         "types": types,
         "settings_fields": [{k: v for k, v in f.items() if v is not None} for f in _settings_fields()],
+        "filter_operators": _filter_operators(),
+        "event_properties": _event_properties(),
+        "rule_builder": designer_rule_builder(),
     }
 
 
@@ -526,6 +582,14 @@ def designer_labels() -> dict[str, str]:
         "count_exited": _("exited"),
         "new_draft": _("Edit: make a new draft"),
         "readonly_note": _("This version is published and frozen: make a new draft to change it."),
+        "filter_property": _("property"),
+        "filter_operator": _("comparison"),
+        "filter_value": _("value"),
+        "filter_values_hint": _("comma-separated"),
+        "filter_add": _("Add a property filter"),
+        "filter_row": _("filter {n}"),
+        "filter_none": _("No filter: every event of this type counts."),
+        "results_title": _("Results"),
     }
 
 

@@ -43,6 +43,8 @@ logins=$(python manage.py loyalty_seed_demo && python manage.py ensure_demo_admi
 python manage.py campaigns_seed_templates
 # The marketing calendar (holidays and shopping dates) campaigns can be scheduled against.
 python manage.py campaigns_seed_calendar
+# The ready-made journeys' templates, and draft copies of a few of them for the designer to show.
+python manage.py journeys_seed_library
 printf '%s\n' "$logins"
 member=$(grep '^Member portal:' <<<"$logins" || true)
 admin=$(grep '^Admin:' <<<"$logins" || true)

@@ -8,6 +8,7 @@ from unfold.admin import TabularInline
 from crm.admin.base import HistoryAdmin, LargeTableAdmin, ReadOnlyAdmin
 from journeys.admin.publish import JourneyPublishMixin
 from journeys.admin_designer import JourneyDesignerMixin
+from journeys.admin_library import JourneyLibraryMixin
 from journeys.models import Enrollment, Journey, JourneyVersion, VersionStatus
 from journeys.nodes import GraphInvalid
 from journeys.reasons import reason_text
@@ -37,7 +38,7 @@ class JourneyVersionInline(TabularInline):
 
 
 @admin.register(Journey)
-class JourneyAdmin(JourneyDesignerMixin, JourneyPublishMixin, HistoryAdmin):
+class JourneyAdmin(JourneyLibraryMixin, JourneyDesignerMixin, JourneyPublishMixin, HistoryAdmin):
     list_display = ("name", "status", "published_version", "updated_at", "designer_link")
     list_filter = ("status",)
     search_fields = ("name",)

@@ -26,12 +26,14 @@ import {
 } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
 import "./designer.css";
+import { FiltersEditor, RuleEditor } from "./rule_editor.jsx";
 
 const DRAG_MIME = "application/x-journey-node";
 // Typing in a field records one undo step per field per pause, not one per keystroke.
 const TYPING_COALESCE_MS = 1000;
 const HISTORY_LIMIT = 200;
 const COUNTS_REFRESH_MS = 15000;
+const RESULTS_REFRESH_MS = 60000;
 
 // --- Labels and the catalogue ----------------------------------------------------------------------
 
@@ -71,7 +73,11 @@ function setPath(obj, path, value) {
 
 function fieldVisible(field, config) {
   if (!field.show_if) return true;
-  return Object.entries(field.show_if).every(([path, allowed]) => allowed.includes(getPath(config, path)));
+  // A list of values, or "*": any value at all (the goal's filters once the goal names an event).
+  return Object.entries(field.show_if).every(([path, allowed]) => {
+    const value = getPath(config, path);
+    return allowed === "*" ? value !== undefined && value !== null && value !== "" : allowed.includes(value);
+  });
 }
 
 // A node's exits: fixed by its type, or (random split) one per branch of its config.
@@ -251,9 +257,27 @@ const nodeTypes = { journey: JourneyNode };
 
 // --- Config fields ---------------------------------------------------------------------------------
 
-function FieldInput({ field, value, onChange, t, problem, inputId }) {
+function FieldInput({ field, value, onChange, t, problem, problems, problemPrefix, inputId, config }) {
   const common = { id: inputId, name: field.name, "aria-invalid": problem ? "true" : undefined };
+  const { catalogue } = React.useContext(DesignerContext);
   switch (field.kind) {
+    case "rule":
+      return <RuleEditor id={inputId} value={value} onChange={onChange} builder={catalogue.rule_builder} problem={problem} />;
+    case "filters": {
+      const eventType = field.event_type_from ? getPath(config, field.event_type_from) : undefined;
+      return (
+        <FiltersEditor
+          id={inputId}
+          value={value}
+          onChange={onChange}
+          operators={catalogue.filter_operators || []}
+          properties={(catalogue.event_properties || {})[eventType] || []}
+          t={t}
+          problems={problems}
+          problemPrefix={`${problemPrefix}${field.name}`}
+        />
+      );
+    }
     case "select":
       return (
         <select
@@ -410,21 +434,38 @@ function BranchesInput({ inputId, value, onChange, t }) {
   );
 }
 
-function FieldRow({ field, config, onChange, t, problem, idPrefix }) {
+function FieldRow({ field, config, onChange, t, problem, problems, problemPrefix, idPrefix }) {
   const inputId = `${idPrefix}-${field.name.replaceAll(".", "-")}`;
+  // Editors made of several controls are a group named by the field's label; a single control has a label.
+  const grouped = field.kind === "rule" || field.kind === "filters";
   return (
-    <div className={`jd-field${problem ? " has-problem" : ""}`} data-field={field.name}>
-      <label htmlFor={inputId}>
-        {field.label}
-        {field.required && <span className="jd-required"> *</span>}
-      </label>
+    <div
+      className={`jd-field${problem ? " has-problem" : ""}${grouped ? " jd-field-group" : ""}`}
+      data-field={field.name}
+      role={grouped ? "group" : undefined}
+      aria-labelledby={grouped ? `${inputId}-label` : undefined}
+    >
+      {grouped ? (
+        <span className="jd-field-label" id={`${inputId}-label`}>
+          {field.label}
+          {field.required && <span className="jd-required"> *</span>}
+        </span>
+      ) : (
+        <label htmlFor={inputId}>
+          {field.label}
+          {field.required && <span className="jd-required"> *</span>}
+        </label>
+      )}
       <FieldInput
         field={field}
         value={getPath(config, field.name)}
         onChange={(v) => onChange(field.name, v)}
         t={t}
         problem={problem}
+        problems={problems}
+        problemPrefix={problemPrefix}
         inputId={inputId}
+        config={config}
       />
       {field.help && <span className="jd-help">{field.help}</span>}
       {problem && <span className="jd-field-error">{problem.message}</span>}
@@ -471,6 +512,8 @@ function NodePanel({ restored, node, nodes, edges, onConfig, onConnectExit, onDe
               onChange={onConfig}
               t={t}
               problem={problemFor(problems, "config.", f.name)}
+              problems={problems}
+              problemPrefix="config."
               idPrefix={`jd-${node.id}`}
             />
         ))}
@@ -518,9 +561,34 @@ function SettingsPanel({ restored, settings, fields, onChange, t, problems, read
         {fields
           .filter((f) => fieldVisible(f, settings))
           .map((f) => (
-            <FieldRow key={`${f.name}-${restored}`} field={f} config={settings} onChange={onChange} t={t} problem={problemFor(problems, "settings.", f.name)} idPrefix="jd-settings" />
+            <FieldRow key={`${f.name}-${restored}`} field={f} config={settings} onChange={onChange} t={t} problem={problemFor(problems, "settings.", f.name)} problems={problems} problemPrefix="settings." idPrefix="jd-settings" />
           ))}
       </fieldset>
+    </section>
+  );
+}
+
+// --- The journey's results --------------------------------------------------------------------------
+
+// Converted, and conversion and revenue against the holdout with their intervals: worded on the server
+// (journeys/analytics.py), drawn here. "direction" marks a difference whose interval leaves out zero.
+function ResultsBar({ results, t }) {
+  return (
+    <section className="jd-results" aria-labelledby="jd-results-title" data-testid="results">
+      <h2 id="jd-results-title" className="jd-visually-hidden">
+        {t("results_title")}
+      </h2>
+      <dl>
+        {results.figures.map((f) => (
+          <div key={f.key} className={`jd-result${f.direction ? ` is-${f.direction}` : ""}`} data-result={f.key}>
+            <dt>{f.label}</dt>
+            <dd>
+              <strong>{f.value}</strong> <span>{f.detail}</span>
+            </dd>
+          </div>
+        ))}
+      </dl>
+      <p className="jd-help">{results.counted}</p>
     </section>
   );
 }
@@ -556,6 +624,7 @@ function Designer({ boot }) {
   const [settings, setSettings] = useState(boot.settings || {});
   const [problems, setProblems] = useState(boot.problems || []);
   const [counts, setCounts] = useState(boot.counts || {});
+  const [results, setResults] = useState(null);
   const [status, setStatus] = useState({ kind: "idle", text: "" });
   const [version, setVersion] = useState(boot.version);
   const [dirty, setDirty] = useState(false);
@@ -808,6 +877,24 @@ function Designer({ boot }) {
     return () => clearInterval(timer);
   }, [boot, version.status]);
 
+  // The journey's results are read after the canvas is drawn (over many enrollments they take a while),
+  // then again every RESULTS_REFRESH_MS while the page is in view.
+  useEffect(() => {
+    if (!boot.urls.results) return undefined;
+    const load = async () => {
+      if (document.hidden) return;
+      try {
+        const answer = await callJson(boot.urls.results, "GET", undefined, boot.csrf_token);
+        if (answer.ok && answer.data?.results) setResults(answer.data.results);
+      } catch {
+        // The next tick tries again.
+      }
+    };
+    load();
+    const timer = setInterval(load, RESULTS_REFRESH_MS);
+    return () => clearInterval(timer);
+  }, [boot]);
+
   // A published version is frozen: editing it starts a new draft (the server copies it), opened here.
   const newDraft = useCallback(async () => {
     try {
@@ -876,6 +963,7 @@ function Designer({ boot }) {
           </span>
         )}
       </div>
+      {results && <ResultsBar results={results} t={t} />}
       <div className="jd-layout">
         <nav className="jd-palette" aria-label={t("palette")}>
           <h2>{t("palette")}</h2>
@@ -917,7 +1005,7 @@ function Designer({ boot }) {
             nodesDraggable={!readonly}
             nodesConnectable={!readonly}
             fitView
-            fitViewOptions={{ padding: 0.2, maxZoom: 1, minZoom: 0.5 }}
+            fitViewOptions={{ padding: 0.15, maxZoom: 1, minZoom: 0.35 }}
             minZoom={0.2}
             ariaLabelConfig={ariaLabelConfig}
             proOptions={{ hideAttribution: false }}
