@@ -9,6 +9,16 @@ from journeys.models.enrollments import (
     StepOutcome,
 )
 from journeys.models.journeys import Journey, JourneyStatus, JourneyVersion, VersionStatus
+from journeys.models.winback import (
+    BudgetKind,
+    WinbackAssignment,
+    WinbackAudience,
+    WinbackOffer,
+    WinbackPhase,
+    WinbackProgramme,
+    WinbackRun,
+    WinbackRunStatus,
+)
 
 __all__ = [
     "LIVE_STATES",
@@ -21,4 +31,12 @@ __all__ = [
     "JourneyVersion",
     "StepOutcome",
     "VersionStatus",
+    "BudgetKind",
+    "WinbackAssignment",
+    "WinbackAudience",
+    "WinbackOffer",
+    "WinbackPhase",
+    "WinbackProgramme",
+    "WinbackRun",
+    "WinbackRunStatus",
 ]
