@@ -26,6 +26,18 @@ from journeys.models.enrollments import Arm
 WINBACK_CHANNELS = ("sms", "wechat", "email")
 
 
+# Why a customer the dormancy rules caught was not assigned (WinbackRun.suppressed's keys).
+SUPPRESSION_LABELS = {
+    "no_consent": _("no consent on any usable channel"),
+    "recently_messaged": _("messaged recently"),
+    "in_other_winback": _("in another win-back"),
+    "cooldown": _("selected in this programme's current cycle"),
+    "not_worth_it": _("expected value below the offer's cost"),
+    "budget_or_capacity": _("beyond the budget or a channel's capacity"),
+    "not_entered": _("the journey refused the entry"),
+}
+
+
 class WinbackAudience(models.TextChoices):
     DORMANT = "dormant", _("Dormant customers (win-back)")
     AT_RISK = "at_risk", _("At-risk customers (decline prevention)")

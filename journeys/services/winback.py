@@ -67,17 +67,6 @@ logger = logging.getLogger(__name__)
 ENROLL_BATCH = 5_000
 # How many measured customers (the smaller arm of a tier and channel) weigh as much as the model's guess.
 UPLIFT_PRIOR_WEIGHT = 200
-# The reasons a dormant customer is not assigned, in the order they are checked (codes, shown translated).
-SUPPRESSION_REASONS = (
-    "no_consent",
-    "recently_messaged",
-    "in_other_winback",
-    "cooldown",
-    "not_worth_it",
-    "capacity",
-    "budget",
-    "not_entered",
-)
 RESUME_TASK = "journeys.tasks.winback_run_resume"
 
 
@@ -201,7 +190,7 @@ def _candidates_sql(
               CASE
                 WHEN cy.channel IS NULL THEN 'no_consent'
                 WHEN EXISTS (SELECT 1 FROM campaigns_message msg WHERE msg.customer_id = cy.id
-                     AND msg.purpose = 'marketing' AND msg.created_at > %s
+                     AND msg.purpose = 'marketing' AND msg.created_at > %s AND msg.created_at <= %s
                      AND msg.status NOT IN ('suppressed', 'cancelled', 'failed')) THEN 'recently_messaged'
                 WHEN EXISTS (SELECT 1 FROM journeys_winbackassignment a WHERE a.customer_id = cy.id
                      AND a.programme_id <> %s AND a.selected_at > %s) THEN 'in_other_winback'
@@ -240,8 +229,10 @@ def _candidates_sql(
     )
     params.extend(programme.value_tiers or [])
     params.extend([float(programme.cycles_without_order), float(programme.max_p_alive)])
-    params.extend([since_message, programme.pk, other_since, programme.pk, cooldown_since, run_id])
-    params.extend([int(programme.holdout_percent) * 100, programme.pk])
+    # An unsaved programme (the admin's preview) has no id: 0 matches no programme's rows.
+    programme_id = programme.pk or 0
+    params.extend([since_message, now, programme_id, other_since, programme_id, cooldown_since, run_id])
+    params.extend([int(programme.holdout_percent) * 100, programme_id])
     window = float(programme.reactivation_days)
     params.extend([window, window, window])
     if connection.vendor != "postgresql":
@@ -352,6 +343,10 @@ def winback_run(
     run_date = business_today(now)
     run, _created = WinbackRun.objects.get_or_create(
         programme=programme, run_date=run_date, defaults={"started_at": now}
+    )
+    # A night that failed is tried again from where it stopped (its phase), not skipped.
+    WinbackRun.objects.filter(pk=run.pk, status=WinbackRunStatus.FAILED).update(
+        status=WinbackRunStatus.RUNNING, error=""
     )
     return _run_held(run.pk, now=now, crash_after_batches=crash_after_batches)
 

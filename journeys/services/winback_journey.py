@@ -27,6 +27,15 @@ TEMPLATE_CODES = ("winback_day0", "winback_day7", "winback_day14")
 NAME_ZH = "{{ customer.name | default('亲爱的会员') }}"
 NAME_EN = "{{ customer.name | default('dear member') }}"
 CODE = "{{ data.winback.coupon_code | default('') }}"
+# What the customer was given: their coupon code, or (an offer of points only) their bonus points.
+OFFER_ZH = (
+    "{% if data.winback.coupon_code %}专属回归券 {{ data.winback.coupon_code }}"
+    "{% else %}{{ data.winback.points | default(0) }} 回归积分{% endif %}"
+)
+OFFER_EN = (
+    "{% if data.winback.coupon_code %}your own coupon {{ data.winback.coupon_code }}"
+    "{% else %}{{ data.winback.points | default(0) }} welcome-back points{% endif %}"
+)
 UNTIL = "{{ data.winback.valid_until | default('') }}"
 UNSUB_ZH = '<p style="color:#888;font-size:12px"><a href="{{ links.unsubscribe }}">退订</a></p>'
 UNSUB_EN = '<p style="color:#888;font-size:12px"><a href="{{ links.unsubscribe }}">Unsubscribe</a></p>'
@@ -38,11 +47,11 @@ TEXTS = {
         "sms",
         {
             "zh-hans": (
-                f"【母婴优选】你还记得吗？{NAME_ZH}，专属回归券 {CODE}，{UNTIL}前有效，欢迎回来！",
+                f"【母婴优选】你还记得吗？{NAME_ZH}，送您{OFFER_ZH}，欢迎回来！",
                 f"你还记得吗？{NAME_ZH}，送您一张专属回归券",
             ),
             "en": (
-                f"Do you remember us, {NAME_EN}? Your own welcome-back coupon: {CODE}, valid until {UNTIL}.",
+                f"Do you remember us, {NAME_EN}? Here is {OFFER_EN}. Welcome back!",
                 f"Do you remember us, {NAME_EN}? A coupon just for you",
             ),
         },
@@ -51,16 +60,16 @@ TEXTS = {
         "回归礼提醒 Win-back reminder day 7",
         "wechat",
         {
-            "zh-hans": (f"{NAME_ZH}，您的回归券 {CODE} 还在等您。", "您的回归券还在等您"),
-            "en": (f"{NAME_EN}, your coupon {CODE} is still waiting for you.", "Your coupon is waiting"),
+            "zh-hans": (f"{NAME_ZH}，您的{OFFER_ZH}还在等您。", "您的回归礼还在等您"),
+            "en": (f"{NAME_EN}, {OFFER_EN} is still waiting for you.", "Your welcome-back gift is waiting"),
         },
     ),
     "winback_day14": (
         "最后机会 Win-back last chance day 14",
         "sms",
         {
-            "zh-hans": (f"【母婴优选】最后机会：回归券 {CODE} 即将过期。", "最后机会：回归券即将过期"),
-            "en": (f"Last chance: your coupon {CODE} expires soon.", "Last chance: your coupon expires soon"),
+            "zh-hans": (f"【母婴优选】最后机会：{OFFER_ZH}即将过期。", "最后机会：回归礼即将过期"),
+            "en": (f"Last chance: {OFFER_EN} expires soon.", "Last chance: your gift expires soon"),
         },
     ),
 }
