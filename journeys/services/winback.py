@@ -493,7 +493,7 @@ def _select(run: WinbackRun, *, lease: Lease, now: datetime) -> None:
         values = {
             "phase": WinbackPhase.ENROLL,
             "considered": _considered(programme),
-            "eligible": eligible + not_worth,
+            "eligible": eligible,
             "selected": selected,
             "held_out": held_out,
             "suppressed": suppressed,

@@ -9,6 +9,14 @@ from crm.models import Consent, Customer, CustomerIdentity, CustomerMetrics
 from journeys.models import BudgetKind, WinbackOffer, WinbackProgramme
 
 
+def morning() -> datetime:
+    """Today at 10:00 in Asia/Shanghai (02:00 UTC): an hour later is still the same business night, and
+    day 0's message is outside quiet hours."""
+    from django.utils import timezone
+
+    return timezone.now().replace(hour=2, minute=0, second=0, microsecond=0)
+
+
 def dormant_customers(rows: list[dict], *, now: datetime, channel: str = "sms") -> list[Customer]:
     """One customer per row: {"spend": order value, "p_alive", "cycle", "days", "tier", "channel"}; each
     has an opted-in address on its channel ("none": no consent at all)."""
@@ -71,3 +79,16 @@ def programme_make(**fields) -> WinbackProgramme:
     for tier, offer in (offers or {}).items():
         WinbackOffer.objects.create(programme=programme, value_tier=tier, **offer)
     return programme
+
+
+def coupon_programme_make():
+    from loyalty.models import CouponProgramme
+
+    return CouponProgramme.objects.create(
+        name="回归礼券 ¥30",
+        discount_kind=CouponProgramme.DiscountKind.AMOUNT,
+        discount_value=Decimal("30.00"),
+        min_spend=Decimal("99.00"),
+        uses_per_code=1,
+        valid_days_after_issue=30,
+    )
