@@ -78,6 +78,7 @@ class WinbackOfferInline(TabularInline):
 class WinbackProgrammeAdmin(ModelAdmin):
     form = WinbackProgrammeForm
     change_form_template = "admin/journeys/winbackprogramme/change_form.html"
+    change_list_template = "admin/journeys/winbackprogramme/change_list.html"
     list_display = ("name", "audience", "is_active", "holdout_percent", "budget", "last_run", "report_link")
     list_filter = ("is_active", "audience")
     inlines = [WinbackOfferInline]

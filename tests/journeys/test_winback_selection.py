@@ -288,3 +288,47 @@ def test_a_run_that_crashed_mid_enrollment_resumes_without_enrolling_anyone_twic
     assert len(customers) == len(set(customers)) == treated.count() == run.enrolled
     assert _coupons() == treated.count()
     assert _ledger_entries() == treated.count()
+
+
+def test_once_a_run_has_matured_its_measured_uplift_per_tier_and_channel_is_blended_in():
+    now = morning()
+    dormant_customers([{"spend": 200, "p_alive": 0.5} for _ in range(400)], now=now)
+    programme = programme_make(holdout_percent=50, budget_offers=400, reactivation_days=30)
+    past = winback_run(programme=programme, now=now - timedelta(days=40))
+    # Measured: 40% of the treated came back, 10% of the holdout: an uplift of 0.30 for (high, sms).
+    for arm, share in (("treated", 0.4), ("holdout", 0.1)):
+        ids = list(
+            WinbackAssignment.objects.filter(run=past, arm=arm).order_by("pk").values_list("pk", flat=True)
+        )
+        WinbackAssignment.objects.filter(pk__in=ids[: round(len(ids) * share)]).update(
+            returned_at=now - timedelta(days=35)
+        )
+    treated = WinbackAssignment.objects.filter(run=past, arm="treated").count()
+    held = WinbackAssignment.objects.filter(run=past, arm="holdout").count()
+    programme.cooldown_days = 1  # the past run's customers may be selected again tonight
+    programme.save()
+    learned = winback_service.winback_uplift_learned(programme=programme, now=now)
+    cell = learned[("high", "sms")]
+    assert cell["uplift"] == pytest.approx(round(treated * 0.4) / treated - round(held * 0.1) / held)
+    n = min(treated, held)
+    assert cell["weight"] == pytest.approx(n / (n + winback_service.UPLIFT_PRIOR_WEIGHT))
+
+    run = winback_run(programme=programme, now=now)
+
+    a = WinbackAssignment.objects.filter(run=run).first()
+    w = cell["weight"]
+    assert a.p_reactivation == pytest.approx(w * cell["uplift"] + (1 - w) * p_model(0.5, 30))
+    assert run.uplift["high:sms"]["treated"] == treated
+
+
+def test_decline_prevention_takes_at_risk_customers_only():
+    now = morning()
+    at_risk, dormant = dormant_customers(
+        [{"stage": "at_risk", "days": 80}, {"stage": "dormant", "days": 80}], now=now
+    )
+    programme = programme_make(audience="at_risk", holdout_percent=0, cycles_without_order=Decimal("1.5"))
+
+    run = winback_run(programme=programme, now=now)
+
+    assert _selected(run) == [(at_risk.pk, 1)]
+    del dormant
