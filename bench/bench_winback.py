@@ -62,7 +62,9 @@ def database_create() -> None:
     _admin(f'CREATE DATABASE "{DB_NAME}"')
     env = {**os.environ, "DATABASE_URL": bench_url(), "DJANGO_ENV": "test"}
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
     print(f"database {DB_NAME} migrated in {time.perf_counter() - started:.1f}s", flush=True)
 
 
@@ -119,7 +121,9 @@ def seed(n: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--offers", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5)
@@ -139,12 +143,18 @@ def main() -> int:
 
     seed(args.customers)
     coupons = CouponProgramme.objects.create(
-        name="回归礼券 ¥30", discount_kind="amount", discount_value=Decimal("30"), uses_per_code=1, valid_days_after_issue=30
+        name="回归礼券 ¥30",
+        discount_kind="amount",
+        discount_value=Decimal("30"),
+        uses_per_code=1,
+        valid_days_after_issue=30,
     )
     programme = WinbackProgramme.objects.create(
         name="沉睡客户唤醒", budget_offers=args.offers, holdout_percent=10, max_p_alive=0.6, value_tiers=[]
     )
-    WinbackOffer.objects.create(programme=programme, value_tier="high", coupon_programme=coupons, points_bonus=100, cost=10)
+    WinbackOffer.objects.create(
+        programme=programme, value_tier="high", coupon_programme=coupons, points_bonus=100, cost=10
+    )
     WinbackOffer.objects.create(programme=programme, value_tier="medium", coupon_programme=coupons, cost=10)
     WinbackOffer.objects.create(programme=programme, value_tier="low", cost=2)
     now = timezone.now().replace(hour=2, minute=0, second=0, microsecond=0)
@@ -175,7 +185,9 @@ def main() -> int:
         cursor.execute("ANALYZE crm_order")
     started = time.perf_counter()
     winback_outcomes_refresh(programme=programme, now=now)
-    print(f"outcomes refresh: {time.perf_counter() - started:.2f}s for {WinbackAssignment.objects.count():,} assignments")
+    print(
+        f"outcomes refresh: {time.perf_counter() - started:.2f}s for {WinbackAssignment.objects.count():,} assignments"
+    )
     times = []
     for _ in range(args.repeat):
         t0 = time.perf_counter()

@@ -234,6 +234,15 @@ def test_the_nightly_run_is_a_periodic_task_staff_can_edit():
 
     from journeys import tasks
 
+    # The data migration's function (a transactional test elsewhere may have flushed the row it made).
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("journeys.migrations.0003_winback_nightly_periodic_task")
+    migration.create(apps, None)
+    migration.create(apps, None)  # idempotent
+
     task = PeriodicTask.objects.get(name="winback-nightly")
     assert task.task == "journeys.tasks.winback_nightly" and task.enabled
     assert task.crontab.hour == "3" and str(task.crontab.timezone) == "Asia/Shanghai"
