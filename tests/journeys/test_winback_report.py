@@ -230,14 +230,13 @@ def test_the_report_page_csv_and_customer_360_show_the_run(admin_client):
 
 
 def test_the_nightly_run_is_a_periodic_task_staff_can_edit():
-    from django_celery_beat.models import PeriodicTask
-
-    from journeys import tasks
-
     # The data migration's function (a transactional test elsewhere may have flushed the row it made).
     import importlib
 
     from django.apps import apps
+    from django_celery_beat.models import PeriodicTask
+
+    from journeys import tasks
 
     migration = importlib.import_module("journeys.migrations.0003_winback_nightly_periodic_task")
     migration.create(apps, None)
