@@ -526,6 +526,11 @@ def _enroll(run: WinbackRun, *, lease: Lease, now: datetime, crash_after_batches
         with transaction.atomic():
             if not lease_heartbeat(lease=lease):
                 raise LeaseLost(lease)
+            if connection.vendor == "postgresql":
+                # A batch's statements (5,000 rows through unnest) cost enough to be JIT-compiled, which
+                # takes longer than running them.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL jit = off")
             batch = list(
                 WinbackAssignment.objects.filter(run=run, arm=Arm.TREATED, enrolled_at__isnull=True)
                 .order_by("rank")
@@ -721,6 +726,9 @@ def winback_outcomes_refresh(
             )
         else:
             _outcomes_refresh_portable(run_filter_ids)
+    # The run log's "messaged" and "enrolled" follow the outcomes (a few queries per run; runs are nightly).
+    for run in WinbackRun.objects.filter(pk__in=run_filter_ids):
+        winback_run_counts_refresh(run=run)
     return len(run_filter_ids)
 
 
