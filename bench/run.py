@@ -34,6 +34,7 @@ BENCHMARKS = [
     ("bench_dispatch.py", ["--messages", "1000000"]),
     ("bench_rules_screen.py", []),
     ("bench_campaign_start.py", ["--customers", "1000000"]),
+    ("bench_winback.py", ["--customers", "1000000"]),
 ]
 
 
