@@ -509,7 +509,9 @@ def _select(run: WinbackRun, *, lease: Lease, now: datetime) -> None:
             "uplift": {f"{t}:{c}": v for (t, c), v in uplift.items()},
             "timings": timings,
         }
-        WinbackRun.objects.filter(pk=run.pk, lease_token=lease.token).update(**values)
+        # Only while the lease is ours: a worker that stalled past it must not commit a second selection.
+        if not WinbackRun.objects.filter(pk=run.pk, lease_token=lease.token).update(**values):
+            raise LeaseLost(lease)
         logger.info("win-back run %s: %s dormant, %s selected", run.pk, dormant, selected)
     run.refresh_from_db()
 
