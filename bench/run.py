@@ -35,6 +35,7 @@ BENCHMARKS = [
     ("bench_rules_screen.py", []),
     ("bench_campaign_start.py", ["--customers", "1000000"]),
     ("bench_time_triggers.py", ["--customers", "200000"]),
+    ("bench_winback.py", ["--customers", "1000000"]),
 ]
 
 

@@ -81,6 +81,9 @@ CAMPAIGNS: tuple[NavEntry, ...] = (
 JOURNEYS: tuple[NavEntry, ...] = (
     NavEntry("journeys.journey", "route"),
     NavEntry("journeys.enrollment", "directions_walk"),
+    NavEntry("journeys.winbackprogramme", "bedtime_off"),
+    NavEntry("journeys.winbackrun", "history"),
+    NavEntry("journeys.winbackassignment", "assignment_ind"),
 )
 SETTINGS = (
     NavEntry("loyalty.programmesettings", "settings"),

@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 from django.db.models import Count
 
-from journeys.models import LIVE_STATES, Arm, Enrollment, EnrollmentStep, JourneyVersion, StepOutcome
+from journeys.models import (
+    LIVE_STATES,
+    Arm,
+    Enrollment,
+    EnrollmentStep,
+    JourneyVersion,
+    StepOutcome,
+    WinbackAssignment,
+)
 from journeys.nodes import graph_nodes, node_type_get
 from journeys.reasons import reason_text
 
@@ -110,3 +118,32 @@ def customer_enrollments(*, customer_id: int, limit: int, offset: int = 0) -> Cu
             }
         )
     return CustomerEnrollments(rows=rows, has_more=len(enrollments) > limit)
+
+
+def customer_winback_history(*, customer_id: int, limit: int = 10) -> list[dict]:
+    """A customer's win-back assignments, newest first, with their programme, coupon and outcome (one
+    query)."""
+    rows = []
+    for a in (
+        WinbackAssignment.objects.filter(customer_id=customer_id)
+        .select_related("programme", "coupon", "run")
+        .order_by("-selected_at", "-pk")[:limit]
+    ):
+        rows.append(
+            {
+                "programme": a.programme.name,
+                "selected_at": a.selected_at,
+                "arm": a.arm,
+                "arm_label": a.get_arm_display(),
+                "value_tier": a.get_value_tier_display(),
+                "channel": a.channel,
+                "coupon_code": a.coupon.code if a.coupon_id else "",
+                "points_bonus": a.points_bonus,
+                "messages": a.messages,
+                "returned_at": a.returned_at,
+                "revenue": a.revenue,
+                "coupon_order": a.coupon_order,
+                "window_days": a.programme.reactivation_days,
+            }
+        )
+    return rows

@@ -30,3 +30,40 @@ def time_triggers_wake() -> None:
     from journeys.services.time_triggers import time_triggers_dispatch
 
     time_triggers_dispatch(now=timezone.now())
+
+
+@shared_task(name="journeys.tasks.winback_nightly", ignore_result=True)
+def winback_nightly() -> None:
+    """Tonight's run of every active win-back programme (the PeriodicTask "winback-nightly")."""
+    from journeys.services.winback import winback_nightly as run_all
+
+    run_all()
+
+
+@shared_task(name="journeys.tasks.winback_programme_run", ignore_result=True)
+def winback_programme_run(programme_id: int) -> None:
+    """One programme's run for tonight, started from the admin."""
+    from journeys.models import WinbackProgramme
+    from journeys.services.winback import winback_outcomes_refresh, winback_run
+
+    programme = WinbackProgramme.objects.get(pk=programme_id)
+    winback_outcomes_refresh(programme=programme)
+    winback_run(programme=programme)
+
+
+@shared_task(name="journeys.tasks.winback_run_resume", ignore_result=True)
+def winback_run_resume(run_id: int) -> None:
+    """Carry on a run whose worker died (queued by the lease reaper)."""
+    from journeys.services.winback import winback_run_resume as resume
+
+    resume(run_id)
+
+
+@shared_task(name="journeys.tasks.winback_demo", ignore_result=True)
+def winback_demo() -> None:
+    """The win-back demo story, started from the admin's button."""
+    import logging
+
+    from journeys.winback_demo import winback_demo as run_demo
+
+    run_demo(out=logging.getLogger(__name__).warning)

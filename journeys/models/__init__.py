@@ -18,6 +18,16 @@ from journeys.models.journeys import (
     VersionStatus,
 )
 from journeys.models.triggers import SegmentTriggerMember, TimeTriggerState
+from journeys.models.winback import (
+    BudgetKind,
+    WinbackAssignment,
+    WinbackAudience,
+    WinbackOffer,
+    WinbackPhase,
+    WinbackProgramme,
+    WinbackRun,
+    WinbackRunStatus,
+)
 
 __all__ = [
     "LIVE_STATES",
@@ -35,4 +45,12 @@ __all__ = [
     "TimeTriggerState",
     "VersionMigration",
     "VersionStatus",
+    "BudgetKind",
+    "WinbackAssignment",
+    "WinbackAudience",
+    "WinbackOffer",
+    "WinbackPhase",
+    "WinbackProgramme",
+    "WinbackRun",
+    "WinbackRunStatus",
 ]

@@ -206,6 +206,23 @@ def _random_split(members, ctx):
 
 # --- Side effects --------------------------------------------------------------------------------------
 
+# Functions that add template data to a journey's messages: {enrollment id: {key: value}} for a batch of
+# enrollment ids, one query each (the win-back adds its coupon code: journeys/services/winback.py).
+_MESSAGE_DATA: list[Callable[[list[int]], dict[int, dict]]] = []
+
+
+def message_data_register(fn: Callable[[list[int]], dict[int, dict]]) -> None:
+    if fn not in _MESSAGE_DATA:
+        _MESSAGE_DATA.append(fn)
+
+
+def _message_data(enrollment_ids: list[int]) -> dict[int, dict]:
+    found: dict[int, dict] = {}
+    for fn in _MESSAGE_DATA:
+        for enrollment_id, data in fn(enrollment_ids).items():
+            found.setdefault(enrollment_id, {}).update(data)
+    return found
+
 
 @handles("send_message")
 def _send_message(members, ctx):
@@ -231,6 +248,7 @@ def _send_message(members, ctx):
             e.id: _failed("no_template_for_channel", {"template": code, "channel": wanted}) for e in members
         }
     priority = int(ctx.version.settings.get("priority") or 0)
+    extra = _message_data([e.id for e in members])
     requests = [
         MessageRequest(
             customer_id=e.customer_id,
@@ -243,7 +261,7 @@ def _send_message(members, ctx):
             source_label=ctx.version.journey_name[:200],
             priority=priority,
             on_cap=ctx.config.get("on_cap", "defer"),
-            data={"journey_id": ctx.version.journey_id, "enrollment_id": e.id},
+            data={**extra.get(e.id, {}), "journey_id": ctx.version.journey_id, "enrollment_id": e.id},
         )
         for e in members
     ]

@@ -81,9 +81,10 @@ def count_queries(client, url):
 # tags, tag choices, identifiers, consent history, order count, merges, privacy requests, and the audit
 # history of the customer, its identifiers and its tags; the product names of the timeline's SKUs,
 # loyalty's points panel (here a customer without an account: one query), campaigns' messages panel
-# (one query, pinned in tests/campaigns/test_messages_panel.py) and journeys' panel (one query, pinned in
+# (one query, pinned in tests/campaigns/test_messages_panel.py) and journeys' panel (two: the win-back
+# history and the enrollments, pinned in
 # tests/journeys/test_journeys_panel.py).
-QUERIES_OF_THE_360_PAGE = 19
+QUERIES_OF_THE_360_PAGE = 20
 
 
 def test_360_page_query_count_does_not_grow_with_the_customers_data(
@@ -112,8 +113,10 @@ def test_360_page_shows_every_panel(admin_client):
         assert f'id="{anchor}"' in html, anchor
     for slot in ("points", "messages", "journeys", "metrics"):
         assert f'id="panel-{slot}"' in html
-    # Every slot is filled by its app (points, messages, journeys, metrics): no placeholder is left.
+    # Every slot is filled by its app (points, messages, journeys, metrics): no placeholder is left; the
+    # journeys slot lists enrollments, then the win-back history.
     assert html.count("c360-card c360-placeholder") == 0 and "Journeys module" not in html
+    assert 'data-testid="journeys-empty"' in html and 'data-testid="winback-empty"' in html
     assert "王芳" in html and "+8613800138000" in html
     order = customer.orders.order_by("-placed_at").first()
     assert order.external_id in html and "婴儿湿巾" in html
