@@ -212,3 +212,26 @@ def test_arm_assignment_is_unbiased_on_a_large_sample():
             arm_params,
         )
         assert all(a == arm_assign(4242, i, t)[0] for i, a in cursor.fetchall())
+
+
+def test_variants_differing_by_channel_and_send_time_queue_on_their_own_channel_at_their_own_time(world):
+    from campaigns.models import CampaignVariant, MessageTemplate
+
+    now = timezone.now()
+    campaign = campaign_make(segment=world["segment"], channel="sms")
+    email = MessageTemplate.objects.create(code=f"c{campaign.pk}-B-email", name="B by email", channel="email")
+    CampaignVariant.objects.filter(campaign=campaign, key="B").update(
+        template=email, channel="email", send_delay=timedelta(hours=2)
+    )
+    assert svc.campaign_problems(campaign) == []
+    run = run_make(campaign, now=now)
+    campaign_run_start(run=run, now=now)
+    arms = dict(CampaignRecipient.objects.filter(run=run).values_list("customer_id", "arm"))
+    queued = {
+        (arms[c], channel, due, template)
+        for c, channel, due, template in _messages(run).values_list(
+            "customer_id", "channel", "due_at", "template_id"
+        )
+    }
+    sms_template = campaign.variants.get(key="A").template_id
+    assert queued == {("A", "sms", now, sms_template), ("B", "email", now + timedelta(hours=2), email.pk)}
