@@ -196,8 +196,8 @@ def test_arm_assignment_is_unbiased_on_a_large_sample():
     n = 200_000
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT arm, count(*) FROM (SELECT {arm} AS arm FROM (SELECT md5('4242:' || i) AS h "
-            "FROM generate_series(1, %s) i) x) y GROUP BY arm",
+            f"SELECT arm, count(*) FROM (SELECT {arm} AS arm FROM (SELECT {svc._hash_slices_sql()} FROM "
+            "(SELECT md5('4242:' || i) AS h FROM generate_series(1, %s) i) x) s) y GROUP BY arm",
             [*arm_params, n],
         )
         observed = dict(cursor.fetchall())
@@ -208,7 +208,8 @@ def test_arm_assignment_is_unbiased_on_a_large_sample():
     # Python agrees with the SQL on a sample of them.
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT i, {arm} FROM (SELECT i, md5('4242:' || i) AS h FROM generate_series(1, 2000) i) x",
+            f"SELECT i, {arm} FROM (SELECT i, {svc._hash_slices_sql()} FROM "
+            "(SELECT i, md5('4242:' || i) AS h FROM generate_series(1, 2000) i) x) s",
             arm_params,
         )
         assert all(a == arm_assign(4242, i, t)[0] for i, a in cursor.fetchall())
