@@ -360,7 +360,9 @@ def _messages_insert(*, campaign, run, phase: str, variant_key: str | None, now:
     else:
         due, due_params = "%s::timestamptz", [run.due_at]
     # The customers' table is read only for their zones: a start that is not "local" never probes it.
-    customers_join = f"JOIN {Customer._meta.db_table} c ON c.id = r.customer_id " if "c.time_zone" in due else ""
+    customers_join = (
+        f"JOIN {Customer._meta.db_table} c ON c.id = r.customer_id " if "c.time_zone" in due else ""
+    )
     arm_match = "v.key = %s" if variant_key else "v.key = r.arm"
     arm_params = [variant_key] if variant_key else []
     sql = (
