@@ -23,6 +23,7 @@ import hashlib
 import json
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -409,13 +410,21 @@ def _messages_insert(*, campaign, run, phase: str, variant_key: str | None, now:
         return created
 
 
-def _set_level_plans() -> None:
-    """Each statement of a start reads rows that this same transaction has just written (the snapshot's
-    members, then the recipients): they have no statistics yet, so PostgreSQL estimates one row and
-    plans nested loops, a million index probes each (see BENCHMARKS.md, campaign start). Every join of a
-    start is over the whole audience, which hash joins do in one pass at any size. Until the commit."""
+@contextmanager
+def _hash_joins():
+    """The recipients' statement reads the snapshot's members that this same transaction has just
+    written: they have no statistics yet, so PostgreSQL estimates one row and plans nested loops, an index
+    probe of the customers per member, twice (see BENCHMARKS.md, campaign start); its joins are over the
+    whole audience, which hash joins do in one pass at any size. Put back after it: the messages'
+    statement is best as the nested loop over the recipients' (run, customer) index, already in the
+    order it inserts, where a hash join would sort every message (on disk at a million)."""
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_nestloop = off")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_nestloop = on")
 
 
 @dataclass
@@ -441,9 +450,9 @@ def campaign_run_start(*, run: CampaignRun, now: datetime) -> StartResult:
             return StartResult(started=False)
         campaign = run.campaign
         variants = list(campaign.variants.all())
-        _set_level_plans()
         clock = [time.perf_counter()]
-        size, inserted = _recipients_insert(campaign, run, variants, now)
+        with _hash_joins():
+            size, inserted = _recipients_insert(campaign, run, variants, now)
         clock.append(time.perf_counter())
         counts = dict(
             CampaignRecipient.objects.filter(run=run)
