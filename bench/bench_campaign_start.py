@@ -138,6 +138,23 @@ def worker(batch: int, seconds: float) -> None:
     dispatch_run(worker=f"bench-{os.getpid()}", limit_seconds=seconds, batch_size=batch)
 
 
+def backend_cpu_seconds() -> float | None:
+    """CPU seconds used so far by this connection's PostgreSQL backend (user + system), from /proc: the
+    server runs on this machine. On a shared machine the wall time says how busy the others are; this
+    says what the start itself costs."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _summary(name: str, times: list[float]) -> str:
     ms = sorted(t * 1000 for t in times)
     p95 = ms[int(len(ms) * 0.95) - 1] if len(ms) >= 20 else ms[-1]
@@ -172,9 +189,17 @@ def main() -> int:
     now = timezone.now()
     run = CampaignRun.objects.create(campaign=campaign, occurrence="once", due_at=now)
     print(f"machine load {os.getloadavg()[0]:.1f}", flush=True)
+    cpu_before, process_before = backend_cpu_seconds(), time.process_time()
     started = time.perf_counter()
     result = campaign_run_start(run=run, now=now)
     elapsed = time.perf_counter() - started
+    cpu_after, process_after = backend_cpu_seconds(), time.process_time()
+    if cpu_before is not None and cpu_after is not None:
+        print(
+            f"start CPU: PostgreSQL backend {cpu_after - cpu_before:.2f}s, "
+            f"this process {process_after - process_before:.2f}s; machine load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
     run.refresh_from_db()
     print(
         f"start: {elapsed:.2f}s for an audience of {result.audience:,}: {run.audience_size:,} recipients "

@@ -79,7 +79,7 @@ def campaigns_list_figures(campaign_ids: list[int]) -> dict[int, dict]:
     all their runs, from the runs and the kept counts, in two queries whatever the campaigns' size.
     Converted, revenue and ROI come from the runs' stored reports (campaigns.services.reports, refreshed
     by beat): absent, and shown as a dash, until a run has one. ROI is (revenue - cost) / cost, cost being
-    the messages sent times the campaign's cost per message."""
+    each arm's messages sent times its channel's cost per message (campaigns.reports.run_summary)."""
     from django.db.models import Sum
 
     if not campaign_ids:
@@ -110,14 +110,21 @@ def _add_report_figures(figures: dict[int, dict], campaign_ids: list[int]) -> No
     from decimal import Decimal
 
     from campaigns.models import CampaignRunReport
-    from campaigns.reports import RunReport, run_summary
+    from campaigns.reports import RunReport, campaign_arm_costs, run_summary
 
     totals: dict[int, dict] = {}
-    for row in CampaignRunReport.objects.filter(run__campaign_id__in=campaign_ids).select_related(
-        "run__campaign"
-    ):
+    rows = (
+        CampaignRunReport.objects.filter(run__campaign_id__in=campaign_ids)
+        .select_related("run__campaign")
+        .prefetch_related("run__campaign__variants", "run__campaign__channel_costs")
+    )
+    for row in rows:
         campaign = row.run.campaign
-        summary = run_summary(RunReport.from_json(row.figures), cost_per_message=campaign.cost_per_message)
+        summary = run_summary(
+            RunReport.from_json(row.figures),
+            cost_per_message=campaign.cost_per_message,
+            arm_costs=campaign_arm_costs(campaign),
+        )
         total = totals.setdefault(
             campaign.pk, {"converted": 0, "revenue": Decimal("0"), "cost": Decimal("0")}
         )

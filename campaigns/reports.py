@@ -453,13 +453,30 @@ class RunSummary:
     incremental_roi: Decimal | None  # (incremental revenue - cost) / cost: the honest one
 
 
-def run_summary(report: RunReport, *, cost_per_message: Decimal) -> RunSummary:
+def campaign_arm_costs(campaign) -> dict[str, Decimal]:
+    """Each variant's cost per message: its channel's cost (CampaignChannelCost), else the campaign's own
+    cost per message. Reads the campaign's variants and channel costs (prefetch them for a list)."""
+    by_channel = {c.channel: c.cost_per_message for c in campaign.channel_costs.all()}
+    return {
+        v.key: by_channel.get(v.channel or campaign.channel, campaign.cost_per_message)
+        for v in campaign.variants.all()
+    }
+
+
+def run_summary(
+    report: RunReport, *, cost_per_message: Decimal, arm_costs: dict[str, Decimal] | None = None
+) -> RunSummary:
+    """The cost is each treated arm's messages sent times its channel's cost per message (`arm_costs`, by
+    variant key: `campaign_arm_costs`), `cost_per_message` for an arm without one."""
+    arm_costs = arm_costs or {}
     treated = [a for a in report.arms if not a.is_holdout]
     holdout = next((a for a in report.arms if a.is_holdout), None)
     recipients = sum(a.recipients for a in treated)
     sent = sum(a.sent for a in treated)
     revenue = sum((a.revenue for a in treated), Decimal("0"))
-    cost = (Decimal(cost_per_message) * sent).quantize(Decimal("0.01"))
+    cost = sum(
+        (Decimal(arm_costs.get(a.key, cost_per_message)) * a.sent for a in treated), Decimal("0")
+    ).quantize(Decimal("0.01"))
     incremental = None
     if holdout is not None and holdout.recipients:
         incremental = (revenue - holdout.revenue / holdout.recipients * recipients).quantize(Decimal("0.01"))

@@ -20,6 +20,7 @@ VIEWED = (
     "templateversion",
     "campaign",
     "campaignvariant",
+    "campaignchannelcost",
     "campaignrun",
     "campaignrecipient",
     "campaignrunreport",
@@ -37,6 +38,7 @@ CAMPAIGNS_ROLE_GRANTS: RoleGrants = {
         ("campaigns", "add", "campaign"),
         ("campaigns", "change", "campaign"),
         ("campaigns", "*", "campaignvariant"),
+        ("campaigns", "*", "campaignchannelcost"),  # what a message costs, for ROI
         ("campaigns", "add", "suppression"),
         ("campaigns", "delete", "suppression"),
     ],
@@ -52,6 +54,7 @@ CAMPAIGNS_ROLE_GRANTS: RoleGrants = {
         ("campaigns", "retry", "deadletter"),
         ("campaigns", "*", "campaign"),
         ("campaigns", "*", "campaignvariant"),
+        ("campaigns", "*", "campaignchannelcost"),
         ("campaigns", "approve", "campaign"),
     ],
     ANALYST: _view(*VIEWED),

@@ -18,7 +18,14 @@ from unfold.admin import TabularInline
 
 from campaigns.admin.schedule_fields import CampaignScheduleForm, schedule_summary
 from campaigns.campaign_selectors import campaign_run_progress, campaigns_list_figures
-from campaigns.models import Campaign, CampaignRun, CampaignStatus, CampaignVariant, ScheduleKind
+from campaigns.models import (
+    Campaign,
+    CampaignChannelCost,
+    CampaignRun,
+    CampaignStatus,
+    CampaignVariant,
+    ScheduleKind,
+)
 from campaigns.services import campaigns as services
 from crm.admin.base import HistoryAdmin
 from crm.clock import moment_display
@@ -41,6 +48,14 @@ class CampaignVariantInline(TabularInline):
 
     def has_delete_permission(self, request, obj=None):
         return (obj is None or obj.status in EDITABLE) and super().has_delete_permission(request, obj)
+
+
+class CampaignChannelCostInline(CampaignVariantInline):
+    """What a message costs on each channel the variants use, for ROI (editable while the variants are)."""
+
+    model = CampaignChannelCost
+    min_num = 0
+    fields = ("channel", "cost_per_message")
 
 
 # (action, service, label, the permission it needs beyond change, statuses it is offered in)
@@ -103,7 +118,7 @@ class CampaignAdmin(HistoryAdmin):
     )
     list_filter = ("status", "channel")
     search_fields = ("name",)
-    inlines = [CampaignVariantInline]
+    inlines = [CampaignVariantInline, CampaignChannelCostInline]
     change_form_template = "admin/campaigns/campaign/change_form.html"
     autocomplete_fields = ()
     filter_horizontal = ("exclude_segments",)

@@ -5,6 +5,7 @@ come from campaigns.reports (stored by campaigns.services.reports), the words fr
 from __future__ import annotations
 
 import csv
+from decimal import Decimal
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -18,7 +19,13 @@ from django.utils.translation import gettext_lazy as _
 
 from campaigns.experiment_statistics import WinnerReason
 from campaigns.models import CampaignRun, CampaignRunReport, MessageStatus
-from campaigns.reports import HOLDOUT, ReportUnavailable, campaign_run_outcomes
+from campaigns.reports import (
+    HOLDOUT,
+    ReportUnavailable,
+    campaign_arm_costs,
+    campaign_run_outcomes,
+    run_summary,
+)
 from campaigns.services.reports import (
     REFRESH_EVERY,
     campaign_run_report_refresh,
@@ -99,6 +106,37 @@ def _comparison_rows(report) -> list[dict]:
         }
         for c in report.comparisons
     ]
+
+
+def _return_rows(report, campaign) -> dict:
+    """Cost and return of the treated arms: each arm's messages sent times its channel's cost."""
+    costs = campaign_arm_costs(campaign)
+    summary = run_summary(report, cost_per_message=campaign.cost_per_message, arm_costs=costs)
+
+    def ratio(value):
+        return "—" if value is None else f"{value * 100:,.1f} %"
+
+    arms = []
+    for arm in report.arms:
+        if arm.is_holdout or not arm.key:
+            continue
+        cost_per_message = costs.get(arm.key, campaign.cost_per_message)
+        arms.append(
+            {
+                "key": arm.label_key,
+                "label": arm_label(arm.label_key),
+                "sent": arm.sent,
+                "cost_per_message": cost_per_message,
+                "cost": (cost_per_message * arm.sent).quantize(Decimal("0.01")),
+                "revenue": arm.revenue,
+            }
+        )
+    return {
+        "summary": summary,
+        "arms": arms,
+        "roi": ratio(summary.roi),
+        "incremental_roi": ratio(summary.incremental_roi),
+    }
 
 
 def _chart_data(report) -> dict:
@@ -228,7 +266,12 @@ class CampaignRunReportAdmin(ReadOnlyAdmin):
     def _run(self, request, run_id: int) -> CampaignRun:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        run = CampaignRun.objects.select_related("campaign").filter(pk=run_id).first()
+        run = (
+            CampaignRun.objects.select_related("campaign")
+            .prefetch_related("campaign__variants", "campaign__channel_costs")
+            .filter(pk=run_id)
+            .first()
+        )
         if run is None:
             raise Http404(gettext("No such campaign run."))
         return run
@@ -263,6 +306,7 @@ class CampaignRunReportAdmin(ReadOnlyAdmin):
             "unavailable": unavailable,
             "arms": _arm_rows(report) if report else [],
             "comparisons": _comparison_rows(report) if report else [],
+            "returns": _return_rows(report, campaign) if report else None,
             "chart": _chart_data(report) if report else None,
             "decision": _decision(run),
             "csv_url": reverse("admin:campaigns_campaignrunreport_csv", args=[run.pk]),

@@ -115,7 +115,13 @@ class Campaign(models.Model):
 
     priority = models.SmallIntegerField(_("priority"), default=50)
     on_cap = models.CharField(_("when capped"), max_length=8, choices=OnCap.choices, default=OnCap.DEFER)
-    cost_per_message = models.DecimalField(_("cost per message"), max_digits=10, decimal_places=4, default=0)
+    cost_per_message = models.DecimalField(
+        _("cost per message"),
+        max_digits=10,
+        decimal_places=4,
+        default=0,
+        help_text=_("For ROI, on every channel without its own cost below."),
+    )
     currency = models.CharField(_("currency"), max_length=3, default="CNY")
 
     holdout_percent = models.DecimalField(
@@ -212,6 +218,36 @@ class CampaignVariant(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class CampaignChannelCost(models.Model):
+    """What one message costs on a channel, for this campaign's ROI: an SMS is paid per message, a WeChat
+    template message or an email far less, and variants may go out on different channels. A channel
+    without a row costs the campaign's own cost per message."""
+
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="channel_costs", verbose_name=_("campaign")
+    )
+    channel = models.CharField(_("channel"), max_length=16, choices=Channel.choices)
+    cost_per_message = models.DecimalField(
+        _("cost per message"), max_digits=10, decimal_places=4, validators=[MinValueValidator(0)]
+    )
+
+    history = HistoricalRecords()
+
+    class Meta:
+        verbose_name = _("cost per message on a channel")
+        verbose_name_plural = _("costs per message per channel")
+        ordering = ["campaign", "channel"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "channel"], name="campaigns_channelcost_key"),
+            models.CheckConstraint(
+                condition=models.Q(cost_per_message__gte=0), name="campaigns_channelcost_nonneg"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel}: {self.cost_per_message}"
 
 
 class CampaignRun(models.Model):

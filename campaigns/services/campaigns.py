@@ -23,6 +23,7 @@ import hashlib
 import json
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -224,21 +225,30 @@ def arm_assign(campaign_id: int, customer_id: int, t: Thresholds) -> tuple[str, 
     return t.arms[-1][0], str(phase)
 
 
+def _hash_slices_sql(h: str = "h") -> str:
+    """The select list of the three 32-bit slices of `h` (md5 hex of "campaign:customer"), as columns
+    h_holdout, h_arm and h_test. Selected once in a fenced subquery (OFFSET 0) under `_arm_sql`'s CASEs:
+    flattened, PostgreSQL would compute the md5 and the slices again in every CASE branch that names
+    them and again for every outer reference to the arm (see BENCHMARKS.md, campaign start)."""
+    return ", ".join(
+        f"('x' || substr({h}, {start}, 8))::bit(32)::bigint AS {name}"
+        for name, start in (("h_holdout", 1), ("h_arm", 9), ("h_test", 17))
+    )
+
+
 def _arm_sql(t: Thresholds) -> tuple[str, str, list, list]:
-    """SQL expressions for the arm and the phase over `h` (md5 hex of "campaign:customer"), and each
+    """SQL expressions for the arm and the phase over the columns of `_hash_slices_sql`, and each
     one's parameters."""
-    slice_ = "('x' || substr(h, {start}, 8))::bit(32)::bigint"
-    h_holdout, h_arm, h_test = (slice_.format(start=s) for s in (1, 9, 17))
     if t.test:
-        phase = f"CASE WHEN {h_test} < %s THEN 'test' ELSE 'rest' END"
+        phase = "CASE WHEN h_test < %s THEN 'test' ELSE 'rest' END"
         phase_params = [t.test]
     else:
         phase, phase_params = "'all'", []
-    cases = " ".join(f"WHEN {h_arm} < %s THEN %s" for _ in t.arms)
+    cases = " ".join("WHEN h_arm < %s THEN %s" for _ in t.arms)
     arm_params = [p for key, upper in t.arms for p in (upper, key)]
-    rest = f"WHEN {h_test} >= %s THEN '' " if t.test else ""
+    rest = "WHEN h_test >= %s THEN '' " if t.test else ""
     rest_params = [t.test] if t.test else []
-    arm = f"CASE WHEN {h_holdout} < %s THEN '{HOLDOUT_ARM}' {rest}{cases} ELSE %s END"
+    arm = f"CASE WHEN h_holdout < %s THEN '{HOLDOUT_ARM}' {rest}{cases} ELSE %s END"
     return arm, phase, [t.holdout, *rest_params, *arm_params, t.arms[-1][0]], phase_params
 
 
@@ -313,11 +323,13 @@ def _recipients_insert(campaign, run, variants, now) -> tuple[int, int]:
         f"INSERT INTO {CampaignRecipient._meta.db_table} (run_id, customer_id, arm, phase, enqueued) "
         "SELECT %s, customer_id, arm, phase, arm <> '' AND arm <> %s AND phase <> 'rest' FROM ("
         f"  SELECT customer_id, {arm} AS arm, {phase} AS phase FROM ("
-        "    SELECT a.customer_id, md5(%s || ':' || a.customer_id) AS h "
-        f"    FROM (SELECT DISTINCT customer_id FROM ({audience}) s) a "
-        f"    JOIN {customers} c ON c.id = a.customer_id AND c.erased_at IS NULL "
-        f"    WHERE TRUE {exclusions}"
-        "  ) hashed"
+        f"    SELECT customer_id, {_hash_slices_sql()} FROM ("
+        "      SELECT a.customer_id, md5(%s || ':' || a.customer_id) AS h "
+        f"      FROM (SELECT DISTINCT customer_id FROM ({audience}) s) a "
+        f"      JOIN {customers} c ON c.id = a.customer_id AND c.erased_at IS NULL "
+        f"      WHERE TRUE {exclusions} OFFSET 0"
+        "    ) hashed OFFSET 0"
+        "  ) sliced OFFSET 0"
         ") assigned ORDER BY customer_id ON CONFLICT (run_id, customer_id) DO NOTHING"
     )
     params = [
@@ -348,6 +360,10 @@ def _messages_insert(*, campaign, run, phase: str, variant_key: str | None, now:
         due_params = [run.local_date, local_wall, settings.TIME_ZONE]
     else:
         due, due_params = "%s::timestamptz", [run.due_at]
+    # The customers' table is read only for their zones: a start that is not "local" never probes it.
+    customers_join = (
+        f"JOIN {Customer._meta.db_table} c ON c.id = r.customer_id " if "c.time_zone" in due else ""
+    )
     arm_match = "v.key = %s" if variant_key else "v.key = r.arm"
     arm_params = [variant_key] if variant_key else []
     sql = (
@@ -361,7 +377,7 @@ def _messages_insert(*, campaign, run, phase: str, variant_key: str | None, now:
         "'', '', %s "
         f"FROM {CampaignRecipient._meta.db_table} r "
         f"JOIN {CampaignVariant._meta.db_table} v ON v.campaign_id = %s AND {arm_match} "
-        f"JOIN {Customer._meta.db_table} c ON c.id = r.customer_id "
+        f"{customers_join}"
         "WHERE r.run_id = %s AND r.phase = %s AND r.enqueued "
         "ORDER BY r.customer_id ON CONFLICT DO NOTHING"
     )
@@ -394,6 +410,23 @@ def _messages_insert(*, campaign, run, phase: str, variant_key: str | None, now:
         return created
 
 
+@contextmanager
+def _hash_joins():
+    """The recipients' statement reads the snapshot's members that this same transaction has just
+    written: they have no statistics yet, so PostgreSQL estimates one row and plans nested loops, an index
+    probe of the customers per member, twice (see BENCHMARKS.md, campaign start); its joins are over the
+    whole audience, which hash joins do in one pass at any size. Put back after it: the messages'
+    statement is best as the nested loop over the recipients' (run, customer) index, already in the
+    order it inserts, where a hash join would sort every message (on disk at a million)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_nestloop = off")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_nestloop = on")
+
+
 @dataclass
 class StartResult:
     started: bool
@@ -418,7 +451,8 @@ def campaign_run_start(*, run: CampaignRun, now: datetime) -> StartResult:
         campaign = run.campaign
         variants = list(campaign.variants.all())
         clock = [time.perf_counter()]
-        size, inserted = _recipients_insert(campaign, run, variants, now)
+        with _hash_joins():
+            size, inserted = _recipients_insert(campaign, run, variants, now)
         clock.append(time.perf_counter())
         counts = dict(
             CampaignRecipient.objects.filter(run=run)

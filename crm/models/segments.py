@@ -144,15 +144,26 @@ class SegmentSnapshot(models.Model):
 
 
 class SegmentSnapshotMember(models.Model):
+    # No database foreign keys: a snapshot inserts up to a million rows in one statement, and PostgreSQL
+    # would check each row's two keys one by one at commit (Django's constraints are deferred), a large
+    # part of a campaign's start (see BENCHMARKS.md, campaign start). The one writer,
+    # segment_snapshot_create, checks them for the whole set instead: the snapshot row is its own, and it
+    # inserts only customers it has just locked FOR KEY SHARE (what a key check takes), so a merge or a
+    # delete waits for its commit and then re-points or cascades the new rows. Deletes cascade in Django.
     snapshot = models.ForeignKey(
         SegmentSnapshot,
         on_delete=models.CASCADE,
         related_name="members",
         db_index=False,
+        db_constraint=False,
         verbose_name=_("segment snapshot"),
     )
     customer = models.ForeignKey(
-        "crm.Customer", on_delete=models.CASCADE, related_name="+", verbose_name=_("customer")
+        "crm.Customer",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_constraint=False,
+        verbose_name=_("customer"),
     )
 
     class Meta:

@@ -283,7 +283,15 @@ def customer_merge(
         raise MergeRefused(_("An erased customer cannot be merged or re-identified."))
     now = now or timezone.now()
     first, second = sorted([survivor, merged], key=lambda c: c.pk)
-    Customer.objects.select_for_update().filter(pk__in=[first.pk, second.pk]).order_by("pk").count()
+    # Both rows locked, in key order. Fetched, not counted: Django drops FOR UPDATE from a count(), which
+    # left the merge unlocked, so a snapshot or campaign start still open on the merged customer was not
+    # waited for and its new rows were left behind by the re-pointing below.
+    list(
+        Customer.objects.select_for_update()
+        .filter(pk__in=[first.pk, second.pk])
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     merged.refresh_from_db()
     snapshot = _snapshot(merged)
     moved: dict[str, int] = {}

@@ -124,3 +124,47 @@ def test_the_campaign_list_and_page_show_the_reports_figures(admin_client):
     assert "350.00 CNY" in html and "116567%" in html
     page = admin_client.get(reverse("admin:campaigns_campaign_change", args=[run.campaign_id]))
     assert _url(run) in page.content.decode()
+
+
+def _costs_by_channel(run):
+    """Variant B goes out by SMS (0.05 a message), A by the campaign's email (0.01); the campaign's own
+    cost per message (0.50) is for channels without a row, so it must not be used."""
+    from decimal import Decimal
+
+    from campaigns.models import Campaign, CampaignChannelCost, CampaignVariant
+
+    Campaign.objects.filter(pk=run.campaign_id).update(cost_per_message=Decimal("0.5000"))
+    CampaignVariant.objects.filter(campaign_id=run.campaign_id, key="B").update(channel="sms")
+    CampaignChannelCost.objects.create(campaign_id=run.campaign_id, channel="email", cost_per_message="0.01")
+    CampaignChannelCost.objects.create(campaign_id=run.campaign_id, channel="sms", cost_per_message="0.05")
+
+
+def test_roi_costs_each_arms_messages_at_its_channels_price_in_the_list_and_the_report(admin_client):
+    from decimal import Decimal
+
+    from campaigns.services.reports import campaign_run_report_refresh
+
+    run = report_world()
+    _costs_by_channel(run)
+    run.refresh_from_db()
+    campaign_run_report_refresh(run=run, now=run.due_at)
+    # A: 3 sent x 0.01 = 0.03; B: 3 sent x 0.05 = 0.15; cost 0.18; revenue 350; ROI (350 - 0.18) / 0.18
+    response = admin_client.get(reverse("admin:campaigns_campaign_changelist"), HTTP_ACCEPT_LANGUAGE="en")
+    figures = response.context["cl"].model_admin._figures[run.campaign_id]
+    assert figures["roi"] == pytest.approx(Decimal("1943.4444"), abs=Decimal("0.0001"))
+    assert "194344%" in response.content.decode()
+
+    page = admin_client.get(_url(run), HTTP_ACCEPT_LANGUAGE="en")
+    returns = page.context["returns"]
+    assert [(a["key"], a["sent"], a["cost"]) for a in returns["arms"]] == [
+        ("A", 3, Decimal("0.03")),
+        ("B", 3, Decimal("0.15")),
+    ]
+    assert returns["summary"].cost == Decimal("0.18")
+    # incremental: 350 - 80 / 3 x 7 = 163.33; (163.33 - 0.18) / 0.18 = 906.39 (90,638.9 %)
+    assert returns["summary"].incremental_revenue == Decimal("163.33")
+    assert (returns["roi"], returns["incremental_roi"]) == ("194,344.4 %", "90,638.9 %")
+    html = page.content.decode()
+    assert 'data-testid="roi">194,344.4 %' in html and "Cost and return" in html
+    zh = admin_client.get(_url(run), HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "成本与回报" in zh and "增量投资回报率" in zh

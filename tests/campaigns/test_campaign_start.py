@@ -196,8 +196,8 @@ def test_arm_assignment_is_unbiased_on_a_large_sample():
     n = 200_000
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT arm, count(*) FROM (SELECT {arm} AS arm FROM (SELECT md5('4242:' || i) AS h "
-            "FROM generate_series(1, %s) i) x) y GROUP BY arm",
+            f"SELECT arm, count(*) FROM (SELECT {arm} AS arm FROM (SELECT {svc._hash_slices_sql()} FROM "
+            "(SELECT md5('4242:' || i) AS h FROM generate_series(1, %s) i) x) s) y GROUP BY arm",
             [*arm_params, n],
         )
         observed = dict(cursor.fetchall())
@@ -208,7 +208,31 @@ def test_arm_assignment_is_unbiased_on_a_large_sample():
     # Python agrees with the SQL on a sample of them.
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT i, {arm} FROM (SELECT i, md5('4242:' || i) AS h FROM generate_series(1, 2000) i) x",
+            f"SELECT i, {arm} FROM (SELECT i, {svc._hash_slices_sql()} FROM "
+            "(SELECT i, md5('4242:' || i) AS h FROM generate_series(1, 2000) i) x) s",
             arm_params,
         )
         assert all(a == arm_assign(4242, i, t)[0] for i, a in cursor.fetchall())
+
+
+def test_variants_differing_by_channel_and_send_time_queue_on_their_own_channel_at_their_own_time(world):
+    from campaigns.models import CampaignVariant, MessageTemplate
+
+    now = timezone.now()
+    campaign = campaign_make(segment=world["segment"], channel="sms")
+    email = MessageTemplate.objects.create(code=f"c{campaign.pk}-B-email", name="B by email", channel="email")
+    CampaignVariant.objects.filter(campaign=campaign, key="B").update(
+        template=email, channel="email", send_delay=timedelta(hours=2)
+    )
+    assert svc.campaign_problems(campaign) == []
+    run = run_make(campaign, now=now)
+    campaign_run_start(run=run, now=now)
+    arms = dict(CampaignRecipient.objects.filter(run=run).values_list("customer_id", "arm"))
+    queued = {
+        (arms[c], channel, due, template)
+        for c, channel, due, template in _messages(run).values_list(
+            "customer_id", "channel", "due_at", "template_id"
+        )
+    }
+    sms_template = campaign.variants.get(key="A").template_id
+    assert queued == {("A", "sms", now, sms_template), ("B", "email", now + timedelta(hours=2), email.pk)}

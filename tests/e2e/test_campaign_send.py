@@ -1,12 +1,13 @@
 """In a real browser: from a segment's page a marketing manager creates a campaign with two variants and a
-10 % holdout, approves and schedules it, and watches the progress bar reach the end while the outbox
-sends (the dispatcher in this process, into the sink provider); then opens the report. Screenshot in /work/shots/staff/ (or $SHOTS_DIR)."""
+10 % holdout and the cost of an SMS, approves and schedules it, and watches the progress bar reach the end while the outbox
+sends (the dispatcher in this process, into the sink provider); then opens the report and reads its cost. Screenshot in /work/shots/staff/ (or $SHOTS_DIR)."""
 
 from __future__ import annotations
 
 import os
 import re
 import threading
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -71,10 +72,17 @@ def test_a_campaign_from_a_segment_with_two_variants_and_a_holdout_is_sent_and_w
     page.fill("#id_variants-1-key", "B")
     page.select_option("#id_variants-1-template", str(templates["B"]))
     page.fill("#id_variants-1-weight", "50")
+    # What an SMS costs, for the report's ROI (a channel without a row would cost the campaign's default).
+    page.locator("#channel_costs-group .add-row").click()
+    page.select_option("#id_channel_costs-0-channel", "sms")
+    page.fill("#id_channel_costs-0-cost_per_message", "0.05")
     page.click("[type=submit][name=_continue]")
     expect(page).to_have_url(re.compile(r"/admin/campaigns/campaign/\d+/change/"))
     campaign = Campaign.objects.get(name="双11预热")
     assert sorted(campaign.variants.values_list("key", "weight")) == [("A", 50), ("B", 50)]
+    assert list(campaign.channel_costs.values_list("channel", "cost_per_message")) == [
+        ("sms", Decimal("0.05"))
+    ]
 
     stop = threading.Event()
     sender = threading.Thread(target=_drain_until, args=(stop,), daemon=True)
@@ -104,5 +112,9 @@ def test_a_campaign_from_a_segment_with_two_variants_and_a_holdout_is_sent_and_w
     page.get_by_test_id("run-report").click()
     expect(page).to_have_url(re.compile(r"/admin/campaigns/campaignrunreport/run/\d+/"))
     expect(page.locator("body")).to_contain_text("holdout")
+    sent = 200 - holdout
+    returns = page.get_by_test_id("returns")
+    expect(returns.locator('tr[data-arm="total"] [data-col="cost"]')).to_have_text(f"{sent * 0.05:.2f}")
+    expect(page.get_by_test_id("roi")).not_to_be_empty()
     page.screenshot(path=str(SHOTS / "campaign_report.png"), full_page=True)
     context.close()
