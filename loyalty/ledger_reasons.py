@@ -29,6 +29,8 @@ REASONS = {
     "expired": _("Points expired"),
     "settled": _("Owed points settled from new points"),
     "reward": _("Reward: %(param)s"),
+    # A win-back programme's points for a customer it wakes (journeys/services/winback.py).
+    "welcome_back": _("Welcome-back bonus"),
 }
 
 # The English sentences jobs stored before the codes, by the entry kinds that carried them (a staff

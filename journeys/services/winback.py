@@ -61,6 +61,7 @@ from journeys.models import (
     WinbackRun,
     WinbackRunStatus,
 )
+from loyalty.ledger_reasons import reason_code
 
 logger = logging.getLogger(__name__)
 
@@ -593,7 +594,7 @@ def _enroll_batch(run, batch, *, version, offers, now, timings: dict) -> None:
                 "customer_id": customer_id,
                 "rule": None,
                 "key": f"winback:{assignment_of[customer_id]}",
-                "reason": "winback_bonus",
+                "reason": reason_code("welcome_back"),
                 "reference": f"winback:{run.pk}",
                 "extra_points": bonus,
             }
