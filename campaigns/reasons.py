@@ -38,6 +38,9 @@ REASONS: dict[str, str] = {
     "claim_lapsed_handed": gettext_noop(
         "its worker stopped after handing it to a provider that ignores repeats: queued again"
     ),
+    "claim_lapsed_maybe_sent": gettext_noop(
+        "its worker stopped, perhaps after sending it to a provider that ignores repeats: queued again"
+    ),
     "campaign_paused": gettext_noop("held: the campaign is paused"),
     # Failed, cancelled or unknown.
     "provider_rejected": gettext_noop("provider refused it: %(error)s"),

@@ -10,8 +10,11 @@ One batch goes through these steps (`batch_process`), and the order is the exact
 2. screen and render, outside the claim's transaction (campaigns/services/stages.py names who does
    them; the screen's cap step takes its own short one, with the customers' advisory locks, to mark the
    messages it lets through: campaigns/services/rules.py).
-3. hand (one UPDATE): the rows still ours (same claim token) get `handed_at`, and only the rows that
-   UPDATE returned go to the provider. A batch the reaper took back before this point is not sent.
+3. hand (one UPDATE), only for a provider that ignores repeats: the rows still ours (same claim token)
+   get `handed_at`, and only the rows that UPDATE returned go to the provider. A batch the reaper took
+   back before this point is not sent. A provider that dedupes by the idempotency key skips this write:
+   a message sent twice (by this worker and by the one that took the batch over) reaches the customer
+   once, and the record (5) writes `handed_at` and the rendered columns instead.
 4. send: the provider's `send_batch`, outside any transaction.
 5. record (short transaction): every status in one UPDATE conditional on the claim token, so a batch taken
    over by another worker is never recorded twice, with the history entry, reason code, back-off, and
@@ -20,7 +23,8 @@ One batch goes through these steps (`batch_process`), and the order is the exact
 A worker killed between 3 and 5 leaves handed rows in `sending` with a lapsing lease; `messages_reap`
 puts them back in the queue when the provider dedupes by the idempotency key (the message id, the same
 on every attempt), and otherwise marks them `unknown` (reason `no_answer`) for reconciliation: never
-resent blindly. A worker killed before 3 leaves rows that were never handed: they are simply queued again.
+resent blindly. A worker killed before 3 leaves rows that were never handed: they are simply queued again
+(for a deduping provider, perhaps sent already: the resend is the provider's no-op).
 """
 
 from __future__ import annotations
@@ -444,6 +448,9 @@ class _Outcome:
     # limit or a provider's cool-down, left without a decision): the claim's attempt is given back, so
     # MESSAGING_MAX_ATTEMPTS counts tries, not how often a message waited its turn.
     attempted: bool = True
+    # Handed to a provider that dedupes without a hand UPDATE first (_send_channel): the record writes
+    # what the hand would have (handed_at, provider, address, subject, links, version, language).
+    handed_here: bool = False
 
 
 def _iso(moment: datetime | None) -> str:
@@ -711,11 +718,18 @@ def _send_channel(channel, items, claim: Claim, now: datetime, stats: BatchStats
     if not items:
         return outcomes
 
-    handed = _hand(items, code, claim, now)
-    stats.lost += len(items) - len(handed)
-    items = [(m, out) for m, out in items if m.pk in handed]
-    if not items:
-        return outcomes
+    # A provider that dedupes by the idempotency key turns a second send of a message into a no-op, so
+    # the hand UPDATE (which makes sure no row another worker took over is sent) is not needed for it:
+    # a row the reaper took back meanwhile may be sent by both workers, the provider keeps one, and only
+    # the worker still holding the claim token records it. Claim -> send -> record: two writes a message,
+    # not three (BENCHMARKS.md, outbox dispatch). A provider that ignores repeats is handed first, as before.
+    handed_here = bool(provider.supports_idempotency)
+    if not handed_here:
+        handed = _hand(items, code, claim, now)
+        stats.lost += len(items) - len(handed)
+        items = [(m, out) for m, out in items if m.pk in handed]
+        if not items:
+            return outcomes
     for m, _ in items:
         m.provider = code
 
@@ -742,7 +756,9 @@ def _send_channel(channel, items, claim: Claim, now: datetime, stats: BatchStats
                 error_code="no_answer",
                 error_detail=missing_error,
             )
-        outcomes.append(_from_result(m, result, now))
+        outcome = _from_result(m, result, now)
+        outcome.handed_here = handed_here
+        outcomes.append(outcome)
         if result.cool_down:
             stages.provider_cool_down(
                 code, result.retry_after or retry_delay(1), result.error_code or "cool_down"
@@ -930,16 +946,26 @@ def _record_pg(outcomes: list[_Outcome], claim: Claim, now: datetime) -> set[int
             "error_code = v.ecode, error_detail = v.edetail, "
             "sent_at = CASE WHEN v.sent THEN %s ELSE m.sent_at END, "
             "finished_at = CASE WHEN v.final THEN %s ELSE m.finished_at END, "
-            "handed_at = CASE WHEN v.release THEN NULL ELSE m.handed_at END, "
+            "handed_at = CASE WHEN v.release THEN NULL WHEN v.handed THEN %s ELSE m.handed_at END, "
             "claim_token = CASE WHEN v.release THEN NULL ELSE m.claim_token END, claimed_until = NULL, "
             "attempts = CASE WHEN v.tried THEN m.attempts ELSE GREATEST(m.attempts - 1, 0) END, "
-            "history = m.history || jsonb_build_array(v.entry::jsonb) "
+            "history = m.history || jsonb_build_array(v.entry::jsonb), "
+            # What _hand writes, for the messages handed to a deduping provider without it.
+            "provider = CASE WHEN v.handed THEN v.provider ELSE m.provider END, "
+            "address = CASE WHEN v.handed THEN v.address ELSE m.address END, "
+            "subject = CASE WHEN v.handed THEN v.subject ELSE m.subject END, "
+            "links = CASE WHEN v.handed THEN v.links::jsonb ELSE m.links END, "
+            "template_version_id = CASE WHEN v.handed THEN v.version_id ELSE m.template_version_id END, "
+            "language = CASE WHEN v.handed THEN v.language ELSE m.language END "
             # The arrays in binary (%b), as in _hand.
             "FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], "
-            "%b::text[], %b::text[], %b::bool[], %b::bool[], %b::bool[], %b::text[], %b::bool[]) "
-            "AS v(id, status, reason, params, due_at, pid, ecode, edetail, sent, final, release, entry, tried) "
+            "%b::text[], %b::text[], %b::bool[], %b::bool[], %b::bool[], %b::text[], %b::bool[], "
+            "%b::bool[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[]) "
+            "AS v(id, status, reason, params, due_at, pid, ecode, edetail, sent, final, release, entry, tried, "
+            "handed, provider, address, subject, links, version_id, language) "
             "WHERE m.id = v.id AND m.claim_token = %s AND m.status = ANY(%s) RETURNING m.id",
             [
+                now,
                 now,
                 now,
                 [o.message.pk for o in outcomes],
@@ -955,11 +981,28 @@ def _record_pg(outcomes: list[_Outcome], claim: Claim, now: datetime) -> set[int
                 [o.release for o in outcomes],
                 [json.dumps(_entry(o, now), default=str) for o in outcomes],
                 [o.attempted for o in outcomes],
+                *_handed_columns(outcomes),
                 claim.token,
                 list(_RECORDABLE),
             ],
         )
         return {row[0] for row in cursor.fetchall()}
+
+
+def _handed_columns(outcomes: list[_Outcome]) -> list[list]:
+    """The record's arrays for the columns _hand writes; None where the message was not handed here. A
+    message handed and released (retry later) keeps them too, as after _hand: one that may have gone out
+    (no answer) must still resolve its clicks to its recorded links."""
+    ms = [o.message if o.handed_here else None for o in outcomes]
+    return [
+        [o.handed_here for o in outcomes],
+        [m.provider if m else None for m in ms],
+        [m.address if m else None for m in ms],
+        [m.subject if m else None for m in ms],
+        [json.dumps(m.links) if m and m.links is not None else None for m in ms],
+        [m.template_version_id if m else None for m in ms],
+        [m.language if m else None for m in ms],
+    ]
 
 
 def _record_portable(outcomes: list[_Outcome], claim: Claim, now: datetime) -> set[int]:
@@ -975,6 +1018,16 @@ def _record_portable(outcomes: list[_Outcome], claim: Claim, now: datetime) -> s
             "claimed_until": None,
             "history": list(m.history or []) + [json.loads(json.dumps(_entry(o, now), default=str))],
         }
+        if o.handed_here:
+            values.update(
+                handed_at=now,
+                provider=m.provider,
+                address=m.address,
+                subject=m.subject,
+                links=m.links,
+                template_version_id=m.template_version_id,
+                language=m.language,
+            )
         if o.release:
             values.update(due_at=o.due_at, handed_at=None, claim_token=None)
         if not o.attempted:
@@ -1017,6 +1070,13 @@ class ReapResult:
     unknown: int = 0  # handed over without an idempotency key: to reconcile
 
 
+def _provider_code(channel: str) -> str | None:
+    try:
+        return stages.provider_for(channel).code
+    except Exception:  # logged by _idempotent_providers
+        return None
+
+
 def _idempotent_providers(channels: set[str]) -> set[str]:
     codes = set()
     for channel in channels:
@@ -1032,7 +1092,8 @@ def _idempotent_providers(channels: set[str]) -> set[str]:
 
 def messages_reap(*, now: datetime, limit: int = 5000) -> ReapResult:
     """Take back the messages whose claim lapsed (their worker died or stalled past the lease): not yet
-    handed over -> queued; handed to a provider that dedupes by the idempotency key -> queued (the resend
+    handed over -> queued (for a deduping provider, which is sent to without a hand-over mark, perhaps
+    sent: queued all the same); handed to a provider that dedupes by the idempotency key -> queued (the resend
     carries the same key); handed to one that does not -> unknown, reason no_answer, never resent. The
     claim token is cleared on the requeued rows, so the old worker, should it wake, records nothing;
     it is kept on the unknown ones, so its late answer may still resolve them."""
@@ -1046,16 +1107,23 @@ def messages_reap(*, now: datetime, limit: int = 5000) -> ReapResult:
         )
         if not rows:
             return result
-        dedupes = _idempotent_providers({channel for _, channel, provider, handed, _ in rows if handed})
+        dedupes = _idempotent_providers({channel for _, channel, _provider, _handed, _ in rows})
         requeue, unknown = [], []
-        for pk, _channel, provider, handed, history in rows:
-            if handed is None or provider in dedupes:
-                requeue.append((pk, history, handed is not None))
-            else:
+        for pk, channel, provider, handed, history in rows:
+            if handed is not None and provider not in dedupes:
                 unknown.append((pk, history))
+                continue
+            if handed is not None:
+                reason = "claim_lapsed_handed"
+            elif _provider_code(channel) in dedupes:
+                # A deduping provider is sent to without a hand UPDATE (_send_channel): the worker may
+                # have stopped before or after sending; the resend carries the same key either way.
+                reason = "claim_lapsed_maybe_sent"
+            else:
+                reason = "claim_lapsed"
+            requeue.append((pk, history, reason))
         stamp = now.isoformat()
-        for pk, history, was_handed in requeue:
-            reason = "claim_lapsed_handed" if was_handed else "claim_lapsed"
+        for pk, history, reason in requeue:
             Message.objects.filter(pk=pk, status=MessageStatus.SENDING).update(
                 status=MessageStatus.QUEUED,
                 claim_token=None,

@@ -226,10 +226,6 @@ def _slices(values: Sequence) -> Iterable[Sequence]:
         yield values[offset : offset + _SQLITE_SLICE]
 
 
-# Kept under its old name: the screen was the first to bind its lists as one array.
-_AnyOf = AnyOf
-
-
 @dataclass
 class _Customer:
     zone_name: str
@@ -245,7 +241,7 @@ def _customers(customer_ids: list[int], channels: set[str]) -> dict[int, _Custom
     found: dict[int, _Customer] = {}
     for ids in _slices(customer_ids):
         rows = (
-            Customer.objects.filter(_AnyOf("id", ids))
+            Customer.objects.filter(AnyOf("id", ids))
             .annotate(**annotations)
             .values_list("pk", "time_zone", "erased_at", *keys)
         )
@@ -265,7 +261,7 @@ def _opted_in(customer_ids: list[int], channels: set[str]) -> set[tuple[int, str
     for ids in _slices(customer_ids):
         found.update(
             Consent.objects.filter(
-                _AnyOf("customer_id", ids), channel__in=sorted(channels), status=ConsentStatus.OPTED_IN
+                AnyOf("customer_id", ids), channel__in=sorted(channels), status=ConsentStatus.OPTED_IN
             ).values_list("customer_id", "channel")
         )
     return found
@@ -277,7 +273,7 @@ def _suppressed(addresses: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
     values = sorted({address for _channel, address in addresses})
     found: dict[tuple[str, str], str] = {}
     for chunk in _slices(values):
-        for channel, address, reason in Suppression.objects.filter(_AnyOf("address", chunk)).values_list(
+        for channel, address, reason in Suppression.objects.filter(AnyOf("address", chunk)).values_list(
             "channel", "address", "reason"
         ):
             if (channel, address) in addresses:
@@ -313,7 +309,7 @@ def _sent_counts(
     for ids in _slices(customer_ids):
         rows = (
             Message.objects.filter(
-                _AnyOf("customer_id", ids),
+                AnyOf("customer_id", ids),
                 purpose=MessagePurpose.MARKETING,
                 sent_at__gte=earliest,
                 sent_at__lte=now,
@@ -364,7 +360,7 @@ def _slots_in_flight(customer_ids: list[int], batch_ids: set[int]) -> dict[tuple
     found: dict[tuple[int, str], int] = defaultdict(int)
     for ids in _slices(customer_ids):
         rows = Message.objects.filter(
-            _AnyOf("customer_id", ids),
+            AnyOf("customer_id", ids),
             purpose=MessagePurpose.MARKETING,
             status=MessageStatus.SENDING,
             screened_at__isnull=False,
@@ -382,7 +378,7 @@ def _slots_hold(messages: list, now: datetime) -> None:
     if not ids:
         return
     for chunk in _slices(ids):
-        Message.objects.filter(_AnyOf("id", chunk), status=MessageStatus.SENDING).update(screened_at=now)
+        Message.objects.filter(AnyOf("id", chunk), status=MessageStatus.SENDING).update(screened_at=now)
 
 
 def _attr(message, name: str, default=None):

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from jinja2 import nodes
 
-from campaigns.models import MessageTemplate, TemplateVersion
+from campaigns.models import Channel, DeliverySettings, MessagePurpose, MessageTemplate, TemplateVersion
 from campaigns.rendering import (
     CHANNEL_FIELDS,
     WECHAT_KEY,
@@ -41,6 +41,7 @@ from campaigns.services.personalisation import (
     UNSUBSCRIBE_PLACEHOLDER,
     preview_context,
 )
+from campaigns.services.tracking import sms_opt_out_appended
 
 # Problems a trial render with the sample context reports: the template's own fault whatever the
 # customer. Type errors against sample values ("render_error") are not: real data may differ.
@@ -420,6 +421,13 @@ def template_preview(
         now=now,
     )
     chosen = compiled.language_for(wanted)
+    # What is sent, not only what the template says: a marketing SMS ends in the opt-out words the
+    # pipeline adds (campaigns/services/tracking.py), read once for every variant.
+    opt_out_settings = (
+        DeliverySettings.current()
+        if version.template.channel == Channel.SMS and version.template.purpose == MessagePurpose.MARKETING
+        else None
+    )
     variants = []
     for language in compiled.languages:
         variant = PreviewVariant(language=language, chosen=language == chosen)
@@ -427,6 +435,11 @@ def template_preview(
             variant.content = content_render(compiled, language, context)
         except TemplateProblem as problem:
             variant.problem = problem
+        else:
+            if opt_out_settings is not None and "text" in variant.content:
+                variant.content["text"] = sms_opt_out_appended(
+                    str(variant.content["text"]), language, delivery_settings=opt_out_settings
+                )
         variants.append(variant)
     return variants
 

@@ -222,6 +222,18 @@ def _unsubscribe_words(language: str) -> str:
     return "退订" if _is_chinese(language) else "Unsubscribe"
 
 
+def sms_opt_out_appended(
+    text: str, language: str, *, delivery_settings: DeliverySettings | None = None
+) -> str:
+    """A marketing SMS's text as it is sent: ending in the opt-out words (DeliverySettings) of its language,
+    unless the template already says them. The template preview shows the same text (one place decides)."""
+    row = delivery_settings or DeliverySettings.current()
+    opt_out = row.sms_opt_out_zh if _is_chinese(language) else row.sms_opt_out_en
+    if opt_out and opt_out not in text:
+        return f"{text.rstrip()} {opt_out}"
+    return text
+
+
 def tracked_content(
     message_id: int,
     content: Mapping,
@@ -266,10 +278,7 @@ def tracked_content(
     elif channel == "sms":
         text = _rewrite_text(str(content.get("text", "")), links)
         if marketing:
-            row = delivery_settings or DeliverySettings.current()
-            opt_out = row.sms_opt_out_zh if _is_chinese(language) else row.sms_opt_out_en
-            if opt_out and opt_out not in text:
-                text = f"{text.rstrip()} {opt_out}"
+            text = sms_opt_out_appended(text, language, delivery_settings=delivery_settings)
         content["text"] = text
     else:
         # WeChat template messages and pushes open one URL (the mini-program page is not a URL).

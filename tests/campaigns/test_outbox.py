@@ -372,3 +372,121 @@ def test_beat_wakes_the_dispatcher_every_few_seconds_and_runs_the_reaper(setting
     assert reap["schedule"] <= 60
     app.loader.import_default_modules()
     assert {dispatch["task"], reap["task"]} <= set(app.tasks)
+
+
+def _not_deduping(settings, channel="sms"):
+    settings.MESSAGING_PROVIDERS = {
+        **settings.MESSAGING_PROVIDERS,
+        channel: {
+            "BACKEND": "campaigns.providers.sink.SinkProvider",
+            "OPTIONS": {"supports_idempotency": False},
+            "RATE": 0,
+        },
+    }
+
+
+def _hand_calls(monkeypatch):
+    calls = []
+    real = outbox._hand
+
+    def counting(items, code, claim, now):
+        calls.append(len(items))
+        return real(items, code, claim, now)
+
+    monkeypatch.setattr(outbox, "_hand", counting)
+    return calls
+
+
+def test_a_deduping_provider_is_sent_to_without_a_hand_update_and_the_record_writes_its_columns(
+    pipeline, template, monkeypatch
+):
+    customers = CustomerFactory.create_batch(3)
+    now = timezone.now()
+    outbox.messages_enqueue(rows=requests_for(customers, template, data={"name": "王芳"}), now=now)
+    hands = _hand_calls(monkeypatch)
+
+    stats = dispatch_run(worker="t", now_fn=lambda: now)
+
+    assert stats.sent == 3 and hands == []  # claim -> send -> record: two writes a message
+    for m in Message.objects.all():
+        customer = next(c for c in customers if c.pk == m.customer_id)
+        assert (m.status, m.handed_at, m.provider) == ("sent", now, "sms-sink")
+        assert (m.address, m.subject, m.language) == (customer.phone or f"c{customer.pk}", "Hi", "zh-hans")
+        assert m.claimed_until is None and [h["status"] for h in m.history] == ["queued", "sent"]
+    assert pipeline.deliveries == 3 and Event.objects.filter(type="message_sent").count() == 3
+
+
+def test_a_provider_that_ignores_repeats_is_still_handed_first(pipeline, template, monkeypatch, settings):
+    _not_deduping(settings)
+    now = timezone.now()
+    outbox.messages_enqueue(rows=requests_for(CustomerFactory.create_batch(2), template), now=now)
+    hands = _hand_calls(monkeypatch)
+
+    assert dispatch_run(worker="t", now_fn=lambda: now).sent == 2
+    assert hands == [2]
+    assert all(m.handed_at == now and m.provider == "sms-sink" for m in Message.objects.all())
+
+
+def test_a_batch_taken_over_before_sending_reaches_a_deduping_provider_once_and_is_recorded_once(
+    pipeline, template
+):
+    # Given worker A's claim lapsed after its screen and render, and worker B took the batch over,
+    customers = CustomerFactory.create_batch(4)
+    now = timezone.now()
+    outbox.messages_enqueue(rows=requests_for(customers, template), now=now)
+    first = outbox.messages_claim(now=now)
+    _lapse([m.pk for m in first.messages])
+    reaped = outbox.messages_reap(now=now)
+    assert reaped.requeued == 4
+    assert {m.history[-1]["reason"] for m in Message.objects.all()} == {"claim_lapsed_maybe_sent"}
+    second = outbox.messages_claim(now=now)
+    assert {m.pk for m in second.messages} == {m.pk for m in first.messages}
+
+    # when both workers send it (A, with no hand UPDATE, does not learn of B's claim before sending),
+    late = outbox.batch_process(claim=first, now=now)
+    on_time = outbox.batch_process(claim=second, now=now)
+
+    # then the provider's dedupe keeps one delivery a message, only B records, one event a message.
+    assert (late.sent, late.lost) == (0, 4)
+    assert (on_time.sent, on_time.lost) == (4, 0)
+    assert pipeline.deliveries == 4 and len(pipeline.delivered) == 4
+    assert Event.objects.filter(type="message_sent").count() == 4
+    for m in Message.objects.all():
+        assert m.status == "sent" and [h["status"] for h in m.history] == ["queued", "queued", "sent"]
+
+
+def test_a_batch_taken_over_before_sending_is_not_sent_by_a_provider_that_ignores_repeats(
+    pipeline, template, settings
+):
+    _not_deduping(settings)
+    now = timezone.now()
+    outbox.messages_enqueue(rows=requests_for(CustomerFactory.create_batch(3), template), now=now)
+    first = outbox.messages_claim(now=now)
+    _lapse([m.pk for m in first.messages])
+    assert outbox.messages_reap(now=now).requeued == 3
+    assert {m.history[-1]["reason"] for m in Message.objects.all()} == {"claim_lapsed"}
+    second = outbox.messages_claim(now=now)
+
+    late = outbox.batch_process(claim=first, now=now)
+    on_time = outbox.batch_process(claim=second, now=now)
+
+    assert (late.sent, late.lost) == (0, 3) and on_time.sent == 3
+    assert pipeline.deliveries == 3  # the hand UPDATE stopped A: nothing was sent twice
+
+
+def test_a_retried_message_of_a_deduping_provider_keeps_what_it_was_sent_with(
+    pipeline, template, monkeypatch
+):
+    raising = ScriptedProvider(None, raises=TimeoutError("read timeout"), supports_idempotency=True)
+    monkeypatch.setattr(outbox.stages, "provider_for", lambda channel: raising)
+    customer = CustomerFactory()
+    now = timezone.now()
+    outbox.messages_enqueue(rows=requests_for([customer], template), now=now)
+
+    dispatch_run(worker="t", now_fn=lambda: now)
+
+    # It may have gone out (no answer): its address and subject stay recorded, the hand-over is cleared
+    # with the claim so that it is sent again with the same key.
+    m = Message.objects.get()
+    assert (m.status, m.reason, m.handed_at, m.claim_token) == ("queued", "provider_retry", None, None)
+    assert (m.address, m.subject, m.provider) == (customer.phone or f"c{customer.pk}", "Hi", raising.code)

@@ -77,6 +77,23 @@ def test_a_batch_arrives_over_one_connection_with_headers_and_both_parts(smtp):
     assert "<b>1</b>" in parts["text/html"]
 
 
+def test_each_message_has_its_own_boundary_and_both_parts_survive_one_that_looks_like_it(smtp):
+    server = smtp()
+    # A body that writes what a boundary line looks like: the parts still come apart where they should.
+    tricky = outgoing(2, text="第一行\n--=_\n--=_00000000000000000000000000000000--\n最后一行")
+    results = provider().send_batch([outgoing(1), tricky], now=NOW)
+
+    assert [r.outcome for r in results] == [Outcome.SENT] * 2
+    first, second = (r.message for r in server.received)
+    boundaries = [m.get_boundary() for m in (first, second)]
+    assert all(b.startswith("=_") and len(b) == 34 for b in boundaries)
+    assert boundaries[0] != boundaries[1]
+    parts = {p.get_content_type(): p.get_content() for p in second.iter_parts()}
+    text = parts["text/plain"].replace("\r\n", "\n").rstrip("\n")
+    assert text == "第一行\n--=_\n--=_00000000000000000000000000000000--\n最后一行"
+    assert "<b>2</b>" in parts["text/html"]
+
+
 def test_html_only_gets_a_text_part_derived_from_it(smtp):
     server = smtp()
     [result] = provider().send_batch([outgoing(1, text="")], now=NOW)

@@ -117,6 +117,7 @@ def test_the_finder_sees_the_codes_of_every_writer():
     assert {
         "claim_lapsed",
         "claim_lapsed_handed",
+        "claim_lapsed_maybe_sent",
         "capped_all_deferred",
         "lower_priority",
         "screen_failed",
@@ -156,6 +157,7 @@ def test_every_reason_code_written_has_words_in_english_and_chinese():
     [
         ("claim_lapsed", {}, "its worker stopped before sending it", "发送前其工作进程已停止"),
         ("claim_lapsed_handed", {}, "ignores repeats", "重新排队"),
+        ("claim_lapsed_maybe_sent", {}, "perhaps after sending it", "可能已交给服务商"),
         ("screen_failed", {"attempts": 8, "error": "boom"}, "gave up after 8 attempts", "8 次"),
         ("render_error", {"error": "boom", "until": "x"}, "rendering failed (boom)", "渲染失败"),
         ("suppressed_address", {"why": "bounced"}, "(Bounced)", "退信"),

@@ -1,10 +1,16 @@
 """The template admin (Django test client, the real admin): problems on their field with the line,
 versions listed read-only, a preview of every language for a chosen customer, and the test send."""
 
+from datetime import datetime, time, timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
-from campaigns.models import Message, MessageTemplate, TemplateVersion
+from campaigns.models import DeliverySettings, Message, MessageTemplate, TemplateVersion
+from campaigns.providers.sink import SinkProvider
+from campaigns.services.outbox import MessageRequest, message_send_now
+from tests.campaigns.campaign_helpers import consent_sql
 from tests.campaigns.helpers import template_make
 from tests.factories import CustomerFactory
 
@@ -131,3 +137,85 @@ def test_a_test_send_goes_through_the_pipeline_and_says_how_it_ended(admin_clien
 def test_templates_are_in_the_campaigns_navigation(admin_client):
     page = admin_client.get(reverse("admin:index")).content.decode()
     assert reverse("admin:campaigns_messagetemplate_changelist") in page
+
+
+SMS_OFFER = {
+    "zh-hans": {"text": "{{ customer.name }}，双11预热开始"},
+    "en": {"text": "{{ customer.name }}: pre-sale"},
+}
+
+
+@pytest.fixture
+def sink(settings):
+    settings.MESSAGING_PROVIDERS = {
+        channel: {"BACKEND": "campaigns.providers.sink.SinkProvider", "OPTIONS": {}, "RATE": 0}
+        for channel in ("email", "sms", "wechat", "push")
+    }
+    SinkProvider.reset()
+    yield SinkProvider
+    SinkProvider.reset()
+
+
+def _eleven_tomorrow_in_shanghai():
+    # Outside quiet hours (21:00-08:00) whenever the test runs.
+    zone = timezone.get_default_timezone()
+    tomorrow = timezone.now().astimezone(zone).date() + timedelta(days=1)
+    return timezone.make_aware(datetime.combine(tomorrow, time(11)), zone)
+
+
+def test_the_preview_of_a_marketing_sms_shows_the_opt_out_text_exactly_as_it_is_sent(admin_client, sink):
+    template = template_make(code="presale", channel="sms", content=SMS_OFFER, purpose="marketing")
+    customer = CustomerFactory(name="王芳", phone="+8613911112222", language="zh-hans")
+    consent_sql([customer.pk], "sms")
+    url = reverse("admin:campaigns_messagetemplate_preview", args=[template.pk])
+
+    response = admin_client.get(url, {"customer": customer.pk})
+
+    variants = {v.language: v for v in response.context["variants"]}
+    assert variants["zh-hans"].content["text"] == "王芳，双11预热开始 回T退订"
+    assert variants["en"].content["text"] == "王芳: pre-sale Reply T to opt out"
+    assert "王芳，双11预热开始 回T退订" in response.content.decode()
+    # The same customer's real marketing message, through the pipeline: what the provider gets is what the
+    # preview's chosen variant showed.
+    now = _eleven_tomorrow_in_shanghai()
+    message, _created = message_send_now(
+        request=MessageRequest(
+            customer_id=customer.pk,
+            channel="sms",
+            template_id=template.pk,
+            source_kind="campaign",
+            source_ref="presale",
+            occurrence="1",
+        ),
+        now=now,
+    )
+    assert message.status == "sent", message.reason
+    (delivered,) = sink.delivered.values()
+    chosen = next(v for v in response.context["variants"] if v.chosen)
+    assert delivered.content["text"] == chosen.content["text"]
+
+
+def test_the_preview_follows_the_opt_out_setting_and_leaves_other_sms_alone(admin_client):
+    settings_row = DeliverySettings.current()
+    settings_row.sms_opt_out_zh = "拒收请回复R"
+    settings_row.save()
+    customer = CustomerFactory(name="王芳")
+    marketing = template_make(code="presale", channel="sms", content=SMS_OFFER, purpose="marketing")
+    said_already = template_make(
+        code="presale-2",
+        channel="sms",
+        content={"zh-hans": {"text": "双11 拒收请回复R"}, "en": {"text": "Pre-sale. Reply T to opt out"}},
+        purpose="marketing",
+    )
+    notice = template_make(code="shipped", channel="sms", content=SMS_OFFER, purpose="transactional")
+
+    def preview(template):
+        url = reverse("admin:campaigns_messagetemplate_preview", args=[template.pk])
+        variants = admin_client.get(url, {"customer": customer.pk}).context["variants"]
+        return {v.language: v.content["text"] for v in variants}
+
+    assert preview(marketing)["zh-hans"] == "王芳，双11预热开始 拒收请回复R"
+    # Said in the template already: not said twice, as the pipeline does not.
+    assert preview(said_already) == {"zh-hans": "双11 拒收请回复R", "en": "Pre-sale. Reply T to opt out"}
+    # A transactional SMS carries no opt-out text.
+    assert preview(notice) == {"zh-hans": "王芳，双11预热开始", "en": "王芳: pre-sale"}
