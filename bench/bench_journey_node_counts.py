@@ -9,7 +9,8 @@ What it does:
    journey whose rows share the tables (the counts must read one version's rows, not scan everyone's);
 2. writes, with SQL, one enrollment a customer spread along the journey as a real one thins out (the
    k-th message/wait pair reached by 85 % of those who reached the one before; those at a wait are waiting
-   there, those at a message left the journey there, those at the exit completed it), with every step: passed steps up to its node, a waiting step there;
+   there, those at a message left the journey there, those at the exit completed it), with
+   every step it took: passed steps up to its node, a waiting step there;
 3. VACUUM ANALYZE (as autovacuum would have by then), then calls `journey_node_counts` --runs times
    and prints the median and max, the CPU of this process and PostgreSQL's, and EXPLAIN ANALYZE of
    the two statements.

@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -464,24 +465,32 @@ def _write(advance: Advance, claim: Claim) -> None:
     _enrollments_update(list(advance.touched.values()), claim)
 
 
-def _shaped(rows, own, shared) -> tuple[list[list], list[list]]:
-    """Split `rows` into their own columns (one array each, one element a row) and an index into the
-    distinct tuples of their shared columns (one array each, one element a distinct tuple).
+def _shaped(rows, own: tuple[str, ...], shared: tuple[str, ...], json_field: str):
+    """Split `rows` into their own columns (one array each, one element a row) plus an index into the
+    distinct tuples of their shared columns (one array each, one element a distinct tuple); `json_field`
+    is the last shared column, a dict sent as JSON text.
 
     A batch's rows differ in a few integers (the enrollment, its step number) and share the rest: every
     step of a node in a batch has the same node, times, outcome and detail, and every enrollment finished
     at an exit looks like the next one. Sending the distinct tuples once and the integers in binary is
     what psycopg dumps fastest; a dozen text and timestamp arrays of a whole batch took longer to dump
     than PostgreSQL took to write them (BENCHMARKS.md, journeys engine)."""
+    own_of, shared_of, json_of = attrgetter(*own), attrgetter(*shared), attrgetter(json_field)
     shapes: dict[tuple, int] = {}
-    own_cols: list[list] = [[] for _ in range(len(own) + 1)]
+    own_rows, shape_of_row = [], []
     for row in rows:
-        for i, get in enumerate(own):
-            own_cols[i].append(get(row))
-        key = tuple(get(row) for get in shared)
-        own_cols[-1].append(shapes.setdefault(key, len(shapes) + 1))
-    shared_cols = [list(col) for col in zip(*shapes, strict=True)] if shapes else [[] for _ in shared]
-    return own_cols, shared_cols
+        own_rows.append(own_of(row))
+        detail = json_of(row)
+        key = (*shared_of(row), _detail_json(detail) if detail else "{}")
+        shape = shapes.get(key)
+        if shape is None:
+            shape = shapes[key] = len(shapes) + 1
+        shape_of_row.append(shape)
+    own_cols = [list(col) for col in zip(*own_rows, strict=True)] if own_rows else [[] for _ in own]
+    shared_cols = (
+        [list(col) for col in zip(*shapes, strict=True)] if shapes else [[] for _ in range(len(shared) + 1)]
+    )
+    return [*own_cols, shape_of_row], shared_cols
 
 
 def _detail_json(detail: dict) -> str:
@@ -495,16 +504,9 @@ def _steps_insert(steps: list[StepRow]) -> None:
     distinct (version, node, times, outcome, exit, detail) they share."""
     (ids, visits, shape), shared = _shaped(
         steps,
-        own=(lambda s: s.enrollment_id, lambda s: s.visit),
-        shared=(
-            lambda s: s.version_id,
-            lambda s: s.node_id,
-            lambda s: s.entered_at,
-            lambda s: s.left_at,
-            lambda s: str(s.outcome),
-            lambda s: s.handle,
-            lambda s: _detail_json(s.detail),
-        ),
+        own=("enrollment_id", "visit"),
+        shared=("version_id", "node_id", "entered_at", "left_at", "outcome", "handle"),
+        json_field="detail",
     )
     with server_binding_cursor() as cursor:
         cursor.execute(
@@ -563,18 +565,18 @@ def _enrollments_update(lives: list[Live], claim: Claim) -> None:
         return
     (ids, steps_taken, attempts, shape), shared = _shaped(
         lives,
-        own=(lambda e: e.id, lambda e: e.steps_taken, lambda e: e.attempts),
+        own=("id", "steps_taken", "attempts"),
         shared=(
-            lambda e: e.node_id,
-            lambda e: str(e.state),
-            lambda e: e.due_at,
-            lambda e: e.finished_at,
-            lambda e: e.waiting_for,
-            lambda e: e.wake_handle,
-            lambda e: e.reason,
-            lambda e: _detail_json(e.reason_params),
-            lambda e: e.node_entered_at,
+            "node_id",
+            "state",
+            "due_at",
+            "finished_at",
+            "waiting_for",
+            "wake_handle",
+            "reason",
+            "node_entered_at",
         ),
+        json_field="reason_params",
     )
     # No `claim_token = ours` here: `_lock` read the rows under our token FOR UPDATE and holds them until
     # this transaction ends, so no one can have changed it. The condition was also a trap: the planner
@@ -588,9 +590,9 @@ def _enrollments_update(lives: list[Live], claim: Claim) -> None:
             "claim_token = NULL, claimed_until = NULL "
             "FROM unnest(%b::bigint[], %b::int[], %b::int[], %b::int[]) AS u(id, steps_taken, attempts, shape) "
             "JOIN unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[], "
-            "%s::text[], %s::text[], %s::text[], %s::timestamptz[]) WITH ORDINALITY "
-            "AS s(node_id, state, due_at, finished_at, waiting_for, wake_handle, reason, reason_params, "
-            "node_entered_at, shape) ON s.shape = u.shape "
+            "%s::text[], %s::text[], %s::timestamptz[], %s::text[]) WITH ORDINALITY "
+            "AS s(node_id, state, due_at, finished_at, waiting_for, wake_handle, reason, node_entered_at, "
+            "reason_params, shape) ON s.shape = u.shape "
             "WHERE e.id = u.id",
             [ids, steps_taken, attempts, shape, *shared],
         )
