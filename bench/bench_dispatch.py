@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_loyalty_common import (  # noqa: E402
     accounts_seed,
+    cluster_cpu_seconds,
     database_create,
     database_drop,
     django_setup,
@@ -48,34 +49,6 @@ from bench_render import CONTENT  # noqa: E402
 DB_NAME = "mo_bench_dispatch"
 BENCH_NOW = datetime(2026, 12, 9, 7, 0, tzinfo=UTC)
 PROFILE_DIR = Path("/tmp")
-
-
-def cluster_cpu_seconds() -> float:
-    """CPU seconds (user + system) the whole PostgreSQL server has used so far: the postmaster's own, its
-    reaped children's (cutime/cstime: backends that ended, as Django's CONN_MAX_AGE ends them every 60 s)
-    and its live children's. The server must run on this machine and serve only this bench meanwhile."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW data_directory")
-        data_directory = cursor.fetchone()[0]
-    postmaster = int(Path(data_directory, "postmaster.pid").read_text().split()[0])
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def fields(pid: int) -> list[str]:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-    own = fields(postmaster)
-    total = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                f = fields(int(entry.name))
-            except OSError:
-                continue
-            if int(f[1]) == postmaster:  # ppid
-                total += int(f[11]) + int(f[12])
-    return total / tick
 
 
 def setup() -> None:

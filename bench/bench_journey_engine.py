@@ -21,39 +21,23 @@ import os
 import subprocess
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_loyalty_common import (  # noqa: E402
+    ROOT,
+    bench_url,
+    cluster_cpu_seconds,
+    database_create,
+    database_drop,
+)
+from bench_loyalty_common import django_setup as _django_setup  # noqa: E402
+
 DB_NAME = "mo_bench_journeys"
-sys.path.insert(0, str(ROOT))
-
-
-def server_url() -> str:
-    return os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-
-
-def bench_url() -> str:
-    parts = urllib.parse.urlsplit(server_url())
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{DB_NAME}"))
-
-
-def admin(sql: str) -> None:
-    import psycopg
-
-    parts = urllib.parse.urlsplit(server_url())
-    with psycopg.connect(urllib.parse.urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def django_setup() -> None:
-    os.environ["DATABASE_URL"] = bench_url()
-    os.environ.setdefault("DJANGO_ENV", "test")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
+    _django_setup(DB_NAME)
 
 
 def worker(batch: int) -> None:
@@ -64,15 +48,23 @@ def worker(batch: int) -> None:
 
     totals, batches = BatchStats(), 0
     first = last = None
+    cpu_first = cpu_last = 0.0
     waited = time.time()
+    profile = None
+    if os.environ.get("BENCH_PROFILE"):
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     while True:
-        began = time.time()
+        began, cpu_began = time.time(), time.process_time()
         stats = dispatch_run(
             worker=f"bench-{os.getpid()}", limit_seconds=3600, batch_size=batch, events=False
         )
         if stats.batches:
-            first = first or began
-            last = time.time()
+            if first is None:
+                first, cpu_first = began, cpu_began
+            last, cpu_last = time.time(), time.process_time()
             totals.add(stats.totals)
             batches += stats.batches
         elif last is not None and time.time() - last > 1.0:
@@ -83,12 +75,17 @@ def worker(batch: int) -> None:
     print(
         f"  worker {os.getpid()}: {batches} batches, {totals.steps:,} steps, lost {totals.lost}", flush=True
     )
-    print(f"WINDOW {first or 0} {last or 0}", flush=True)
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(f"{os.environ['BENCH_PROFILE']}/journey-worker-{os.getpid()}.prof")
+    # The CPU of the productive loops only (Django's start-up and the idle polls before work came left out).
+    print(f"WINDOW {first or 0} {last or 0} {cpu_last - cpu_first}", flush=True)
 
 
-def workers(n: int, batch: int, env: dict) -> tuple[float, float, float]:
+def workers(n: int, batch: int, env: dict) -> tuple[float, float, float, float]:
     """(wall seconds from the processes' start to their end, the dispatch loops' window (the first loop's
-    start to the last one's end, process start-up left out), the start of that window)."""
+    start to the last one's end, process start-up left out), the start of that window, the workers' CPU
+    seconds in their productive loops)."""
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -109,7 +106,7 @@ def workers(n: int, batch: int, env: dict) -> tuple[float, float, float]:
             else:
                 print(line, flush=True)
     first, last = min(w[0] for w in windows), max(w[1] for w in windows)
-    return time.perf_counter() - started, last - first, first
+    return time.perf_counter() - started, last - first, first, sum(w[2] for w in windows)
 
 
 def main() -> int:
@@ -126,12 +123,8 @@ def main() -> int:
         worker(args.batch)
         return 0
 
-    admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-    admin(f'CREATE DATABASE "{DB_NAME}"')
-    env = {**os.environ, "DATABASE_URL": bench_url(), "DJANGO_ENV": "test", "LOG_LEVEL": "WARNING"}
-    subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
-    )
+    database_create(DB_NAME)
+    env = {**os.environ, "DATABASE_URL": bench_url(DB_NAME), "DJANGO_ENV": "test", "LOG_LEVEL": "WARNING"}
     django_setup()
     from django.db import connection
     from django.utils import timezone
@@ -209,12 +202,14 @@ def main() -> int:
     time.sleep(
         float(os.environ.get("BENCH_WORKER_WARMUP", "15"))
     )  # let them set Django up and go idle-polling
+    server_before = cluster_cpu_seconds()
     started_wall = time.time()
-    started = time.perf_counter()
+    started, enter_cpu = time.perf_counter(), time.process_time()
     entered = enrollments_enter(version=version, customer_ids=ids, occurrence="1", now=timezone.now())
-    enter_seconds = time.perf_counter() - started
+    enter_seconds, enter_cpu = time.perf_counter() - started, time.process_time() - enter_cpu
     runner.join()
-    _wall, window, first = result["w"]
+    server_cpu = cluster_cpu_seconds() - server_before
+    _wall, window, first, workers_cpu = result["w"]
     total = first + window - started_wall  # from the entry call to the end of the last batch
     waiting = Enrollment.objects.filter(version=version, state="waiting", node_id="w").count()
     steps = EnrollmentStep.objects.filter(version=version).count()
@@ -224,13 +219,20 @@ def main() -> int:
         f"batch {args.batch})",
         flush=True,
     )
+    print(
+        f"  CPU: entry call {enter_cpu:.1f}s, workers {workers_cpu:.1f}s, PostgreSQL {server_cpu:.1f}s "
+        f"(load {os.getloadavg()[0]:.1f})",
+        flush=True,
+    )
 
     # 2. Steps per second through instant nodes.
     version2 = journey_publish(journey=journey_create(name="bench instant", graph=instant))
     enrollments_enter(version=version2, customer_ids=ids, occurrence="1", now=timezone.now())
     connection.cursor().execute("ANALYZE journeys_enrollment")
     # Entered before the workers start: this measures the engine alone, from its first claim.
-    wall, seconds, _first = workers(args.workers, args.batch, env)
+    server_before = cluster_cpu_seconds()
+    wall, seconds, _first, workers_cpu = workers(args.workers, args.batch, env)
+    server_cpu = cluster_cpu_seconds() - server_before
     steps2 = EnrollmentStep.objects.filter(version=version2).count()
     done = Enrollment.objects.filter(version=version2, state="completed").count()
     print(
@@ -238,10 +240,14 @@ def main() -> int:
         f"{seconds:.1f}s of dispatch ({wall:.1f}s with process start-up) = {steps2 / seconds:,.0f} steps/s",
         flush=True,
     )
+    print(
+        f"  CPU: workers {workers_cpu:.1f}s, PostgreSQL {server_cpu:.1f}s (start-up included) = "
+        f"{steps2 / (workers_cpu + server_cpu):,.0f} steps per CPU second (load {os.getloadavg()[0]:.1f})",
+        flush=True,
+    )
     ok = waiting == len(ids) and done == len(ids)
     if not args.keep_db:
-        connection.close()
-        admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        database_drop(DB_NAME)
     return 0 if ok else 1
 
 

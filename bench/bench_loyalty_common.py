@@ -68,6 +68,34 @@ def django_setup(db_name: str = DB_NAME) -> None:
     django.setup()
 
 
+def cluster_cpu_seconds() -> float:
+    """CPU seconds (user + system) the whole PostgreSQL server has used so far: the postmaster's own, its
+    reaped children's (cutime/cstime: backends that ended, as Django's CONN_MAX_AGE ends them every 60 s)
+    and its live children's. The server must run on this machine and serve only this bench meanwhile."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW data_directory")
+        data_directory = cursor.fetchone()[0]
+    postmaster = int(Path(data_directory, "postmaster.pid").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def fields(pid: int) -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    own = fields(postmaster)
+    total = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                f = fields(int(entry.name))
+            except OSError:
+                continue
+            if int(f[1]) == postmaster:  # ppid
+                total += int(f[11]) + int(f[12])
+    return total / tick
+
+
 def sql(statement: str, params=None) -> None:
     from django.db import connection
 

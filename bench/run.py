@@ -36,6 +36,9 @@ BENCHMARKS = [
     ("bench_campaign_start.py", ["--customers", "1000000"]),
     ("bench_time_triggers.py", ["--customers", "200000"]),
     ("bench_winback.py", ["--customers", "1000000"]),
+    ("bench_journey_engine.py", ["--customers", "100000", "--batch", "10000"]),
+    ("bench_journey_latency.py", ["--rate", "2000", "--seconds", "60"]),
+    ("bench_journey_node_counts.py", ["--enrollments", "1000000"]),
 ]
 
 

@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -144,9 +145,9 @@ class BatchStats:
 class Claim:
     token: uuid.UUID
     ids: list[int]
-    at_webhook: list[tuple[int, int, str, int, int]] = field(
-        default_factory=list
-    )  # id, version, node, visit, customer
+    # False when no claimed row stands at a webhook node (known from the claim's own RETURNING): the batch
+    # then skips reading its rows again to look for webhooks to call.
+    webhooks_due: bool = True
 
 
 def _inactive_journeys() -> list[int]:
@@ -170,10 +171,10 @@ def enrollments_claim(*, now: datetime, batch_size: int | None = None) -> Claim:
                     "WHERE state IN ('active', 'waiting') AND due_at IS NOT NULL AND due_at <= %s "
                     "AND NOT (journey_id = ANY(%s)) "
                     "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) c "
-                    "WHERE e.id = c.id RETURNING e.id",
+                    "WHERE e.id = c.id RETURNING e.id, e.version_id, e.node_id, e.state",
                     [token, until, until, now, inactive, size],
                 )
-                ids = sorted(row[0] for row in cursor.fetchall())
+                rows = cursor.fetchall()
         else:
             from journeys.models import LIVE_STATES, Enrollment
 
@@ -184,7 +185,14 @@ def enrollments_claim(*, now: datetime, batch_size: int | None = None) -> Claim:
                 .values_list("pk", flat=True)[:size]
             )
             Enrollment.objects.filter(pk__in=ids).update(claim_token=token, claimed_until=until, due_at=until)
-    return Claim(token=token, ids=ids)
+            return Claim(token=token, ids=ids)
+    versions = compiled({row[1] for row in rows})
+    webhooks_due = any(
+        state == EnrollmentState.ACTIVE and (versions[v].nodes.get(node_id) or {}).get("type") == "webhook"
+        for _id, v, node_id, state in rows
+        if v in versions
+    )
+    return Claim(token=token, ids=sorted(row[0] for row in rows), webhooks_due=webhooks_due)
 
 
 _LIVE_COLUMNS = (
@@ -435,7 +443,7 @@ def _write(advance: Advance, claim: Claim) -> None:
         # A plain insert, not ON CONFLICT: a step recorded twice would mean two workers advanced one
         # enrollment, and the unique key then rolls the whole batch back, side effects included.
         if connection.vendor == "postgresql":
-            _steps_copy(advance.steps)
+            _steps_insert(advance.steps)
         else:
             EnrollmentStep.objects.bulk_create(
                 [
@@ -457,29 +465,62 @@ def _write(advance: Advance, claim: Claim) -> None:
     _enrollments_update(list(advance.touched.values()), claim)
 
 
-_STEP_COLUMNS = "enrollment_id, version_id, node_id, visit, entered_at, left_at, outcome, handle, detail"
+def _shaped(rows, own: tuple[str, ...], shared: tuple[str, ...], json_field: str):
+    """Split `rows` into their own columns (one array each, one element a row) plus an index into the
+    distinct tuples of their shared columns (one array each, one element a distinct tuple); `json_field`
+    is the last shared column, a dict sent as JSON text.
+
+    A batch's rows differ in a few integers (the enrollment, its step number) and share the rest: every
+    step of a node in a batch has the same node, times, outcome and detail, and every enrollment finished
+    at an exit looks like the next one. Sending the distinct tuples once and the integers in binary is
+    what psycopg dumps fastest; a dozen text and timestamp arrays of a whole batch took longer to dump
+    than PostgreSQL took to write them (BENCHMARKS.md, journeys engine)."""
+    own_of, shared_of, json_of = attrgetter(*own), attrgetter(*shared), attrgetter(json_field)
+    shapes: dict[tuple, int] = {}
+    own_rows, shape_of_row = [], []
+    for row in rows:
+        own_rows.append(own_of(row))
+        detail = json_of(row)
+        key = (*shared_of(row), _detail_json(detail) if detail else "{}")
+        shape = shapes.get(key)
+        if shape is None:
+            shape = shapes[key] = len(shapes) + 1
+        shape_of_row.append(shape)
+    own_cols = [list(col) for col in zip(*own_rows, strict=True)] if own_rows else [[] for _ in own]
+    shared_cols = (
+        [list(col) for col in zip(*shapes, strict=True)] if shapes else [[] for _ in range(len(shared) + 1)]
+    )
+    return [*own_cols, shape_of_row], shared_cols
 
 
-def _steps_copy(steps: list[StepRow]) -> None:
-    # COPY straight into the table: the batch's steps are one narrow stream, not thousands of INSERT rows.
+def _detail_json(detail: dict) -> str:
     import json
 
-    with connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY journeys_enrollmentstep ({_STEP_COLUMNS}) FROM STDIN") as copy:
-            for s in steps:
-                copy.write_row(
-                    (
-                        s.enrollment_id,
-                        s.version_id,
-                        s.node_id,
-                        s.visit,
-                        s.entered_at,
-                        s.left_at,
-                        s.outcome,
-                        s.handle,
-                        json.dumps(s.detail, default=str) if s.detail else "{}",
-                    )
-                )
+    return json.dumps(detail, default=str, sort_keys=True) if detail else "{}"
+
+
+def _steps_insert(steps: list[StepRow]) -> None:
+    """One INSERT ... SELECT for the batch's steps: their (enrollment, visit) pairs joined to the few
+    distinct (version, node, times, outcome, exit, detail) they share."""
+    (ids, visits, shape), shared = _shaped(
+        steps,
+        own=("enrollment_id", "visit"),
+        shared=("version_id", "node_id", "entered_at", "left_at", "outcome", "handle"),
+        json_field="detail",
+    )
+    with server_binding_cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO journeys_enrollmentstep "
+            "(enrollment_id, version_id, node_id, visit, entered_at, left_at, outcome, handle, detail) "
+            "SELECT u.enrollment_id, s.version_id, s.node_id, u.visit, s.entered_at, s.left_at, s.outcome, "
+            "s.handle, s.detail::jsonb "
+            "FROM unnest(%b::bigint[], %b::int[], %b::int[]) AS u(enrollment_id, visit, shape) "
+            "JOIN unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[], "
+            "%s::text[], %s::text[]) WITH ORDINALITY "
+            "AS s(version_id, node_id, entered_at, left_at, outcome, handle, detail, shape) "
+            "ON s.shape = u.shape",
+            [ids, visits, shape, *shared],
+        )
 
 
 def _steps_close(closes, now) -> None:
@@ -522,43 +563,38 @@ def _enrollments_update(lives: list[Live], claim: Claim) -> None:
                 claimed_until=None,
             )
         return
-    import json
-
-    cols = list(
-        zip(
-            *[
-                (
-                    e.id,
-                    e.node_id,
-                    e.state,
-                    e.due_at,
-                    e.finished_at,
-                    e.steps_taken,
-                    e.attempts,
-                    e.waiting_for,
-                    e.wake_handle,
-                    e.reason,
-                    json.dumps(e.reason_params, default=str),
-                    e.node_entered_at,
-                )
-                for e in lives
-            ],
-            strict=True,
-        )
+    (ids, steps_taken, attempts, shape), shared = _shaped(
+        lives,
+        own=("id", "steps_taken", "attempts"),
+        shared=(
+            "node_id",
+            "state",
+            "due_at",
+            "finished_at",
+            "waiting_for",
+            "wake_handle",
+            "reason",
+            "node_entered_at",
+        ),
+        json_field="reason_params",
     )
+    # No `claim_token = ours` here: `_lock` read the rows under our token FOR UPDATE and holds them until
+    # this transaction ends, so no one can have changed it. The condition was also a trap: the planner
+    # estimated it at one row, and a plan that scanned the batch's unnest once per enrollment took minutes.
     with server_binding_cursor() as cursor:
         cursor.execute(
-            "UPDATE journeys_enrollment e SET node_id = u.node_id, state = u.state, due_at = u.due_at, "
-            "finished_at = u.finished_at, steps_taken = u.steps_taken, attempts = u.attempts, "
-            "waiting_for = u.waiting_for, wake_handle = u.wake_handle, reason = u.reason, "
-            "reason_params = u.reason_params::jsonb, node_entered_at = u.node_entered_at, "
+            "UPDATE journeys_enrollment e SET node_id = s.node_id, state = s.state, due_at = s.due_at, "
+            "finished_at = s.finished_at, steps_taken = u.steps_taken, attempts = u.attempts, "
+            "waiting_for = s.waiting_for, wake_handle = s.wake_handle, reason = s.reason, "
+            "reason_params = s.reason_params::jsonb, node_entered_at = s.node_entered_at, "
             "claim_token = NULL, claimed_until = NULL "
-            "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], "
-            "%s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[]) "
-            "AS u(id, node_id, state, due_at, finished_at, steps_taken, attempts, waiting_for, wake_handle, "
-            "reason, reason_params, node_entered_at) "
-            "WHERE e.id = u.id AND e.claim_token = %s",
-            [*[list(c) for c in cols], claim.token],
+            "FROM unnest(%b::bigint[], %b::int[], %b::int[], %b::int[]) AS u(id, steps_taken, attempts, shape) "
+            "JOIN unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[], "
+            "%s::text[], %s::text[], %s::timestamptz[], %s::text[]) WITH ORDINALITY "
+            "AS s(node_id, state, due_at, finished_at, waiting_for, wake_handle, reason, node_entered_at, "
+            "reason_params, shape) ON s.shape = u.shape "
+            "WHERE e.id = u.id",
+            [ids, steps_taken, attempts, shape, *shared],
         )
 
 

@@ -144,9 +144,10 @@ def _wait(members, ctx):
 
 
 def _zones(customer_ids: list[int]) -> dict[int, str]:
+    from crm.db import AnyOf
     from crm.models import Customer
 
-    return dict(Customer.objects.filter(pk__in=customer_ids).values_list("pk", "time_zone"))
+    return dict(Customer.objects.filter(AnyOf("id", customer_ids)).values_list("pk", "time_zone"))
 
 
 def next_local_time(now: datetime, zone_name: str | None, hour: int, minute: int, weekdays=None) -> datetime:
@@ -177,12 +178,13 @@ def _wait_for_event(members, ctx):
 
 @handles("condition")
 def _condition(members, ctx):
+    from crm.db import AnyOf
     from crm.segments.compiler import rule_queryset
 
     ids = [e.customer_id for e in members]
-    # One query for the whole group: the rule, narrowed to this batch's customers.
+    # One query for the whole group: the rule, narrowed to this batch's customers (one array parameter).
     matched = set(
-        rule_queryset(ctx.config["rule"], now=ctx.now).filter(pk__in=ids).values_list("pk", flat=True)
+        rule_queryset(ctx.config["rule"], now=ctx.now).filter(AnyOf("id", ids)).values_list("pk", flat=True)
     )
     return {e.id: Move("yes" if e.customer_id in matched else "no") for e in members}
 
@@ -381,6 +383,8 @@ def webhooks_call(*, claim: Claim, now: datetime) -> dict[int, WebhookCall]:
     from journeys.services.engine import compiled
     from journeys.webhooks import webhook_post
 
+    if not claim.webhooks_due:
+        return {}
     rows = list(
         Enrollment.objects.filter(
             pk__in=claim.ids, claim_token=claim.token, state=EnrollmentState.ACTIVE

@@ -862,10 +862,11 @@ function Designer({ boot }) {
     }
   }, [boot, dirty, save, version, applyAnswer, t]);
 
-  // A live version's counts move while staff look at it: fetched again every COUNTS_REFRESH_MS.
+  // A live version's counts: fetched as soon as the canvas is up (the page itself does not wait for them:
+  // over a million enrollments they take longer than drawing the canvas), then every COUNTS_REFRESH_MS.
   useEffect(() => {
     if (version.status === "draft" || !boot.urls.counts) return undefined;
-    const timer = setInterval(async () => {
+    const refresh = async () => {
       if (document.hidden) return;
       try {
         const answer = await callJson(boot.urls.counts, "GET", undefined, boot.csrf_token);
@@ -873,7 +874,9 @@ function Designer({ boot }) {
       } catch {
         // The next tick tries again; the counts on screen stay as they were.
       }
-    }, COUNTS_REFRESH_MS);
+    };
+    refresh();
+    const timer = setInterval(refresh, COUNTS_REFRESH_MS);
     return () => clearInterval(timer);
   }, [boot, version.status]);
 
