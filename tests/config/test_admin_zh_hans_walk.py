@@ -166,6 +166,9 @@ def _untranslated(html: str, patterns, as_typed: frozenset = frozenset()) -> set
     for text in _shown_texts(html):
         if not re.search(r"[A-Za-z]", text) or text in as_typed:
             continue
+        if re.fullmatch(r"[A-Za-z0-9_-]{32,}", text):
+            continue  # a token in a JSON island (the CSRF token), never words: "v%(number)s" matched one
+
         found.update(f"{english!r} (shown as {text[:80]!r})" for rx, english in patterns if rx.match(text))
     return found
 
