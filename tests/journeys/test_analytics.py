@@ -53,13 +53,14 @@ def enrol(journey, customers, *, arm, entered_at):
 
 # The results read the events and orders from the journey's creation on (no enrollment predates its
 # journey): the journeys here are created before the enrollments the tests backdate.
-CREATED = timezone.now() - timedelta(days=100)
+def _created():
+    return timezone.now() - timedelta(days=100)
 
 
 @pytest.fixture
 def journey():
     return journey_create(
-        now=CREATED,
+        now=_created(),
         name="Win-back",
         graph=GRAPH,
         settings={"goal": {"event_type": "order_placed", "filters": []}, "holdout_percent": 10},
@@ -105,7 +106,7 @@ def test_conversions_and_revenue_count_only_the_window_after_entering(journey):
 
 
 def test_without_a_goal_an_order_placed_event_is_the_conversion():
-    journey = journey_create(name="No goal", graph=GRAPH, settings={"goal": None}, now=CREATED)
+    journey = journey_create(name="No goal", graph=GRAPH, settings={"goal": None}, now=_created())
     customer = CustomerFactory()
     entered = timezone.now() - timedelta(days=2)
     enrol(journey, [customer], arm="treated", entered_at=entered)
@@ -147,7 +148,7 @@ def test_a_holdout_no_one_is_in_yet_is_said_as_such(journey):
 
 
 def test_without_a_holdout_the_header_says_how_to_get_one():
-    journey = journey_create(name="No holdout", graph=GRAPH, now=CREATED)
+    journey = journey_create(name="No holdout", graph=GRAPH, now=_created())
     enrol(journey, CustomerFactory.create_batch(2), arm="treated", entered_at=timezone.now())
     with translation.override("en"):
         figures = journey_results_display(journey=journey)["figures"]
