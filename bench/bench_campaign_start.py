@@ -24,58 +24,26 @@ import argparse
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_loyalty_common import database_create as _database_create  # noqa: E402
+from bench_loyalty_common import database_drop  # noqa: E402
+from bench_loyalty_common import django_setup as _django_setup  # noqa: E402
+
 DB_NAME = "mo_bench_campaign"
 
 
-def server_url() -> str:
-    if os.environ.get("DATABASE_URL"):
-        return os.environ["DATABASE_URL"]
-    host = os.environ.get("PGHOST", "127.0.0.1")
-    port = os.environ.get("PGPORT", "5432")
-    user = os.environ.get("PGUSER", "postgres")
-    return f"postgres://{user}@{host}:{port}/postgres"
-
-
-def bench_url() -> str:
-    parts = urllib.parse.urlsplit(server_url())
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{DB_NAME}"))
-
-
-def _admin(sql: str) -> None:
-    import psycopg
-
-    parts = urllib.parse.urlsplit(server_url())
-    with psycopg.connect(urllib.parse.urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        conn.execute(sql)
-
-
 def database_create() -> None:
-    _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-    _admin(f'CREATE DATABASE "{DB_NAME}"')
-    env = {**os.environ, "DATABASE_URL": bench_url(), "DJANGO_ENV": "test"}
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
-    )
-    print(f"database {DB_NAME} migrated in {time.perf_counter() - started:.1f}s", flush=True)
+    _database_create(DB_NAME)
 
 
 def django_setup() -> None:
-    os.environ["DATABASE_URL"] = bench_url()
-    os.environ.setdefault("DJANGO_ENV", "test")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
+    _django_setup(DB_NAME)
     from django.conf import settings
 
     settings.MESSAGING_PROVIDERS = {
@@ -241,10 +209,7 @@ def main() -> int:
         p.join()
     connection.close()
     if not args.keep:
-        from django.db import connections
-
-        connections.close_all()
-        _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        database_drop(DB_NAME)
     return 0
 
 
